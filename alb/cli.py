@@ -1,0 +1,101 @@
+"""`alb` command line: every argument of run/sweep is a Hydra override."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark deep active learning: run, sweep, report, list.")
+console = Console(stderr=True)
+Overrides = Annotated[Optional[list[str]], typer.Argument(help="Hydra overrides, e.g. strategy=noris seeds=3")]
+
+
+def _user_errors(func):
+    """Turn bad input into one clear line and exit code 2, never a traceback."""
+    from functools import wraps
+
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        from alb.errors import UserError
+        try:
+            return func(*args, **kwargs)
+        except UserError as err:
+            console.print(f"[red]error:[/] {err}")
+        except HydraException as err:
+            console.print(f"[red]config error:[/] {err}")
+        except OmegaConfBaseException as err:
+            console.print(f"[red]config error:[/] {str(err).splitlines()[0]}")
+        raise typer.Exit(2)
+    return wrapper
+
+
+@app.command()
+@_user_errors
+def run(overrides: Overrides = None) -> None:
+    """Run one strategy over several seeds, e.g. `alb run strategy=noris seeds=3`."""
+    from alb.config import compose_config
+    from alb.loop import run_experiment
+    folders = run_experiment(compose_config(overrides or []))
+    console.print(f"results: {folders[0].parent}")
+
+
+@app.command()
+@_user_errors
+def sweep(overrides: Overrides = None) -> None:
+    """Run every combination of comma lists / range() overrides, e.g.
+    `alb sweep strategy=random,entropy seeds=3` (plus any grid in the preset's `sweep:`)."""
+    from alb.config import compose_config
+    from alb.loop import run_experiment
+    from alb.sweep import expand_sweep
+    overrides = overrides or []
+    fixed = [o for o in expand_sweep(overrides)[0] if o.split("=", 1)[0] in
+             {"experiment", "+experiment"}]  # the preset may define the grid
+    jobs = expand_sweep(overrides, compose_config(fixed).sweep)
+    console.print(f"sweep: {len(jobs)} job(s)")
+    folders = []
+    for k, job in enumerate(jobs):
+        console.print(f"[bold]job {k + 1}/{len(jobs)}:[/] {' '.join(job)}")
+        folders += run_experiment(compose_config(job))
+    if folders:
+        console.print(f"results: {folders[0].parent.parent}")
+
+
+@app.command()
+@_user_errors
+def report(directory: Annotated[Path, typer.Argument(help="results/<experiment>")],
+           ppm_mode: Annotated[str, typer.Option(help="paired-t (Ash et al.) or ji2023 (Ji et al.'s code)")] = "paired-t",
+           alpha: Annotated[float, typer.Option(help="significance level of the paired t-test")] = 0.05) -> None:
+    """Tables, pairwise penalty matrix, learning curves and labelling-cost savings."""
+    from alb.report import write_report
+    out = write_report(directory, ppm_mode=ppm_mode, alpha=alpha)
+    console.print(f"report: {out}")
+
+
+@app.command("list")
+@_user_errors
+def list_options(group: Annotated[str, typer.Argument(help="dataset, model, strategy, protocol, trainer or experiment")]) -> None:
+    """List the options of a config group with their one-line descriptions."""
+    from alb.config import group_options, option_description
+    table = Table(title=group)
+    table.add_column("name")
+    table.add_column("description")
+    for name in group_options(group):
+        table.add_row(name, option_description(group, name))
+    Console().print(table)
+
+
+def main() -> None:
+    app(prog_name="alb")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Config composition: the one place that knows where `conf/` and `experiments/` live and
+the one place that instantiates `_target_`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from alb.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = Path(os.environ.get("ALB_CONFIG_DIR", REPO_ROOT / "conf")).resolve()
+EXPERIMENTS_DIR = Path(os.environ.get("ALB_EXPERIMENTS_DIR", REPO_ROOT / "experiments")).resolve()
+GROUPS = ("dataset", "model", "strategy", "protocol", "trainer", "experiment")
+
+
+@contextmanager
+def hydra_context() -> Iterator[None]:
+    """Initialise Hydra on the absolute config dir (works from any working directory)."""
+    if not (CONFIG_DIR / "config.yaml").is_file():
+        raise UserError(
+            f"config directory {CONFIG_DIR} has no config.yaml; install alb in editable mode "
+            "(`make install`) or point ALB_CONFIG_DIR at the repository's conf/ folder"
+        )
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        yield
+
+
+def _searchpath_override() -> str:
+    return f"hydra.searchpath=[file://{EXPERIMENTS_DIR}]"
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose `conf/config.yaml` with Hydra overrides; experiment presets are found in
+    `experiments/experiment/` through Hydra's search path."""
+    with hydra_context():
+        cfg = compose(config_name="config", overrides=[*overrides, _searchpath_override()],
+                      return_hydra_config=True)
+    choices = {g: cfg.hydra.runtime.choices.get(g) for g in GROUPS}
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.meta = choices  # which option of each group was chosen (strategy labels, checks)
+    return cfg
+
+
+def group_options(group: str) -> list[str]:
+    """Options of a config group, e.g. `group_options("strategy")`."""
+    root = EXPERIMENTS_DIR if group == "experiment" else CONFIG_DIR
+    folder = root / group
+    if not folder.is_dir():
+        raise UserError(f"unknown config group {group!r}; groups: {', '.join(GROUPS)}")
+    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
+
+
+def option_description(group: str, name: str) -> str:
+    """The first comment line of an option's yaml, used by `alb list`."""
+    root = EXPERIMENTS_DIR if group == "experiment" else CONFIG_DIR
+    for line in (root / group / f"{name}.yaml").read_text().splitlines():
+        if line.startswith("#") and not line.startswith("# @package"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def build(node: DictConfig | dict, **kwargs: Any) -> Any:
+    """Instantiate a `_target_` node (the only call site of hydra's instantiate)."""
+    return instantiate(node, **kwargs)
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

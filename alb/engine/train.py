@@ -1,0 +1,128 @@
+"""Classification training: one loop for every recipe (SGD/Adam, step schedule, early
+stopping, mixed precision on CUDA, the learning-loss objective when a strategy asks)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from alb.progress import Progress
+from alb.strategies.base import LossPredictionHook
+
+
+@dataclass
+class TrainStats:
+    epochs: int
+    steps: int
+    final_loss: float
+
+
+def autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+def make_optimizer(params, cfg: DictConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"trainer.optimizer must be sgd or adam, got {cfg.optimizer!r}")
+
+
+def loss_ranking(pred_loss: torch.Tensor, target_loss: torch.Tensor, margin: float) -> torch.Tensor:
+    """Reality check Eq. 4: pairs (j, k) from the two halves of the batch;
+    max(0, -s * (l^_j - l^_k) + xi), s = +1 if l_j > l_k else -1."""
+    half = len(pred_loss) // 2
+    if half == 0:
+        return pred_loss.sum() * 0.0
+    target = target_loss.detach()
+    sign = torch.where(target[:half] > target[half:2 * half], 1.0, -1.0).to(pred_loss.dtype)
+    return F.margin_ranking_loss(pred_loss[:half], pred_loss[half:2 * half], sign, margin=margin)
+
+
+def accuracy(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int, amp: bool = True) -> float:
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y, _ in loader:
+            with autocast(device, amp):
+                logits = model(x.to(device))
+            correct += int((logits.argmax(1).cpu() == y).sum())
+    return correct / max(len(dataset), 1)
+
+
+def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: torch.device, seed: int,
+                   loss_module: nn.Module | None = None, hook: LossPredictionHook | None = None,
+                   val_set: Dataset | None = None, progress: Progress | None = None,
+                   num_workers: int = 0) -> TrainStats:
+    """Train `model` (and `loss_module`, when the strategy's hook asks) on `train_set`."""
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
+                        num_workers=num_workers, drop_last=len(train_set) > cfg.batch_size)
+    steps_per_epoch = max(len(loader), 1)
+    epochs = max(int(cfg.epochs), math.ceil(cfg.get("min_steps", 0) / steps_per_epoch))
+    params = list(model.parameters()) + (list(loss_module.parameters()) if loss_module is not None else [])
+    optimizer = make_optimizer(params, cfg)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
+    use_amp = bool(cfg.amp) and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    detach_epoch = int(hook.detach_fraction * epochs) if hook is not None else epochs
+    patience = cfg.get("patience")
+    best_score, best_state, stale = -math.inf, None, 0
+    steps, epoch_loss = 0, float("nan")
+    task = progress.add_task("epochs", total=epochs) if progress else None
+    for epoch in range(epochs):
+        model.train()
+        if loss_module is not None:
+            loss_module.train()
+        total, count = 0.0, 0
+        for x, y, _ in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast(device, use_amp):
+                embedding, maps = model.features(x)
+                per_sample = F.cross_entropy(model.head(embedding), y, reduction="none")
+                loss = per_sample.mean()
+                if loss_module is not None:
+                    inputs = maps if epoch < detach_epoch else [m.detach() for m in maps]
+                    loss = loss + hook.weight * loss_ranking(loss_module(inputs).float(), per_sample, hook.margin)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+            steps += 1
+        scheduler.step()
+        epoch_loss = total / max(count, 1)
+        if progress:
+            progress.update(task, advance=1, description=f"epoch loss {epoch_loss:.3f}")
+        if patience:
+            score = accuracy(model, val_set, device, cfg.eval_batch_size, cfg.amp) if val_set is not None else -epoch_loss
+            if score > best_score:
+                best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if progress:
+        progress.remove_task(task)
+    return TrainStats(epochs=epoch + 1, steps=steps, final_loss=epoch_loss)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)

@@ -1,0 +1,216 @@
+"""The AL loop (SPEC section 1): fit -> evaluate -> predict -> select -> label -> write row.
+The only module that sees both a model adapter and a strategy."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from rich.console import Console
+
+from alb import pool as pool_lib
+from alb.config import build, compose_config, to_container
+from alb.datasets import build_dataset
+from alb.errors import UserError
+from alb.models.classification import ClassifierAdapter
+from alb.progress import make_progress
+from alb.records import Records
+from alb.results import CYCLE_COLUMNS, TIMING_COLUMNS, RunDir, atomic_write_bytes, check_same_config
+from alb.strategies.base import Strategy
+
+console = Console(stderr=True)
+# Config groups whose choice and settings must match across strategies of one experiment.
+SHARED_GROUPS = ("dataset", "model", "protocol", "trainer")
+
+
+def seed_list(seeds) -> list[int]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise UserError(f"seeds must be >= 1 (or a list of seeds), got {seeds}")
+        return list(range(seeds))
+    try:
+        return [int(s) for s in seeds]
+    except (TypeError, ValueError) as err:
+        raise UserError(f"seeds must be a count or a list of ints, got {seeds!r}") from err
+
+
+def _format_value(value) -> str:
+    return json.dumps(value, separators=(",", ":")).strip('"') if not isinstance(value, float) else f"{value:g}"
+
+
+def strategy_label(cfg: DictConfig) -> str:
+    """Strategy name plus its non-default parameters, e.g. `noris-alpha=0.2-similarity=linear`."""
+    name = cfg.meta.strategy
+    defaults = to_container(compose_config([f"strategy={name}"]).strategy)
+    current = to_container(cfg.strategy)
+    changed = [f"{k}={_format_value(v)}" for k, v in sorted(current.items())
+               if k != "_target_" and defaults.get(k) != v]
+    return "-".join([name, *changed])
+
+
+def build_strategy(cfg: DictConfig) -> Strategy:
+    try:
+        return build(cfg.strategy)
+    except Exception as err:  # hydra wraps the constructor's ValueError
+        cause = err.__cause__ or err
+        raise UserError(f"strategy {cfg.meta.strategy!r}: {cause}") from err
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name} but CUDA is not available")
+    return device
+
+
+def atomic_torch_save(path: Path, obj) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Cycle0Cache:
+    """The cycle-0 model depends only on (dataset, model, trainer, seed, initial set, training
+    hook): train it once per experiment and reuse it for every strategy."""
+
+    def __init__(self, folder: Path, cfg: DictConfig, enabled: bool):
+        self.folder, self.enabled = folder, enabled
+        self.base = {g: to_container(cfg[g]) for g in ("dataset", "model", "trainer")}
+
+    def path(self, seed: int, initial_ids: list[str], hook) -> Path:
+        return self.folder / f"{_digest(self.base, seed, initial_ids, repr(hook))}.pt"
+
+    def load(self, path: Path):
+        return torch.load(path, map_location="cpu", weights_only=False) if self.enabled and path.is_file() else None
+
+    def save(self, path: Path, entry: dict) -> None:
+        if self.enabled:
+            atomic_torch_save(path, entry)
+
+
+def run_experiment(cfg: DictConfig) -> list[Path]:
+    """Run one strategy over every seed; return the seed folders."""
+    seeds = seed_list(cfg.seeds)
+    strategy = build_strategy(cfg)
+    label = strategy_label(cfg)
+    device = resolve_device(cfg.device)
+    exp_dir = Path(cfg.results_dir) / cfg.name
+    shared = {g: {"choice": cfg.meta[g], **to_container(cfg[g])} for g in SHARED_GROUPS}
+    check_same_config(exp_dir / "experiment.yaml", shared, "experiment (dataset, model, protocol and trainer "
+                      "must match across its strategies)")
+    data = build_dataset(cfg.dataset)
+    schedule = pool_lib.budget_schedule(cfg.protocol, len(data.pool))
+    cache = Cycle0Cache(exp_dir / ".cycle0", cfg, cfg.reuse_cycle0 and not cfg.protocol.finetune)
+    console.print(f"[bold]{cfg.name}[/] / {label}: {data.name} pool {len(data.pool)}, test {len(data.test)}, "
+                  f"initial {schedule.initial}, steps {list(schedule.steps)}, seeds {seeds}, device {device}")
+    folders = []
+    with make_progress(cfg.progress) as progress:
+        for seed in seeds:
+            run_dir = RunDir(exp_dir / label / f"seed_{seed}")
+            check_same_config(run_dir.path / "config.yaml", {**to_container(cfg), "seed": seed}, "run")
+            run_seed(cfg, seed, data, strategy, schedule, run_dir, device, cache, progress)
+            folders.append(run_dir.path)
+    return folders
+
+
+def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, device, cache: Cycle0Cache,
+             progress) -> None:
+    pool_ids = np.asarray(data.pool.ids)
+    row_of = {sid: i for i, sid in enumerate(pool_ids)}
+    done = run_dir.completed_rows()
+    n_done = len(done)
+    total_cycles = schedule.cycles
+    if n_done and int(done[-1]["n_labelled"]) >= len(pool_ids):
+        total_cycles = n_done - 1  # an earlier run stopped at the exhausted pool
+    if n_done > total_cycles:
+        console.print(f"  seed {seed}: complete ({n_done} cycles in {run_dir.cycles_path})")
+        return
+    selections = run_dir.selections(up_to_cycle=n_done)
+    if not selections:
+        initial = pool_lib.initial_rows(len(pool_ids), schedule.initial, seed)
+        selections = [{"cycle": 0, "sample_id": pool_ids[r]} for r in initial]
+    try:
+        labelled = np.asarray(sorted(row_of[s["sample_id"]] for s in selections))
+    except KeyError as err:
+        raise UserError(f"{run_dir.selections_path} names sample {err} which is not in the pool") from err
+    if n_done:
+        console.print(f"  seed {seed}: resuming after cycle {n_done - 1} ({len(labelled)} labelled)")
+    adapter = ClassifierAdapter(cfg.model, cfg.trainer, data, device, strategy.training_hook(), cfg.num_workers)
+    if cfg.protocol.finetune and n_done:
+        adapter.reset(pool_lib.train_seed(seed, 0))
+        adapter.load_state_dict(torch.load(run_dir.state_path, map_location=device, weights_only=False))
+    columns = CYCLE_COLUMNS + [adapter.metric] + TIMING_COLUMNS
+    task = progress.add_task(f"{run_dir.path.parent.name} seed {seed}", total=total_cycles + 1, completed=n_done)
+    for cycle in range(n_done, total_cycles + 1):
+        t0 = time.perf_counter()
+        cached = None
+        if cycle == 0:
+            cache_path = cache.path(seed, [pool_ids[r] for r in labelled], strategy.training_hook())
+            cached = cache.load(cache_path)
+        if cached is not None:
+            adapter.reset(pool_lib.train_seed(seed, 0))
+            adapter.load_state_dict(cached["state"])
+            train_seconds = cached["train_seconds"]
+        else:
+            if not (cfg.protocol.finetune and cycle > 0):
+                adapter.reset(pool_lib.train_seed(seed, cycle))
+            adapter.fit(labelled, pool_lib.train_seed(seed, cycle), progress)
+            train_seconds = time.perf_counter() - t0
+            if cycle == 0:
+                cache.save(cache_path, {"state": adapter.state_dict(), "train_seconds": train_seconds})
+        metrics = adapter.evaluate()
+
+        new_rows, infer_seconds, select_seconds = np.empty(0, dtype=np.int64), 0.0, 0.0
+        unlabelled = np.setdiff1d(np.arange(len(pool_ids)), labelled)
+        if cycle < total_cycles and len(unlabelled):
+            budget = schedule.steps[cycle]
+            if budget > len(unlabelled):
+                console.print(f"  seed {seed}: cycle {cycle} asks for {budget} images but {len(unlabelled)} "
+                              "remain; labelling the rest of the pool and stopping there")
+                budget = len(unlabelled)
+            t1 = time.perf_counter()
+            records_u = Records(pool_ids[unlabelled], adapter.predict(unlabelled, strategy.fields, strategy.mc_passes, seed))
+            records_l = Records(pool_ids[labelled], adapter.predict(labelled, strategy.labelled_fields,
+                                                                    strategy.mc_passes, seed)
+                                if strategy.labelled_fields else {})
+            t2 = time.perf_counter()
+            picks = np.asarray(strategy.select(records_u, records_l, budget, pool_lib.selection_rng(seed, cycle)))
+            select_seconds = time.perf_counter() - t2
+            infer_seconds = t2 - t1
+            _check_selection(picks, budget, len(unlabelled), run_dir.path.parent.name)
+            new_rows = unlabelled[picks]
+        row = {"cycle": cycle, "n_labelled": len(labelled),
+               "labelled_fraction": round(len(labelled) / len(pool_ids), 6), **metrics,
+               "train_seconds": round(train_seconds, 3), "infer_seconds": round(infer_seconds, 3),
+               "select_seconds": round(select_seconds, 3)}
+        new_selections = [{"cycle": cycle + 1, "sample_id": pool_ids[r]} for r in new_rows]
+        if cfg.protocol.finetune:
+            atomic_torch_save(run_dir.state_path, adapter.state_dict())
+        run_dir.commit_cycle(row, columns, selections, new_selections)
+        selections += new_selections
+        labelled = np.sort(np.concatenate([labelled, new_rows]))
+        progress.update(task, advance=1)
+        console.print(f"  seed {seed} cycle {cycle}: {row['n_labelled']} labelled, "
+                      f"{adapter.metric} {metrics[adapter.metric]:.4f}")
+        if len(new_rows) == 0 and cycle < total_cycles:
+            break  # pool exhausted
+    progress.remove_task(task)
+
+
+def _check_selection(picks: np.ndarray, budget: int, n_unlabelled: int, label: str) -> None:
+    """The contract every strategy must keep; a violation is a bug in the strategy."""
+    if len(picks) != budget or len(np.unique(picks)) != budget or (len(picks) and (picks.min() < 0 or picks.max() >= n_unlabelled)):
+        raise RuntimeError(f"strategy {label} returned an invalid selection: {len(picks)} picks "
+                           f"({len(np.unique(picks))} distinct) for budget {budget} of {n_unlabelled} unlabelled rows")

@@ -1,0 +1,1 @@
+"""Model adapters: turn a pool into the arrays strategies ask for (SPEC section 2)."""

@@ -1,0 +1,261 @@
+"""`alb report`: reads result files only (no torch, no models) and writes tables, the
+pairwise penalty matrix (PPM), learning curves, labelling-cost savings and AULC."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from alb.errors import UserError
+from alb.results import CYCLE_COLUMNS, TIMING_COLUMNS
+
+PPM_MODES = ("paired-t", "ji2023")
+JI2023_THRESHOLD = 2.920  # Ji et al.'s fixed critical value (t, 2 dof, one-sided 0.05)
+SAVING_LEVELS = (0.80, 0.90, 0.95)
+
+
+@dataclass
+class Results:
+    frame: pd.DataFrame  # one row per (strategy, seed, cycle)
+    metrics: list[str]   # metric columns; the first is the headline metric
+    missing: list[str]   # human-readable notes on missing seeds
+
+
+def load_results(directory: Path) -> Results:
+    """Every `<strategy>/seed_<k>/cycles.csv` under `directory`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"results directory {directory} does not exist")
+    frames = []
+    for path in sorted(directory.glob("*/seed_*/cycles.csv")):
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise UserError(f"cannot read {path}: {err}") from err
+        missing = [c for c in CYCLE_COLUMNS if c not in frame.columns]
+        if missing:
+            raise UserError(f"{path} lacks the columns {missing}; is it an alb cycles.csv?")
+        if frame.empty:
+            continue
+        frame.insert(0, "seed", int(path.parent.name.removeprefix("seed_")))
+        frame.insert(0, "strategy", path.parent.parent.name)
+        frames.append(frame)
+    if not frames:
+        raise UserError(f"no results under {directory}; expected {directory}/<strategy>/seed_<k>/cycles.csv")
+    frame = pd.concat(frames, ignore_index=True)
+    metrics = [c for c in frame.columns if c not in {"strategy", "seed", *CYCLE_COLUMNS, *TIMING_COLUMNS}
+               and pd.api.types.is_numeric_dtype(frame[c])]
+    all_seeds = sorted(frame.seed.unique())
+    notes = []
+    for strategy, group in frame.groupby("strategy"):
+        lacking = sorted(set(all_seeds) - set(group.seed))
+        if lacking:
+            notes.append(f"{strategy}: missing seeds {lacking}")
+        last = group.groupby("seed").cycle.max()
+        if last.nunique() > 1:
+            notes.append(f"{strategy}: seeds stop at different cycles {last.to_dict()}")
+    return Results(frame, metrics, notes)
+
+
+def summarise(results: Results) -> pd.DataFrame:
+    """Mean and sample std (ddof=1) over seeds, per strategy, cycle and metric."""
+    long = results.frame.melt(id_vars=["strategy", "seed", "cycle", "n_labelled"], value_vars=results.metrics,
+                              var_name="metric")
+    grouped = long.groupby(["strategy", "cycle", "metric"], sort=True)
+    table = grouped.agg(n_labelled=("n_labelled", "first"), mean=("value", "mean"), std=("value", "std"),
+                        n_seeds=("value", "count")).reset_index()
+    return table[["strategy", "cycle", "n_labelled", "metric", "mean", "std", "n_seeds"]]
+
+
+def penalty_matrix(scores: dict[str, pd.DataFrame], mode: str = "paired-t", alpha: float = 0.05) -> pd.DataFrame:
+    """Pairwise penalty matrix (Ash et al. 2020; Ji et al. 2023).
+
+    scores: strategy -> DataFrame (index seed, columns labelled-set size / cycle), cycle 0
+    already removed. For each pair and each of the L sizes, seeds are paired by seed
+    number (those both have); a significant win of i over j adds 1/L to P[i, j].
+    paired-t: two-sided paired t-test (scipy, ddof=1), p < alpha.
+    ji2023: t = mean(d) / (std(d, ddof=0) / sqrt(n)) against the fixed 2.920, as Ji et al.'s code.
+    """
+    if mode not in PPM_MODES:
+        raise UserError(f"unknown PPM mode {mode!r}; expected one of {PPM_MODES}")
+    names = sorted(scores)
+    sizes = sorted(set().union(*(set(s.columns) for s in scores.values()))) if scores else []
+    L = len(sizes)
+    P = pd.DataFrame(0.0, index=names, columns=names)
+    for a_i, i in enumerate(names):
+        for j in names[a_i + 1:]:
+            seeds = scores[i].index.intersection(scores[j].index)
+            for size in sizes:
+                if size not in scores[i].columns or size not in scores[j].columns:
+                    continue
+                a = scores[i].loc[seeds, size].to_numpy(float)
+                b = scores[j].loc[seeds, size].to_numpy(float)
+                ok = ~(np.isnan(a) | np.isnan(b))
+                t = _t_statistic(a[ok], b[ok], mode, alpha)
+                if t > 0:
+                    P.loc[i, j] += 1.0 / L
+                elif t < 0:
+                    P.loc[j, i] += 1.0 / L
+    return P
+
+
+def _t_statistic(a: np.ndarray, b: np.ndarray, mode: str, alpha: float) -> float:
+    """+1 if a is significantly better than b, -1 if worse, 0 otherwise."""
+    if len(a) < 2:
+        return 0.0
+    d = a - b
+    if mode == "paired-t":
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore")
+            t, p = stats.ttest_rel(a, b)
+        if np.isnan(p) or p >= alpha:
+            return 0.0
+        return float(np.sign(t))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = d.mean() / (d.std(ddof=0) / np.sqrt(len(d)))
+    if np.isnan(t):
+        return 0.0
+    return 1.0 if t > JI2023_THRESHOLD else -1.0 if t < -JI2023_THRESHOLD else 0.0
+
+
+def phi(P: pd.DataFrame) -> pd.Series:
+    """Column mean of the PPM, diagonal included: how often a strategy loses (lower is better)."""
+    return P.mean(axis=0)
+
+
+def labels_to_reach(n_labelled: np.ndarray, curve: np.ndarray, target: float) -> float:
+    """Labels at which the mean curve first reaches `target`, interpolating linearly between
+    cycles; NaN if it never does."""
+    for k in range(len(curve)):
+        if curve[k] >= target:
+            if k == 0:
+                return float(n_labelled[0])
+            x0, x1, y0, y1 = n_labelled[k - 1], n_labelled[k], curve[k - 1], curve[k]
+            return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
+    return float("nan")
+
+
+def savings(summary: pd.DataFrame, metric: str, reference: float | None = None) -> pd.DataFrame:
+    """Labels each strategy needs to reach 80/90/95% of `reference` (default: the best final
+    mean of any strategy), and the saving against random."""
+    table = summary[summary.metric == metric]
+    if reference is None:
+        reference = table.sort_values("cycle").groupby("strategy")["mean"].last().max()
+    rows = []
+    for level in SAVING_LEVELS:
+        needed = {s: labels_to_reach(g.n_labelled.to_numpy(float), g["mean"].to_numpy(float), level * reference)
+                  for s, g in table.sort_values("cycle").groupby("strategy")}
+        base = needed.get("random", float("nan"))
+        for strategy, n in needed.items():
+            rows.append({"strategy": strategy, "level": level, "target": level * reference, "labels_needed": n,
+                         "saving_vs_random": base - n, "saving_fraction_vs_random": (base - n) / base})
+    return pd.DataFrame(rows)
+
+
+def area_under_curve(results: Results, metric: str) -> pd.DataFrame:
+    """Per seed, the trapezoid area under metric(labelled_fraction), normalised by the
+    fraction range (a mean metric); then mean and std over seeds."""
+    rows = []
+    for (strategy, seed), g in results.frame.groupby(["strategy", "seed"]):
+        g = g.sort_values("labelled_fraction")
+        x, y = g.labelled_fraction.to_numpy(float), g[metric].to_numpy(float)
+        area = np.trapezoid(y, x) / (x[-1] - x[0]) if len(x) > 1 and x[-1] > x[0] else float(y[0])
+        rows.append({"strategy": strategy, "seed": seed, "aulc": area})
+    per_seed = pd.DataFrame(rows)
+    return per_seed.groupby("strategy").aulc.agg(["mean", "std", "count"]).rename(
+        columns={"mean": "aulc_mean", "std": "aulc_std", "count": "n_seeds"}).reset_index()
+
+
+def _style(strategy: str) -> dict:
+    if strategy == "random":
+        return {"color": "red", "linestyle": ":"}
+    if strategy == "entropy":
+        return {"color": "black"}
+    return {}
+
+
+def plot_curves(summary: pd.DataFrame, metric: str, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for strategy, g in summary[summary.metric == metric].groupby("strategy"):
+        g = g.sort_values("cycle")
+        x, m, s = g.n_labelled.to_numpy(float), g["mean"].to_numpy(float), g["std"].fillna(0).to_numpy(float)
+        (line,) = ax.plot(x, m, marker="o", markersize=3, label=strategy, **_style(strategy))
+        ax.fill_between(x, m - s, m + s, alpha=0.15, color=line.get_color())
+    ax.set_xlabel("labelled images")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=150)
+    fig.savefig(out / "curves.pdf")
+    plt.close(fig)
+
+
+def plot_ppm(P: pd.DataFrame, phis: pd.Series, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n = len(P)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n, 1.0 + 0.7 * n))
+    ax.imshow(P.to_numpy(), cmap="viridis", vmin=0, vmax=max(1e-9, P.to_numpy().max()))
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{P.iat[i, j]:.2f}", ha="center", va="center", color="white", fontsize=8)
+    ax.set_xticks(range(n), [f"{c}\nΦ={phis[c]:.2f}" for c in P.columns], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), P.index, fontsize=8)
+    ax.set_xlabel("loser")
+    ax.set_ylabel("winner")
+    fig.tight_layout()
+    fig.savefig(out / "ppm.png", dpi=150)
+    plt.close(fig)
+
+
+def _wide(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    t = summary[summary.metric == metric].copy()
+    t["value"] = [f"{m:.4f} ± {s:.4f}" if not np.isnan(s) else f"{m:.4f}" for m, s in zip(t["mean"], t["std"])]
+    wide = t.pivot_table(index=["cycle", "n_labelled"], columns="strategy", values="value", aggfunc="first")
+    return wide.reset_index().rename_axis(columns=None)
+
+
+def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.05) -> Path:
+    directory = Path(directory)
+    results = load_results(directory)
+    out = directory / "report"
+    out.mkdir(exist_ok=True)
+    metric = results.metrics[0]
+    summary = summarise(results)
+    summary.to_csv(out / "summary.csv", index=False)
+    wide = _wide(summary, metric)
+    scores = {s: g[g.cycle > 0].pivot_table(index="seed", columns="cycle", values=metric)
+              for s, g in results.frame.groupby("strategy")}
+    P = penalty_matrix(scores, ppm_mode, alpha)
+    phis = phi(P)
+    P.rename_axis("strategy").to_csv(out / "ppm.csv")
+    phis.rename_axis("strategy").rename("phi").to_csv(out / "phi.csv")
+    aulc = area_under_curve(results, metric)
+    aulc.to_csv(out / "aulc.csv", index=False)
+    save = savings(summary, metric)
+    save.to_csv(out / "savings.csv", index=False)
+    (out / "summary.tex").write_text(wide.to_latex(index=False, escape=True))
+    lines = [f"# {directory.name}: {metric} (mean ± std over seeds)", "", wide.to_markdown(index=False), "",
+             f"## Pairwise penalty matrix ({ppm_mode}; row beats column)", "", P.round(3).to_markdown(), "",
+             "Φ (column mean, lower is better): " + ", ".join(f"{k} {v:.3f}" for k, v in phis.sort_values().items()),
+             "", "## Area under the learning curve", "", aulc.to_markdown(index=False, floatfmt=".4f"), "",
+             "## Labels needed to reach x% of the best final mean", "",
+             save.to_markdown(index=False, floatfmt=".3f")]
+    if results.missing:
+        lines += ["", "## Missing runs", "", *[f"- {note}" for note in results.missing]]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    plot_curves(summary, metric, out)
+    plot_ppm(P, phis, out)
+    for note in results.missing:
+        warnings.warn(note, stacklevel=1)
+    return out

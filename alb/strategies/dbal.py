@@ -1,0 +1,41 @@
+"""DBAL (Zhdanov 2019): keep the beta*B most uncertain images, run k-means with B clusters
+weighted by uncertainty (scikit-learn), query the image nearest each centre."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.cluster import KMeans
+
+from alb import scoring
+from alb.select._backend import as_tensor, sq_norms
+from alb.strategies.base import Strategy
+
+
+class DBAL(Strategy):
+    fields = ("probs", "embedding")
+
+    def __init__(self, beta: int = 10, measure: str = "margin", max_iter: int = 100):
+        if beta < 1:
+            raise ValueError(f"beta must be >= 1, got {beta}")
+        self.beta, self.measure, self.max_iter = int(beta), measure, int(max_iter)
+
+    def select(self, unlabelled, labelled, budget, rng):
+        if budget == 0:
+            return np.empty(0, dtype=np.int64)
+        scores = scoring.uncertainty(unlabelled["probs"], self.measure)
+        candidates = scoring.top_k(scores, min(unlabelled.n, self.beta * budget))
+        x = unlabelled["embedding"][candidates].astype(np.float64)
+        weights = np.maximum(scores[candidates], 1e-12)
+        km = KMeans(n_clusters=budget, n_init=1, max_iter=self.max_iter,
+                    random_state=int(rng.integers(2**31 - 1))).fit(x, sample_weight=weights)
+        # Nearest distinct candidate to each centre, centres in order of their own weight.
+        xt, centres = as_tensor(x), as_tensor(km.cluster_centers_)
+        dist = (sq_norms(xt)[:, None] + sq_norms(centres)[None, :] - 2 * xt @ centres.T).cpu().numpy()  # (n, B)
+        taken = np.zeros(len(candidates), dtype=bool)
+        picks = []
+        for c in range(budget):
+            order = np.argsort(dist[:, c], kind="stable")
+            i = next(j for j in order if not taken[j])
+            taken[i] = True
+            picks.append(i)
+        return candidates[np.asarray(picks)]

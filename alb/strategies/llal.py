@@ -1,0 +1,20 @@
+"""Learning loss (Yoo & Kweon 2019; reality check Eq. 4): a loss-prediction module trained
+with a margin ranking loss; the images with the highest predicted loss are queried."""
+
+from __future__ import annotations
+
+from alb import scoring
+from alb.strategies.base import LossPredictionHook, Strategy
+
+
+class LearningLoss(Strategy):
+    fields = ("pred_loss",)
+
+    def __init__(self, weight: float = 1.0, margin: float = 1.0, detach_fraction: float = 0.6):
+        self.hook = LossPredictionHook(float(weight), float(margin), float(detach_fraction))
+
+    def training_hook(self):
+        return self.hook
+
+    def select(self, unlabelled, labelled, budget, rng):
+        return scoring.top_k(unlabelled["pred_loss"], budget)
