@@ -53,12 +53,12 @@ def load_results(directory: Path) -> Results:
     all_seeds = sorted(frame.seed.unique())
     notes = []
     for strategy, group in frame.groupby("strategy"):
-        lacking = sorted(set(all_seeds) - set(group.seed))
+        lacking = sorted(int(s) for s in set(all_seeds) - set(group.seed))
         if lacking:
             notes.append(f"{strategy}: missing seeds {lacking}")
         last = group.groupby("seed").cycle.max()
         if last.nunique() > 1:
-            notes.append(f"{strategy}: seeds stop at different cycles {last.to_dict()}")
+            notes.append(f"{strategy}: seeds stop at different cycles { {int(k): int(v) for k, v in last.items()} }")
     return Results(frame, metrics, notes)
 
 

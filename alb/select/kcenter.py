@@ -29,8 +29,10 @@ def kcenter_greedy(features, labelled_mask, budget: int) -> np.ndarray:
     x_sq = sq_norms(x)
     if mask.any():
         min_dist = min_sq_dists(x, x[mask])  # (N,)
-    else:
-        min_dist = sq_norms(x - x.mean(dim=0, keepdim=True))
+    else:  # no centre yet: the first pick is the row farthest from the mean
+        first = int(torch.argmax(sq_norms(x - x.mean(dim=0, keepdim=True))))
+        min_dist = sq_dists_to_row(x, x_sq, first)
+        min_dist[first] = float("inf")
     min_dist[mask] = -1.0  # labelled rows are never picked
     picks = torch.empty(budget, dtype=torch.long, device=x.device)
     for k in range(budget):

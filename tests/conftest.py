@@ -1,0 +1,47 @@
+"""Shared fixtures: the real config, composed once and shrunk so runs take seconds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alb.config import compose_config
+from alb.records import Records
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["trainer.epochs=2", "trainer.min_steps=0", "trainer.batch_size=32", "model.width=8",
+        "model.embedding_dim=16", "protocol.initial=30", "protocol.step=20", "protocol.cycles=2", "progress=false"]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path) -> list[str]:
+    """Overrides for a seconds-long digits run writing under tmp_path."""
+    return [*TINY, f"results_dir={tmp_path / 'results'}"]
+
+
+@pytest.fixture
+def tiny_cfg(tiny_overrides):
+    return compose_config(tiny_overrides)
+
+
+def alb_cli(*args: str, cwd: Path | None = None, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    """Run the `alb` console script the way a user would."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([str(Path(sys.executable).parent / "alb"), *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, check=check, **kwargs)
+
+
+def synthetic_records(n: int, n_classes: int = 5, dim: int = 8, passes: int = 4, seed: int = 0,
+                      prefix: str = "u") -> Records:
+    """Every classification field for n rows, random but valid."""
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(n_classes) * 0.5, size=n)
+    mc = rng.dirichlet(np.ones(n_classes) * 0.5, size=(passes, n))
+    return Records(np.asarray([f"{prefix}{i}" for i in range(n)]),
+                   {"probs": probs, "embedding": rng.standard_normal((n, dim)), "mc_probs": mc,
+                    "pred_loss": rng.random(n)})

@@ -1,0 +1,59 @@
+"""Every config option and experiment preset composes; bad names give clear errors."""
+
+import pytest
+
+from alb.config import EXPERIMENTS_DIR, GROUPS, compose_config, group_options
+from alb.sweep import expand_sweep
+
+from conftest import alb_cli
+
+
+@pytest.mark.parametrize("group", [g for g in GROUPS if g != "experiment"])
+def test_every_group_option_composes(group):
+    for option in group_options(group):
+        cfg = compose_config([f"{group}={option}"])
+        assert cfg.meta[group] == option
+
+
+@pytest.mark.parametrize("preset", group_options("experiment"))
+def test_every_experiment_preset_composes(preset):
+    cfg = compose_config([f"experiment={preset}"])
+    assert cfg.meta.experiment == preset
+    assert cfg.name != "default", "a preset should name its results folder"
+    for job in expand_sweep([f"experiment={preset}"], cfg.sweep):
+        compose_config(job)
+
+
+def test_presets_live_in_experiments_folder():
+    assert (EXPERIMENTS_DIR / "experiment" / "quickstart.yaml").is_file()
+
+
+def test_expand_sweep_product_and_range():
+    jobs = expand_sweep(["strategy=random,entropy", "strategy.x=range(2)", "seeds=3"])
+    assert jobs == [["strategy=random", "strategy.x=0", "seeds=3"], ["strategy=random", "strategy.x=1", "seeds=3"],
+                    ["strategy=entropy", "strategy.x=0", "seeds=3"], ["strategy=entropy", "strategy.x=1", "seeds=3"]]
+
+
+def test_preset_grid_yields_to_the_command_line():
+    assert expand_sweep(["strategy=noris"], {"strategy": "random,entropy"}) == [["strategy=noris"]]
+    assert expand_sweep([], {"strategy": "random,entropy"}) == [["strategy=random"], ["strategy=entropy"]]
+
+
+def test_unknown_strategy_lists_the_choices_without_traceback(tmp_path):
+    result = alb_cli("run", "strategy=nope", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "nope" in result.stderr and "noris" in result.stderr and "entropy" in result.stderr
+
+
+def test_unknown_dataset_lists_the_choices(tmp_path):
+    result = alb_cli("run", "dataset=imagenet", cwd=tmp_path)
+    assert result.returncode == 2 and "cifar10" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_list_command(tmp_path):
+    result = alb_cli("list", "strategy", cwd=tmp_path)
+    assert result.returncode == 0
+    for name in ("noris", "badge", "coreset", "uwe", "llal", "dbal"):
+        assert name in result.stdout
+    assert "quickstart" in alb_cli("list", "experiment", cwd=tmp_path).stdout

@@ -1,0 +1,107 @@
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from alb.report import labels_to_reach, penalty_matrix, phi, write_report
+
+
+def scores(table):
+    """{strategy: [[seed0 cycle1, cycle2, ...], [seed1 ...]]} -> DataFrames (index seed, columns cycle)."""
+    return {k: pd.DataFrame(np.asarray(v, float), index=range(len(v)), columns=range(1, len(v[0]) + 1))
+            for k, v in table.items()}
+
+
+def test_ppm_hand_computed():
+    # A beats B clearly at both sizes; A vs C only at size 2; B and C tie.
+    table = {"A": [[0.80, 0.90], [0.81, 0.91], [0.82, 0.92]],
+             "B": [[0.70, 0.70], [0.71, 0.72], [0.72, 0.71]],
+             "C": [[0.80, 0.70], [0.82, 0.71], [0.81, 0.72]]}
+    P = penalty_matrix(scores(table), "paired-t")
+    assert P.loc["A", "B"] == pytest.approx(1.0)
+    assert P.loc["A", "C"] == pytest.approx(0.5)
+    assert P.loc["C", "B"] == pytest.approx(0.5)  # C wins size 1 (0.8 vs 0.7), ties size 2
+    assert P.loc["B", "A"] == 0 and P.loc["C", "A"] == 0 and P.loc["B", "C"] == 0
+    assert np.all(np.diag(P) == 0)
+    ph = phi(P)
+    assert ph["A"] == pytest.approx(0.0) and ph["B"] == pytest.approx(1.5 / 3) and ph["C"] == pytest.approx(0.5 / 3)
+
+
+def test_ppm_matches_scipy_decision_per_size():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.8, 0.01, (5, 4))
+    b = a - rng.normal(0.005, 0.01, (5, 4))
+    P = penalty_matrix(scores({"a": a.tolist(), "b": b.tolist()}), "paired-t", alpha=0.05)
+    wins = sum(1 for k in range(4) if (r := stats.ttest_rel(a[:, k], b[:, k])).pvalue < 0.05 and r.statistic > 0)
+    losses = sum(1 for k in range(4) if (r := stats.ttest_rel(a[:, k], b[:, k])).pvalue < 0.05 and r.statistic < 0)
+    assert P.loc["a", "b"] == pytest.approx(wins / 4) and P.loc["b", "a"] == pytest.approx(losses / 4)
+
+
+def test_ji2023_uses_population_std_and_fixed_threshold():
+    # d = [0.01, 0.02, 0.03]: ddof=0 std 0.008165 -> t = 0.02 / (0.008165 / sqrt 3) = 4.24 > 2.92
+    # with ddof=1 and scipy, t = 3.46 and p = 0.074: not significant at 0.05
+    table = {"x": [[0.51], [0.52], [0.53]], "y": [[0.50], [0.50], [0.50]]}
+    assert penalty_matrix(scores(table), "ji2023").loc["x", "y"] == 1.0
+    assert penalty_matrix(scores(table), "paired-t").loc["x", "y"] == 0.0
+
+
+def test_ppm_pairs_on_common_seeds_only():
+    a = pd.DataFrame({1: [0.9, 0.91, 0.92]}, index=[0, 1, 2])
+    b = pd.DataFrame({1: [0.5, 0.51]}, index=[0, 2])
+    assert penalty_matrix({"a": a, "b": b}, "paired-t").loc["a", "b"] == 1.0
+
+
+def test_labels_to_reach_interpolates():
+    n = np.array([100, 200, 300])
+    assert labels_to_reach(n, np.array([0.5, 0.7, 0.9]), 0.8) == pytest.approx(250)
+    assert labels_to_reach(n, np.array([0.5, 0.7, 0.9]), 0.4) == pytest.approx(100)
+    assert np.isnan(labels_to_reach(n, np.array([0.5, 0.7, 0.9]), 0.95))
+
+
+def fake_results(root, strategies, seeds=(0, 1, 2), cycles=4, offset=None):
+    rng = np.random.default_rng(0)
+    for k, s in enumerate(strategies):
+        for seed in seeds:
+            folder = root / s / f"seed_{seed}"
+            folder.mkdir(parents=True)
+            n = 100 * (np.arange(cycles) + 1)
+            acc = 0.5 + 0.1 * np.arange(cycles) + (offset or {}).get(s, 0) + rng.normal(0, 0.002, cycles)
+            pd.DataFrame({"cycle": range(cycles), "n_labelled": n, "labelled_fraction": n / 1000, "accuracy": acc,
+                          "train_seconds": 1.0, "infer_seconds": 0.1, "select_seconds": 0.1}).to_csv(
+                folder / "cycles.csv", index=False)
+
+
+def test_report_files(tmp_path):
+    fake_results(tmp_path, ["random", "entropy", "noris"], offset={"noris": 0.05})
+    out = write_report(tmp_path)
+    for name in ("summary.csv", "summary.md", "summary.tex", "ppm.csv", "phi.csv", "ppm.png", "curves.png",
+                 "curves.pdf", "savings.csv", "aulc.csv"):
+        assert (out / name).is_file(), name
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns) == ["strategy", "cycle", "n_labelled", "metric", "mean", "std", "n_seeds"]
+    assert set(summary.n_seeds) == {3}
+    ppm = pd.read_csv(out / "ppm.csv")
+    assert ppm.columns[0] == "strategy" and list(ppm.strategy) == list(ppm.columns[1:])
+    assert ppm.set_index("strategy").loc["noris", "random"] == pytest.approx(1.0)
+    save = pd.read_csv(out / "savings.csv")
+    row = save[(save.strategy == "noris") & (save.level == 0.9)].iloc[0]
+    assert row.saving_vs_random > 0
+
+
+def test_report_names_missing_seeds(tmp_path):
+    fake_results(tmp_path, ["random", "entropy"])
+    import shutil
+    shutil.rmtree(tmp_path / "entropy" / "seed_2")
+    with pytest.warns(UserWarning, match=r"entropy: missing seeds \[2\]"):
+        out = write_report(tmp_path)
+    assert "missing seeds [2]" in (out / "summary.md").read_text()
+
+
+def test_report_does_not_import_torch(tmp_path):
+    fake_results(tmp_path, ["random", "entropy"])
+    code = ("import sys; from alb.report import write_report; write_report(sys.argv[1]); "
+            "assert 'torch' not in sys.modules, 'report imported torch'")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)

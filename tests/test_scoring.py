@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from alb import scoring
+
+UNIFORM = [0.25, 0.25, 0.25, 0.25]
+PEAKED = [0.97, 0.01, 0.01, 0.01]
+TWO_WAY = [0.5, 0.5, 0.0, 0.0]
+LOPSIDED = [0.7, 0.1, 0.1, 0.1]
+
+
+def test_entropy_exact_and_ordering():
+    p = np.array([UNIFORM, PEAKED, TWO_WAY, LOPSIDED])
+    h = scoring.entropy(p)
+    assert h[0] == pytest.approx(np.log(4))
+    assert h[2] == pytest.approx(np.log(2))
+    assert list(np.argsort(-h)) == [0, 3, 2, 1]
+
+
+def test_margin_prefers_two_way_ties_over_flat_tails():
+    p = np.array([UNIFORM, PEAKED, TWO_WAY, LOPSIDED])
+    m = scoring.margin(p)
+    assert m[0] == pytest.approx(1.0) and m[2] == pytest.approx(1.0)
+    assert m[1] == pytest.approx(1 - 0.96)
+    assert m[3] == pytest.approx(1 - 0.6)
+    # least confidence ranks the two-way tie below the flat distribution; margin does not
+    lc = scoring.least_confidence(p)
+    assert lc[0] > lc[2] and lc[2] > lc[3] > lc[1]
+
+
+def test_bvsb_ratio():
+    p = np.array([[0.6, 0.3, 0.1], [0.4, 0.4, 0.2]])
+    assert scoring.bvsb(p) == pytest.approx([0.5, 1.0])
+
+
+def test_bald_zero_when_passes_agree_and_positive_when_they_disagree():
+    agree = np.array([[[0.5, 0.5]], [[0.5, 0.5]]])  # (T=2, N=1, C=2)
+    disagree = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])
+    assert scoring.bald(agree)[0] == pytest.approx(0.0, abs=1e-9)
+    assert scoring.bald(disagree)[0] == pytest.approx(np.log(2), abs=1e-6)
+
+
+def test_variation_ratio_over_passes():
+    votes = np.zeros((4, 2, 3))
+    votes[:, 0, 1] = 1.0                # all four passes say class 1
+    votes[[0, 1], 1, 0] = 1.0           # two say 0, one says 1, one says 2
+    votes[2, 1, 1] = 1.0
+    votes[3, 1, 2] = 1.0
+    assert scoring.variation_ratio_mc(votes) == pytest.approx([0.0, 0.5])
+
+
+def test_top_k_breaks_ties_by_index():
+    assert list(scoring.top_k(np.array([1.0, 3.0, 3.0, 2.0]), 3)) == [1, 2, 3]
+
+
+def test_unknown_measure():
+    with pytest.raises(ValueError, match="unknown uncertainty measure"):
+        scoring.uncertainty(np.ones((1, 2)) / 2, "nope")

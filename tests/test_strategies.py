@@ -1,0 +1,106 @@
+"""Contract test for every strategy in conf/strategy/*.yaml: a new strategy is tested by
+adding its yaml, without editing this file."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alb.config import CONFIG_DIR, build, compose_config
+from alb.records import CLASSIFICATION_FIELDS, Records
+from alb.strategies.base import Strategy
+
+from conftest import synthetic_records
+
+STRATEGIES = sorted(p.stem for p in (CONFIG_DIR / "strategy").glob("*.yaml"))
+
+
+def make(name: str, *overrides: str) -> Strategy:
+    return build(compose_config([f"strategy={name}", *overrides]).strategy)
+
+
+def only(records: Records, fields) -> Records:
+    """Hand a strategy exactly the fields it declared: reading any other one fails."""
+    return Records(records.ids, {k: records.fields[k] for k in fields})
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+@pytest.mark.parametrize("budget", [1, 17])
+def test_strategy_contract(name, budget):
+    strategy = make(name)
+    assert set(strategy.fields) <= set(CLASSIFICATION_FIELDS)
+    assert set(strategy.labelled_fields) <= set(CLASSIFICATION_FIELDS)
+    unlabelled = only(synthetic_records(150, seed=1), strategy.fields)
+    labelled = only(synthetic_records(20, seed=2, prefix="l"), strategy.labelled_fields)
+    picks = strategy.select(unlabelled, labelled, budget, np.random.default_rng(0))
+    again = strategy.select(unlabelled, labelled, budget, np.random.default_rng(0))
+    assert len(picks) == budget
+    assert len(set(np.asarray(picks).tolist())) == budget, "duplicate picks"
+    assert np.all((0 <= picks) & (picks < unlabelled.n)), "picks outside the unlabelled rows"
+    assert list(picks) == list(again), "same rng, different selection"
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_strategy_takes_the_whole_pool(name):
+    strategy = make(name)
+    unlabelled = only(synthetic_records(12, seed=3), strategy.fields)
+    labelled = only(synthetic_records(5, seed=4, prefix="l"), strategy.labelled_fields)
+    picks = strategy.select(unlabelled, labelled, 12, np.random.default_rng(1))
+    assert sorted(picks) == list(range(12))
+
+
+def test_every_strategy_yaml_has_a_description():
+    for name in STRATEGIES:
+        first = (CONFIG_DIR / "strategy" / f"{name}.yaml").read_text().splitlines()[0]
+        assert first.startswith("# "), name
+
+
+def test_uncertainty_strategies_rank_by_their_measure():
+    probs = np.array([[0.97, 0.01, 0.01, 0.01], [0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0.0, 0.0],
+                      [0.7, 0.1, 0.1, 0.1]])
+    u = Records(np.array(["a", "b", "c", "d"]), {"probs": probs})
+    empty = Records(np.array([]), {})
+    rng = np.random.default_rng(0)
+    assert list(make("entropy").select(u, empty, 4, rng)) == [1, 3, 2, 0]
+    assert list(make("least_confidence").select(u, empty, 4, rng)) == [1, 2, 3, 0]
+    assert list(make("margin").select(u, empty, 2, rng)) == [1, 2]
+
+
+def test_bald_prefers_disagreeing_passes():
+    mc = np.stack([np.array([[0.5, 0.5], [1.0, 0.0], [0.9, 0.1]]),
+                   np.array([[0.5, 0.5], [0.0, 1.0], [0.9, 0.1]])])  # (T=2, N=3, C=2)
+    u = Records(np.array(["a", "b", "c"]), {"mc_probs": mc})
+    assert make("bald").select(u, Records(np.array([]), {}), 1, np.random.default_rng(0))[0] == 1
+
+
+def test_coreset_and_uwe_start_from_the_labelled_set():
+    emb = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [-5.0, 5.0]])
+    u = Records(np.array(list("abcd")), {"embedding": emb, "probs": np.full((4, 2), 0.5)})
+    lab = Records(np.array(["L"]), {"embedding": np.array([[5.0, 5.0]]), "probs": np.full((1, 2), 0.5)})
+    # the labelled point sits on c, so c is picked last
+    assert make("coreset").select(u, lab, 4, np.random.default_rng(0))[-1] == 2
+    assert make("uwe").select(u, lab, 4, np.random.default_rng(0))[-1] == 2
+
+
+def test_uwe_weights_embeddings_by_uncertainty():
+    # two far-apart points, one certain (entropy ~0) -> its UWE collapses to the origin,
+    # next to the labelled (also certain) sample; the uncertain one is picked first
+    emb = np.array([[10.0, 0.0], [0.0, 10.0]])
+    probs = np.array([[1.0, 0.0], [0.5, 0.5]])
+    u = Records(np.array(["a", "b"]), {"embedding": emb, "probs": probs})
+    lab = Records(np.array(["L"]), {"embedding": np.array([[3.0, 3.0]]), "probs": np.array([[1.0, 0.0]])})
+    assert list(make("uwe").select(u, lab, 2, np.random.default_rng(0))) == [1, 0]
+
+
+def test_entropy_subset_picks_only_from_its_random_subset():
+    records = synthetic_records(200, seed=5)
+    strategy = make("entropy_subset", "strategy.subset=50")
+    rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)
+    picks = strategy.select(only(records, ("probs",)), Records(np.array([]), {}), 10, rng_a)
+    subset = rng_b.permutation(200)[:50]
+    assert set(picks) <= set(subset)
+
+
+def test_noris_alpha_must_be_positive():
+    with pytest.raises(Exception, match="alpha must be > 0"):
+        make("noris", "strategy.alpha=0")
