@@ -1,0 +1,143 @@
+"""Selection time and peak memory of kcenter_greedy, BADGE and NORIS-Sum on synthetic
+embeddings, each beside a naive implementation (full N x N matrix / materialised gradient
+embeddings) measured in the same run where it fits in memory.
+
+    make bench                      # pool sizes 10k and 50k, D=512, budget 2000, C=10
+    python benchmarks/bench_select.py --sizes 2000 --budget 200   # a quick look
+
+Each measurement runs in its own process so that peak RSS (ru_maxrss) is its own; the
+reported memory is the peak minus the RSS after the inputs were built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+NAIVE_LIMIT_BYTES = 6 * 2**30  # skip a naive version whose main array would exceed this
+
+
+def inputs(n: int, dim: int, classes: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((n, dim)).astype(np.float32)
+    probs = rng.dirichlet(np.ones(classes), size=n).astype(np.float32)
+    labelled = np.zeros(n, dtype=bool)
+    labelled[rng.choice(n, n // 50, replace=False)] = True
+    return features, probs, labelled
+
+
+def naive_kcenter(features, labelled, budget):
+    import torch
+    x = torch.from_numpy(features)
+    dist = torch.cdist(x, x)  # (N, N)
+    min_dist = dist[:, torch.from_numpy(labelled)].min(dim=1).values
+    min_dist[torch.from_numpy(labelled)] = -1
+    picks = []
+    for _ in range(budget):
+        i = int(torch.argmax(min_dist))
+        picks.append(i)
+        min_dist = torch.minimum(min_dist, dist[:, i])
+        min_dist[i] = -1
+    return picks
+
+
+def naive_badge(features, probs, budget, rng):
+    from alb.select import kmeanspp_seeding
+    onehot = np.eye(probs.shape[1], dtype=np.float32)[probs.argmax(1)]
+    dense = ((probs - onehot)[:, :, None] * features[:, None, :]).reshape(len(probs), -1)  # (N, C*D)
+    return kmeanspp_seeding(dense, budget, rng, first="max_norm")
+
+
+def naive_noris(scores, features, budget, alpha=0.5):
+    import torch
+    x = torch.from_numpy(features)
+    dist = torch.cdist(x, x)
+    lam = (alpha * float(dist.max())) ** 2 / np.pi
+    sim = torch.exp(-dist.pow_(2) / lam)  # (N, N), in place over the distances
+    sigma = torch.from_numpy(scores).clone()
+    available = torch.ones(len(sigma), dtype=torch.bool)
+    picks = []
+    for _ in range(budget):
+        i = int(torch.argmax(torch.where(available, sigma, torch.tensor(-np.inf))))
+        picks.append(i)
+        available[i] = False
+        sigma -= sim[:, i] * sigma[i].clone()
+    return picks
+
+
+def measure(method: str, impl: str, n: int, dim: int, classes: int, budget: int) -> dict:
+    import torch
+    torch.set_num_threads(torch.get_num_threads())
+    from alb.select import badge_seeding, kcenter_greedy, noris_greedy
+    features, probs, labelled = inputs(n, dim, classes)
+    unlabelled = ~labelled
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    if method == "kcenter_greedy":
+        picks = kcenter_greedy(features, labelled, budget) if impl == "alb" else naive_kcenter(features, labelled, budget)
+    elif method == "badge":
+        f, p = features[unlabelled], probs[unlabelled]
+        picks = badge_seeding(p, f, budget, rng) if impl == "alb" else naive_badge(f, p, budget, rng)
+    else:
+        f, s = features[unlabelled], 1.0 - probs[unlabelled].max(1)
+        picks = noris_greedy(s, f, budget) if impl == "alb" else naive_noris(s, f, budget)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"method": method, "impl": impl, "n": n, "seconds": seconds, "peak_mib": max(peak - before, 0) / 1024,
+            "picks_head": [int(i) for i in list(picks)[:5]]}
+
+
+def naive_bytes(method: str, n: int, dim: int, classes: int) -> int:
+    return n * dim * classes * 4 if method == "badge" else n * n * 4
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=2000)
+    parser.add_argument("--methods", nargs="+", default=["kcenter_greedy", "badge", "noris_sum"])
+    parser.add_argument("--one", nargs=3, metavar=("METHOD", "IMPL", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        method, impl, n = args.one
+        print(json.dumps(measure(method, impl, int(n), args.dim, args.classes, args.budget)))
+        return
+    rows = []
+    for n in args.sizes:
+        for method in args.methods:
+            for impl in ("naive", "alb"):
+                if impl == "naive" and naive_bytes(method, n, args.dim, args.classes) > NAIVE_LIMIT_BYTES:
+                    rows.append({"method": method, "impl": impl, "n": n, "seconds": None, "peak_mib": None})
+                    continue
+                out = subprocess.run([sys.executable, __file__, "--one", method, impl, str(n), "--dim", str(args.dim),
+                                      "--classes", str(args.classes), "--budget", str(args.budget)],
+                                     capture_output=True, text=True, check=True)
+                rows.append(json.loads(out.stdout))
+                print(f"{method:15s} {impl:6s} n={n:6d} {rows[-1]['seconds']:8.2f} s "
+                      f"{rows[-1]['peak_mib']:9.1f} MiB", file=sys.stderr)
+    print(f"\nD={args.dim}, C={args.classes}, budget={args.budget}; peak = extra RSS over the inputs\n")
+    print("| method | N | alb s | alb peak MiB | naive s | naive peak MiB | speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    for n in args.sizes:
+        for method in args.methods:
+            fast = next(r for r in rows if r["method"] == method and r["n"] == n and r["impl"] == "alb")
+            slow = next(r for r in rows if r["method"] == method and r["n"] == n and r["impl"] == "naive")
+            if slow["seconds"] is None:
+                naive, ratio = ("does not fit (> 6 GiB)", "-"), "-"
+            else:
+                naive, ratio = (f"{slow['seconds']:.2f}", f"{slow['peak_mib']:.0f}"), f"{slow['seconds'] / fast['seconds']:.1f}x"
+            print(f"| {method} | {n} | {fast['seconds']:.2f} | {fast['peak_mib']:.0f} | {naive[0]} | "
+                  f"{naive[1] if slow['seconds'] is not None else '-'} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
