@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -33,7 +34,10 @@ def _user_errors(func):
         except HydraException as err:
             console.print(f"[red]config error:[/] {err}")
         except OmegaConfBaseException as err:
-            console.print(f"[red]config error:[/] {str(err).splitlines()[0]}")
+            message = str(err).splitlines()[0]
+            missing = re.search(r"Missing mandatory value: (\S+)", message)
+            hint = f" (set it on the command line: {missing.group(1)}=...)" if missing else ""
+            console.print(f"[red]config error:[/] {message}{hint}")
         raise typer.Exit(2)
     return wrapper
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -71,8 +72,15 @@ def option_description(group: str, name: str) -> str:
 
 
 def build(node: DictConfig | dict, **kwargs: Any) -> Any:
-    """Instantiate a `_target_` node (the only call site of hydra's instantiate)."""
-    return instantiate(node, **kwargs)
+    """Instantiate a `_target_` node (the only call site of hydra's instantiate). A
+    UserError raised by the constructor (a reader naming a missing file) passes through
+    unwrapped."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -85,9 +85,10 @@ class Cycle0Cache:
     """The cycle-0 model depends only on (dataset, model, trainer, seed, initial set, training
     hook): train it once per experiment and reuse it for every strategy."""
 
-    def __init__(self, folder: Path, cfg: DictConfig, enabled: bool):
+    def __init__(self, folder: Path, cfg: DictConfig, enabled: bool, device: torch.device):
         self.folder, self.enabled = folder, enabled
         self.base = {g: to_container(cfg[g]) for g in ("dataset", "model", "trainer")}
+        self.base["device"] = device.type  # CPU and CUDA training give different weights
 
     def path(self, seed: int, initial_ids: list[str], hook) -> Path:
         return self.folder / f"{_digest(self.base, seed, initial_ids, repr(hook))}.pt"
@@ -112,7 +113,7 @@ def run_experiment(cfg: DictConfig) -> list[Path]:
                       "must match across its strategies)")
     data = build_dataset(cfg.dataset)
     schedule = pool_lib.budget_schedule(cfg.protocol, len(data.pool))
-    cache = Cycle0Cache(exp_dir / ".cycle0", cfg, cfg.reuse_cycle0 and not cfg.protocol.finetune)
+    cache = Cycle0Cache(exp_dir / ".cycle0", cfg, cfg.reuse_cycle0 and not cfg.protocol.finetune, device)
     console.print(f"[bold]{cfg.name}[/] / {label}: {data.name} pool {len(data.pool)}, test {len(data.test)}, "
                   f"initial {schedule.initial}, steps {list(schedule.steps)}, seeds {seeds}, device {device}")
     folders = []
@@ -166,7 +167,7 @@ def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, dev
         else:
             if not (cfg.protocol.finetune and cycle > 0):
                 adapter.reset(pool_lib.train_seed(seed, cycle))
-            adapter.fit(labelled, pool_lib.train_seed(seed, cycle), progress)
+            adapter.fit(labelled, pool_lib.train_seed(seed, cycle), progress, f"train cycle {cycle} ({len(labelled)} images)")
             train_seconds = time.perf_counter() - t0
             if cycle == 0:
                 cache.save(cache_path, {"state": adapter.state_dict(), "train_seconds": train_seconds})

@@ -106,3 +106,12 @@ def test_image_folder_errors(tmp_path):
 def test_build_dataset_from_config(tmp_path):
     cfg = OmegaConf.create({"reader": {"_target_": "alb.datasets.digits.read_digits"}, "duplicates": 2})
     assert len(build_dataset(cfg).pool) == 2 * 1257
+
+
+def test_cli_names_missing_root_and_missing_files(tmp_path):
+    from conftest import alb_cli
+    no_root = alb_cli("run", "dataset=cifar10", cwd=tmp_path)
+    assert no_root.returncode == 2 and "dataset.root=..." in no_root.stderr and "Traceback" not in no_root.stderr
+    wrong = alb_cli("run", "dataset=cifar10", f"dataset.root={tmp_path}", cwd=tmp_path)
+    assert wrong.returncode == 2 and "data_batch_1" in wrong.stderr and str(tmp_path) in wrong.stderr
+    assert "Traceback" not in wrong.stderr

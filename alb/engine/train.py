@@ -66,7 +66,7 @@ def accuracy(model: nn.Module, dataset: Dataset, device: torch.device, batch_siz
 def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: torch.device, seed: int,
                    loss_module: nn.Module | None = None, hook: LossPredictionHook | None = None,
                    val_set: Dataset | None = None, progress: Progress | None = None,
-                   num_workers: int = 0) -> TrainStats:
+                   num_workers: int = 0, label: str = "train") -> TrainStats:
     """Train `model` (and `loss_module`, when the strategy's hook asks) on `train_set`."""
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
@@ -82,7 +82,7 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
     patience = cfg.get("patience")
     best_score, best_state, stale = -math.inf, None, 0
     steps, epoch_loss = 0, float("nan")
-    task = progress.add_task("epochs", total=epochs) if progress else None
+    task = progress.add_task(label, total=epochs) if progress else None
     for epoch in range(epochs):
         model.train()
         if loss_module is not None:
@@ -107,7 +107,7 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
         scheduler.step()
         epoch_loss = total / max(count, 1)
         if progress:
-            progress.update(task, advance=1, description=f"epoch loss {epoch_loss:.3f}")
+            progress.update(task, advance=1, description=f"{label} (loss {epoch_loss:.3f})")
         if patience:
             score = accuracy(model, val_set, device, cfg.eval_batch_size, cfg.amp) if val_set is not None else -epoch_loss
             if score > best_score:

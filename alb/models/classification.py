@@ -50,13 +50,13 @@ class ClassifierAdapter:
         if self.loss_module is not None:
             self.loss_module.load_state_dict(state["loss_module"])
 
-    def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None) -> None:
+    def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train") -> None:
         train_set = TorchSplit(self.data.pool, labelled_rows, self.data, augment=self.augment)
         val_set = (TorchSplit(self.data.val, np.arange(len(self.data.val)), self.data)
                    if self.data.val is not None else None)
         torch.manual_seed(seed)
         fit_classifier(self.model, train_set, self.cfg, self.device, seed, self.loss_module, self.hook,
-                       val_set, progress, self.num_workers)
+                       val_set, progress, self.num_workers, label)
 
     def evaluate(self) -> dict[str, float]:
         test_set = TorchSplit(self.data.test, np.arange(len(self.data.test)), self.data)
