@@ -171,12 +171,16 @@ def area_under_curve(results: Results, metric: str) -> pd.DataFrame:
         columns={"mean": "aulc_mean", "std": "aulc_std", "count": "n_seeds"}).reset_index()
 
 
-def _style(strategy: str) -> dict:
+# tab10 without its red and its grey: red and black are reserved for random and entropy
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
+
+
+def _style(strategy: str, k: int) -> dict:
     if strategy == "random":
         return {"color": "red", "linestyle": ":"}
     if strategy == "entropy":
         return {"color": "black"}
-    return {}
+    return {"color": _PALETTE[k % len(_PALETTE)], "linestyle": "-" if k < len(_PALETTE) else "--"}
 
 
 def plot_curves(summary: pd.DataFrame, metric: str, out: Path) -> None:
@@ -184,10 +188,13 @@ def plot_curves(summary: pd.DataFrame, metric: str, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    others = 0
     for strategy, g in summary[summary.metric == metric].groupby("strategy"):
         g = g.sort_values("cycle")
+        style = _style(strategy, others)
+        others += strategy not in ("random", "entropy")
         x, m, s = g.n_labelled.to_numpy(float), g["mean"].to_numpy(float), g["std"].fillna(0).to_numpy(float)
-        (line,) = ax.plot(x, m, marker="o", markersize=3, label=strategy, **_style(strategy))
+        (line,) = ax.plot(x, m, marker="o", markersize=3, label=strategy, **style)
         ax.fill_between(x, m - s, m + s, alpha=0.15, color=line.get_color())
     ax.set_xlabel("labelled images")
     ax.set_ylabel(metric)
