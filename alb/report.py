@@ -225,9 +225,9 @@ def plot_ppm(P: pd.DataFrame, phis: pd.Series, out: Path) -> None:
     plt.close(fig)
 
 
-def _wide(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+def _wide(summary: pd.DataFrame, metric: str, pm: str = " ± ") -> pd.DataFrame:
     t = summary[summary.metric == metric].copy()
-    t["value"] = [f"{m:.4f} ± {s:.4f}" if not np.isnan(s) else f"{m:.4f}" for m, s in zip(t["mean"], t["std"])]
+    t["value"] = [f"{m:.4f}{pm}{s:.4f}" if not np.isnan(s) else f"{m:.4f}" for m, s in zip(t["mean"], t["std"])]
     wide = t.pivot_table(index=["cycle", "n_labelled"], columns="strategy", values="value", aggfunc="first")
     return wide.reset_index().rename_axis(columns=None)
 
@@ -251,7 +251,9 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
     aulc.to_csv(out / "aulc.csv", index=False)
     save = savings(summary, metric)
     save.to_csv(out / "savings.csv", index=False)
-    (out / "summary.tex").write_text(wide.to_latex(index=False, escape=True))
+    tex = _wide(summary, metric, pm=" $\\pm$ ")
+    tex.columns = [str(c).replace("_", "\\_") for c in tex.columns]
+    (out / "summary.tex").write_text(tex.to_latex(index=False, escape=False))
     lines = [f"# {directory.name}: {metric} (mean ± std over seeds)", "", wide.to_markdown(index=False), "",
              f"## Pairwise penalty matrix ({ppm_mode}; row beats column)", "", P.round(3).to_markdown(), "",
              "Φ (column mean, lower is better): " + ", ".join(f"{k} {v:.3f}" for k, v in phis.sort_values().items()),

@@ -105,3 +105,9 @@ def test_report_does_not_import_torch(tmp_path):
     code = ("import sys; from alb.report import write_report; write_report(sys.argv[1]); "
             "assert 'torch' not in sys.modules, 'report imported torch'")
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+
+
+def test_latex_table_escapes_names_and_uses_pm(tmp_path):
+    fake_results(tmp_path, ["random", "entropy_subset"])
+    tex = (write_report(tmp_path) / "summary.tex").read_text()
+    assert "entropy\\_subset" in tex and "$\\pm$" in tex and "±" not in tex
