@@ -43,7 +43,3 @@ class Records(Mapping):
     @property
     def n(self) -> int:
         return len(self.ids)
-
-    def take(self, rows: np.ndarray) -> "Records":
-        rows = np.asarray(rows, dtype=np.int64)
-        return Records(self.ids[rows], {k: np.take(v, rows, axis=_ROW_AXIS.get(k, 0)) for k, v in self.fields.items()})

@@ -41,3 +41,11 @@ def kcenter_greedy(features, labelled_mask, budget: int) -> np.ndarray:
         min_dist = torch.minimum(min_dist, sq_dists_to_row(x, x_sq, i))
         min_dist[i] = -1.0
     return picks.cpu().numpy()
+
+
+def kcenter_from_labelled(labelled_features, unlabelled_features, budget: int) -> np.ndarray:
+    """k-center greedy with the labelled rows as the initial centres; returns indices into
+    `unlabelled_features` (the form Core-Set and UWE use)."""
+    features = np.concatenate([labelled_features, unlabelled_features])
+    mask = np.arange(len(features)) < len(labelled_features)
+    return kcenter_greedy(features, mask, budget) - len(labelled_features)

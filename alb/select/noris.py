@@ -18,14 +18,20 @@ VARIANTS = ("sum", "max", "max_alg2")
 SIMILARITIES = ("gaussian", "linear")
 
 
+def check_noris_params(variant: str, similarity: str | None = None, alpha: float | None = None) -> None:
+    """Fail before any work (d_max is O(N^2 D)) on a bad variant, similarity or alpha."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown NORIS variant {variant!r}; expected one of {VARIANTS}")
+    if similarity is not None and similarity not in SIMILARITIES:
+        raise ValueError(f"unknown NORIS similarity {similarity!r}; expected one of {SIMILARITIES}")
+    if alpha is not None and not alpha > 0:
+        raise ValueError(f"NORIS alpha must be > 0, got {alpha}")
+
+
 def similarity_from_sq_dists(sq_dist: torch.Tensor, similarity: str, alpha: float, d_max: float) -> torch.Tensor:
     """gaussian: exp(-d^2 / lambda), lambda = (alpha d_max)^2 / pi;
     linear: max(0, 1 - d / lambda), lambda = alpha d_max (NORIS Eq. 4-5, supp. Sec. 2).
     With d_max = 0 every row coincides: similarity 1 at distance 0."""
-    if alpha <= 0:
-        raise ValueError(f"NORIS alpha must be > 0, got {alpha}")
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"unknown NORIS similarity {similarity!r}; expected one of {SIMILARITIES}")
     if d_max <= 0:
         return (sq_dist <= 0).to(sq_dist.dtype)
     if similarity == "gaussian":
@@ -46,8 +52,7 @@ def noris_select(scores: torch.Tensor, similarity_row: Callable[[int], torch.Ten
     max_alg2: supplement Alg. 2: only the remaining sample most similar to u_next is updated.
     Ties go to the lowest index.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown NORIS variant {variant!r}; expected one of {VARIANTS}")
+    check_noris_params(variant)
     n = len(scores)
     check_budget(budget, n)
     sigma = scores.clone()
@@ -88,8 +93,7 @@ def noris_greedy(scores, features, budget: int, variant: str = "sum", similarity
     s = as_tensor(scores, device=x.device).to(x.dtype)
     if s.shape != (len(x),):
         raise ValueError(f"scores has shape {tuple(s.shape)}, expected ({len(x)},)")
-    if alpha <= 0:
-        raise ValueError(f"NORIS alpha must be > 0, got {alpha}")
+    check_noris_params(variant, similarity, alpha)
     check_budget(budget, len(x))
     if budget == 0:
         return np.empty(0, dtype=np.int64)

@@ -3,9 +3,7 @@ from the labelled set. The greedy 2-approximation, not the MIP refinement."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from alb.select import kcenter_greedy
+from alb.select import kcenter_from_labelled
 from alb.strategies.base import Strategy
 
 
@@ -14,6 +12,4 @@ class CoreSet(Strategy):
     labelled_fields = ("embedding",)
 
     def select(self, unlabelled, labelled, budget, rng):
-        features = np.concatenate([labelled["embedding"], unlabelled["embedding"]])
-        mask = np.arange(len(features)) < labelled.n
-        return kcenter_greedy(features, mask, budget) - labelled.n
+        return kcenter_from_labelled(labelled["embedding"], unlabelled["embedding"], budget)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from alb import scoring
 from alb.select import noris_greedy
-from alb.select.noris import SIMILARITIES, VARIANTS
+from alb.select.noris import check_noris_params
 from alb.strategies.base import Strategy
 
 
@@ -14,12 +14,7 @@ class NORIS(Strategy):
 
     def __init__(self, variant: str = "sum", similarity: str = "gaussian", alpha: float = 0.5,
                  measure: str = "least_confidence"):
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown NORIS variant {variant!r}; expected one of {VARIANTS}")
-        if similarity not in SIMILARITIES:
-            raise ValueError(f"unknown NORIS similarity {similarity!r}; expected one of {SIMILARITIES}")
-        if not alpha > 0:
-            raise ValueError(f"NORIS alpha must be > 0, got {alpha}")
+        check_noris_params(variant, similarity, alpha)
         self.variant, self.similarity, self.alpha, self.measure = variant, similarity, float(alpha), measure
 
     def select(self, unlabelled, labelled, budget, rng):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from alb import scoring
-from alb.select import kcenter_greedy
+from alb.select import kcenter_from_labelled
 from alb.strategies.base import Strategy
 
 
@@ -25,8 +25,6 @@ class UWE(Strategy):
         self.tau, self.measure = float(tau), measure
 
     def select(self, unlabelled, labelled, budget, rng):
-        features = np.concatenate([
+        return kcenter_from_labelled(
             uncertainty_weighted(labelled["probs"], labelled["embedding"], self.tau, self.measure),
-            uncertainty_weighted(unlabelled["probs"], unlabelled["embedding"], self.tau, self.measure)])
-        mask = np.arange(len(features)) < labelled.n
-        return kcenter_greedy(features, mask, budget) - labelled.n
+            uncertainty_weighted(unlabelled["probs"], unlabelled["embedding"], self.tau, self.measure), budget)
