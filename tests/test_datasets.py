@@ -115,3 +115,28 @@ def test_cli_names_missing_root_and_missing_files(tmp_path):
     wrong = alb_cli("run", "dataset=cifar10", f"dataset.root={tmp_path}", cwd=tmp_path)
     assert wrong.returncode == 2 and "data_batch_1" in wrong.stderr and str(tmp_path) in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+def test_cifar_resnet18_augmented_through_the_loop(fake_cifar, tmp_path):
+    from alb.config import compose_config
+    from alb.loop import run_experiment
+    cfg = compose_config(["dataset=cifar10", f"dataset.root={fake_cifar}", "model=resnet18", "model.dropout=0.3",
+                          "trainer=reality_check", "trainer.epochs=1", "trainer.batch_size=8", "strategy=bald",
+                          "strategy.mc_passes=3", "protocol.initial=8", "protocol.step=4", "protocol.cycles=1",
+                          "progress=false", f"results_dir={tmp_path / 'r'}"])
+    folder = run_experiment(cfg)[0]
+    import pandas as pd
+    cycles = pd.read_csv(folder / "cycles.csv")
+    assert list(cycles.n_labelled) == [8, 12] and cycles.accuracy.between(0, 1).all()
+
+
+def test_image_folder_through_the_loop(tmp_path):
+    from alb.config import compose_config
+    from alb.loop import run_experiment
+    write_folder(tmp_path / "imgs", classes=("a", "b", "c"), per_class=6)
+    cfg = compose_config(["dataset=imagefolder", f"dataset.root={tmp_path / 'imgs'}", "dataset.reader.image_size=32",
+                          "model=resnet18", "model.cifar_stem=false", "trainer.epochs=1", "trainer.min_steps=0",
+                          "strategy=coreset", "protocol.initial=4", "protocol.step=3", "protocol.cycles=1",
+                          "progress=false", f"results_dir={tmp_path / 'r'}"])
+    folder = run_experiment(cfg)[0]
+    assert (folder / "selections.csv").read_text().count("\n") == 1 + 7
