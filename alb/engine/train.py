@@ -8,7 +8,6 @@ import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
@@ -121,8 +120,3 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
     if progress:
         progress.remove_task(task)
     return TrainStats(epochs=epoch + 1, steps=steps, final_loss=epoch_loss)
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
