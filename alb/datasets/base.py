@@ -56,9 +56,10 @@ class Split:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, rows: np.ndarray) -> "Split":
+    def subset(self, rows: np.ndarray, ids: list[str] | None = None) -> "Split":
+        """Rows `rows` (repeats allowed when new `ids` are given)."""
         rows = np.asarray(rows, dtype=np.int64)
-        return Split(_Rows(self.images, rows), self.labels[rows], [self.ids[r] for r in rows])
+        return Split(_Rows(self.images, rows), self.labels[rows], ids if ids is not None else [self.ids[r] for r in rows])
 
 
 class _Rows:
@@ -108,7 +109,7 @@ class TorchSplit(Dataset):
         return (image - self.mean) / self.std, int(self.split.labels[row]), i
 
 
-def prepare(data: ClassificationData, val_size: int | float = 0, duplicates: int = 1,
+def prepare(data, val_size: int | float = 0, duplicates: int = 1,
             split_seed: int = 0) -> ClassificationData:
     """Apply the options every dataset shares.
 
@@ -131,5 +132,5 @@ def prepare(data: ClassificationData, val_size: int | float = 0, duplicates: int
         rows = np.repeat(np.arange(len(base)), duplicates)
         copies = np.tile(np.arange(duplicates), len(base))
         ids = [base.ids[r] if c == 0 else f"{base.ids[r]}~dup{c}" for r, c in zip(rows, copies)]
-        data.pool = Split(_Rows(base.images, rows), base.labels[rows], ids)
+        data.pool = base.subset(rows, ids)
     return data

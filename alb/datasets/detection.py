@@ -1,0 +1,144 @@
+"""Detection data contract: a split is image files + one annotation dict per image + stable ids.
+
+An annotation dict holds `boxes (m, 4)` float32 xyxy pixels, `labels (m,)` int64 in
+0..C-1, `difficult (m,)` bool (kept for evaluation, left out of training), and optionally
+`ignore_regions (k, 4)` (KITTI DontCare) and `crowd (m,)` bool (COCO iscrowd).
+Readers (voc.py, kitti.py, coco.py) return a `DetectionData`; `evaluate` turns detections
+on the test split into the dataset's metrics.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image
+
+from alb.errors import UserError
+from alb.metrics import coco_ap, kitti_ap, voc_ap
+
+EVALUATIONS = ("voc07", "area", "coco", "kitti")
+
+
+def empty_annotation() -> dict:
+    return {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64), "difficult": np.zeros(0, bool)}
+
+
+class DetectionSplit:
+    """`image_paths[i]` is annotated by `annotations[i]` and has the stable id `ids[i]`.
+    `cache=True` keeps decoded images in memory (small generated datasets)."""
+
+    def __init__(self, image_paths: list[Path], annotations: list[dict], ids: list[str], cache: bool = False):
+        if not (len(image_paths) == len(annotations) == len(ids)):
+            raise ValueError("image_paths, annotations and ids differ in length")
+        if len(set(ids)) != len(ids):
+            raise ValueError("sample ids must be unique within a split")
+        self.image_paths, self.annotations, self.ids, self.cache = list(image_paths), annotations, list(ids), cache
+        self._images: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image(self, i: int) -> torch.Tensor:
+        """Image i as uint8 (3, H, W)."""
+        if i in self._images:
+            return self._images[i]
+        path = self.image_paths[i]
+        try:
+            image = decode_image(str(path), mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError) as err:
+            raise UserError(f"cannot read image {path}: {err}") from err
+        if self.cache:
+            self._images[i] = image
+        return image
+
+    def subset(self, rows: np.ndarray, ids: list[str] | None = None) -> "DetectionSplit":
+        rows = np.asarray(rows, dtype=np.int64)
+        split = DetectionSplit([self.image_paths[r] for r in rows], [self.annotations[r] for r in rows],
+                               ids if ids is not None else [self.ids[r] for r in rows], self.cache)
+        split._images = self._images if np.array_equal(rows, np.arange(len(self))) else {}
+        return split
+
+
+@dataclass
+class DetectionData:
+    pool: DetectionSplit
+    test: DetectionSplit
+    class_names: list[str]
+    evaluation: str = "voc07"  # the headline metric: voc07 | area | coco | kitti
+    val: DetectionSplit | None = None
+    name: str = ""
+    task: str = "detection"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.evaluation not in EVALUATIONS:
+            raise UserError(f"dataset evaluation must be one of {EVALUATIONS}, got {self.evaluation!r}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def metric_names(self) -> list[str]:
+        """Columns of cycles.csv: `map` (the headline metric) first, then the others and the
+        per-class AP."""
+        extra = {"voc07": ["map_area"], "area": ["map_voc07"], "coco": ["map50", "map75"], "kitti": []}
+        return ["map", *extra[self.evaluation], *[f"ap_{column_name(c)}" for c in self.class_names]]
+
+    def evaluate(self, detections: list[dict]) -> dict[str, float]:
+        """Metrics of detections on the test split (one dict per test image, in order)."""
+        gt, c = self.test.annotations, self.num_classes
+        if self.evaluation in ("voc07", "area"):
+            head = voc_ap(detections, gt, c, metric=self.evaluation)
+            other = "area" if self.evaluation == "voc07" else "voc07"
+            out = {"map": head["map"], f"map_{other}": voc_ap(detections, gt, c, metric=other)["map"]}
+        elif self.evaluation == "coco":
+            head = coco_ap(detections, gt, c)
+            out = {"map": head["map"], "map50": head["map50"], "map75": head["map75"]}
+        else:
+            head = kitti_ap(detections, gt, self.class_names)
+            out = {"map": head["map"]}
+        out.update({f"ap_{column_name(name)}": ap for name, ap in zip(self.class_names, head["ap"])})
+        return out
+
+
+def column_name(class_name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_]+", "_", class_name)
+
+
+class DetectionTorchSet(Dataset):
+    """Rows of a split as (image float (3, H, W) in [0, 1], target dict of tensors, row
+    position). Training targets leave out difficult and crowd boxes; `flip` is the
+    probability of a horizontal flip."""
+
+    def __init__(self, split: DetectionSplit, rows: np.ndarray, flip: float = 0.0, for_training: bool = False):
+        self.split, self.rows, self.flip, self.for_training = split, np.asarray(rows, np.int64), flip, for_training
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        row = int(self.rows[i])
+        image = self.split.image(row).float().div_(255.0)
+        ann = self.split.annotations[row]
+        boxes, labels = np.asarray(ann["boxes"], np.float32), np.asarray(ann["labels"], np.int64)
+        if self.for_training:
+            keep = ~np.asarray(ann.get("difficult", np.zeros(len(labels), bool)), bool)
+            if "crowd" in ann:
+                keep &= ~np.asarray(ann["crowd"], bool)
+            boxes, labels = boxes[keep], labels[keep]
+        boxes = torch.as_tensor(boxes).reshape(-1, 4)
+        if self.flip and torch.rand(()) < self.flip:
+            image = image.flip(-1)
+            width = image.shape[-1]
+            boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+        return image, {"boxes": boxes, "labels": torch.as_tensor(labels)}, i
+
+
+def collate(batch):
+    images, targets, rows = zip(*batch)
+    return list(images), list(targets), list(rows)
