@@ -19,6 +19,7 @@ from alb.config import build, compose_config, to_container
 from alb.datasets import build_dataset
 from alb.errors import UserError
 from alb.models.classification import ClassifierAdapter
+from alb.models.detection import DetectorAdapter
 from alb.progress import make_progress
 from alb.records import Records
 from alb.results import CYCLE_COLUMNS, TIMING_COLUMNS, RunDir, atomic_write_bytes, check_same_config
@@ -50,7 +51,7 @@ def strategy_label(cfg: DictConfig) -> str:
     defaults = to_container(compose_config([f"strategy={name}"]).strategy)
     current = to_container(cfg.strategy)
     changed = [f"{k}={_format_value(v)}" for k, v in sorted(current.items())
-               if k != "_target_" and defaults.get(k) != v]
+               if k not in ("_target_", "task") and defaults.get(k) != v]
     return "-".join([name, *changed])
 
 
@@ -60,6 +61,22 @@ def build_strategy(cfg: DictConfig) -> Strategy:
     except Exception as err:  # hydra wraps the constructor's ValueError
         cause = err.__cause__ or err
         raise UserError(f"strategy {cfg.meta.strategy!r}: {cause}") from err
+
+
+ADAPTERS = {"classification": ClassifierAdapter, "detection": DetectorAdapter}
+HINTS = {"classification": "model=small_cnn (or resnet18) trainer=default", "detection":
+         "model=centernet_tiny trainer=det_quick, or experiment=quickstart_det"}
+
+
+def check_task(cfg: DictConfig, task: str, strategy: Strategy) -> None:
+    """Dataset, model and strategy must all be for the same task."""
+    model_task = cfg.model.get("task", "classification")
+    if model_task != task:
+        raise UserError(f"dataset {cfg.meta.dataset!r} is a {task} dataset but model {cfg.meta.model!r} is a "
+                        f"{model_task} model; try {HINTS[task]}")
+    if task not in strategy.tasks or getattr(strategy, "task", task) != task:
+        raise UserError(f"strategy {cfg.meta.strategy!r} has no {task} version (it supports "
+                        f"{', '.join(strategy.tasks)})")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,6 +129,7 @@ def run_experiment(cfg: DictConfig) -> list[Path]:
     check_same_config(exp_dir / "experiment.yaml", shared, "experiment (dataset, model, protocol and trainer "
                       "must match across its strategies)")
     data = build_dataset(cfg.dataset)
+    check_task(cfg, data.task, strategy)
     schedule = pool_lib.budget_schedule(cfg.protocol, len(data.pool))
     cache = Cycle0Cache(exp_dir / ".cycle0", cfg, cfg.reuse_cycle0 and not cfg.protocol.finetune, device)
     console.print(f"[bold]{cfg.name}[/] / {label}: {data.name} pool {len(data.pool)}, test {len(data.test)}, "
@@ -148,11 +166,11 @@ def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, dev
         raise UserError(f"{run_dir.selections_path} names sample {err} which is not in the pool") from err
     if n_done:
         console.print(f"  seed {seed}: resuming after cycle {n_done - 1} ({len(labelled)} labelled)")
-    adapter = ClassifierAdapter(cfg.model, cfg.trainer, data, device, strategy.training_hook(), cfg.num_workers)
+    adapter = ADAPTERS[data.task](cfg.model, cfg.trainer, data, device, strategy.training_hook(), cfg.num_workers)
     if cfg.protocol.finetune and n_done:
         adapter.reset(pool_lib.train_seed(seed, 0))
         adapter.load_state_dict(torch.load(run_dir.state_path, map_location=device, weights_only=False))
-    columns = CYCLE_COLUMNS + [adapter.metric] + TIMING_COLUMNS
+    columns = CYCLE_COLUMNS + adapter.metric_names + TIMING_COLUMNS
     task = progress.add_task(f"{run_dir.path.parent.name} seed {seed}", total=total_cycles + 1, completed=n_done)
     for cycle in range(n_done, total_cycles + 1):
         t0 = time.perf_counter()
@@ -182,10 +200,12 @@ def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, dev
                               "remain; labelling the rest of the pool and stopping there")
                 budget = len(unlabelled)
             t1 = time.perf_counter()
-            records_u = Records(pool_ids[unlabelled], adapter.predict(unlabelled, strategy.fields, strategy.mc_passes, seed))
+            meta = adapter.records_meta
+            records_u = Records(pool_ids[unlabelled], adapter.predict(unlabelled, strategy.fields, strategy.mc_passes,
+                                                                      seed), meta)
             records_l = Records(pool_ids[labelled], adapter.predict(labelled, strategy.labelled_fields,
                                                                     strategy.mc_passes, seed)
-                                if strategy.labelled_fields else {})
+                                if strategy.labelled_fields else {}, meta)
             t2 = time.perf_counter()
             picks = np.asarray(strategy.select(records_u, records_l, budget, pool_lib.selection_rng(seed, cycle)))
             select_seconds = time.perf_counter() - t2

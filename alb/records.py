@@ -2,31 +2,63 @@
 
 Classification fields for n images: `probs (n, C)`, `embedding (n, D)` (penultimate layer),
 `mc_probs (T, n, C)` (MC-dropout passes), `pred_loss (n,)` (learning-loss head).
+
+Detection fields for n images, detections after NMS and the score threshold stored flat:
+image i owns box rows `offsets[i]:offsets[i+1]` (`offsets (n+1,)`, always present with a
+box field). Box fields: `boxes (M, 4)` xyxy pixels, `scores (M,)`, `labels (M,)`,
+`box_probs (M, C')` (`meta["probs_kind"]`: "softmax" -> C' = C + 1, background last, rows
+sum to 1; "sigmoid" -> C' = C independent scores), `box_features (M, D)`. Image field:
+`image_features (n, D)`. The same fields for the horizontally flipped image carry the
+prefix `flip_` (boxes mapped back to the unflipped frame; offsets in `flip_offsets`).
+Images with no detection are normal: offsets[i] == offsets[i+1].
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 CLASSIFICATION_FIELDS = ("probs", "embedding", "mc_probs", "pred_loss")
+BOX_FIELDS = ("boxes", "scores", "labels", "box_probs", "box_features")
+FLIP = "flip_"
+DETECTION_FIELDS = (*BOX_FIELDS, "image_features", *(FLIP + f for f in BOX_FIELDS))
 _ROW_AXIS = {"mc_probs": 1}
+
+
+def offsets_field(name: str) -> str:
+    """The offsets array that indexes box field `name`."""
+    return FLIP + "offsets" if name.startswith(FLIP) else "offsets"
 
 
 @dataclass(frozen=True)
 class Records(Mapping):
-    """Arrays for n pool images, keyed by field; `ids[i]` is row i's stable sample id."""
+    """Arrays for n pool images, keyed by field; `ids[i]` is image i's stable sample id.
+    `meta` describes the arrays (e.g. `probs_kind`, `num_classes`)."""
 
     ids: np.ndarray
     fields: Mapping[str, np.ndarray] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        n = len(self.ids)
         for name, array in self.fields.items():
+            if name in ("offsets", FLIP + "offsets"):
+                if len(array) != n + 1 or array[0] != 0 or np.any(np.diff(array) < 0):
+                    raise ValueError(f"{name} must be non-decreasing, start at 0 and have n + 1 = {n + 1} entries")
+                continue
+            if name.removeprefix(FLIP) in BOX_FIELDS:
+                offsets = self.fields.get(offsets_field(name))
+                if offsets is None:
+                    raise ValueError(f"box field {name!r} needs {offsets_field(name)!r}")
+                if len(array) != offsets[-1]:
+                    raise ValueError(f"box field {name!r} has {len(array)} rows, offsets say {offsets[-1]}")
+                continue
             rows = array.shape[_ROW_AXIS.get(name, 0)]
-            if rows != len(self.ids):
-                raise ValueError(f"field {name!r} has {rows} rows, expected {len(self.ids)}")
+            if rows != n:
+                raise ValueError(f"field {name!r} has {rows} rows, expected {n}")
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.fields:
@@ -43,3 +75,11 @@ class Records(Mapping):
     @property
     def n(self) -> int:
         return len(self.ids)
+
+    def box_counts(self, flipped: bool = False) -> np.ndarray:
+        """Detections per image (n,)."""
+        return np.diff(self[FLIP + "offsets" if flipped else "offsets"])
+
+    def box_owner(self, flipped: bool = False) -> np.ndarray:
+        """The image index of every box row (M,)."""
+        return np.repeat(np.arange(self.n), self.box_counts(flipped))

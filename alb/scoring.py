@@ -61,3 +61,39 @@ def uncertainty(probs: np.ndarray, measure: str) -> np.ndarray:
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k highest scores, highest first; ties go to the lowest index."""
     return np.argsort(-np.asarray(scores), kind="stable")[:k]
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, _EPS, 1 - _EPS)
+    return -(q * np.log(q) + (1 - q) * np.log(1 - q))
+
+
+def box_uncertainty(box_probs: np.ndarray, measure: str, probs_kind: str) -> np.ndarray:
+    """Per-box uncertainty (M,). Softmax rows are distributions: the measure applies as in
+    classification. Sigmoid rows are C independent scores: entropy is the sum of the per-class
+    binary entropies; least confidence, margin and BvSB use the scores as they are."""
+    box_probs = np.asarray(box_probs, dtype=np.float64)
+    if probs_kind == "sigmoid" and measure == "entropy":
+        return binary_entropy(box_probs).sum(axis=-1)
+    if probs_kind not in ("softmax", "sigmoid"):
+        raise ValueError(f"probs_kind must be softmax or sigmoid, got {probs_kind!r}")
+    return uncertainty(box_probs, measure)
+
+
+AGGREGATES = ("sum", "max", "mean")
+
+
+def aggregate_boxes(values: np.ndarray, offsets: np.ndarray, how: str) -> np.ndarray:
+    """Reduce per-box values (M,) to per-image values (n,) with sum, max or mean. An image
+    with no detection gets 0: no box gives evidence of uncertainty (every measure is >= 0)."""
+    if how not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {how!r}")
+    values, offsets = np.asarray(values, np.float64), np.asarray(offsets)
+    counts = np.diff(offsets)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    out = np.zeros(len(counts))
+    if how == "max":
+        np.maximum.at(out, owner, values)  # values >= 0, so 0 is a neutral start
+        return out
+    np.add.at(out, owner, values)
+    return out if how == "sum" else np.divide(out, counts, out=np.zeros_like(out), where=counts > 0)

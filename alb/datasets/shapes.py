@@ -136,7 +136,7 @@ def generate_shapes(folder: Path, n_pool: int, n_test: int, image_size: int, see
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_shapes(cache_dir: str = "~/.cache/alb", n_pool: int = 600, n_test: int = 200, image_size: int = 128,
+def read_shapes(cache_dir: str | None = None, n_pool: int = 600, n_test: int = 200, image_size: int = 128,
                 seed: int = 0, max_objects: int = 5, min_size: int = 10, max_size: int = 48,
                 difficult_size: int = 10, evaluation: str = "voc07") -> DetectionData:
     """Generate (once per parameter set) and read the shapes dataset."""
@@ -147,6 +147,7 @@ def read_shapes(cache_dir: str = "~/.cache/alb", n_pool: int = 600, n_test: int 
     params = dict(n_pool=n_pool, n_test=n_test, image_size=image_size, seed=seed, max_objects=max_objects,
                   min_size=min_size, max_size=max_size, difficult_size=difficult_size, version=1)
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    cache_dir = cache_dir or os.environ.get("ALB_CACHE_DIR") or "~/.cache/alb"
     folder = Path(cache_dir).expanduser() / f"shapes-{digest}"
     if not (folder / FOLDER / "ImageSets" / "Main" / "test.txt").is_file():
         generate_shapes(folder, **{k: v for k, v in params.items() if k != "version"})

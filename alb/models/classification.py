@@ -22,6 +22,8 @@ from alb.strategies.base import LossPredictionHook
 class ClassifierAdapter:
     task = "classification"
     metric = "accuracy"
+    metric_names = ["accuracy"]
+    records_meta: dict = {}
 
     def __init__(self, model_cfg: DictConfig, trainer_cfg: DictConfig, data: ClassificationData,
                  device: torch.device, hook: LossPredictionHook | None = None, num_workers: int = 0):

@@ -61,11 +61,17 @@ class TinyBackbone(nn.Module):
         for w in widths:
             layers += [_conv(cin, w, 2), _conv(w, w)]
             cin = w
-        self.body = nn.Sequential(*layers)
+        self.stages = nn.ModuleList(nn.Sequential(*layers[2 * i:2 * i + 2]) for i in range(5))
         self.out_channels = widths[-1]
+        self.skip_channels = {16: widths[3], 8: widths[2], 4: widths[1]}
 
     def forward(self, x):
-        return self.body(x)
+        """-> the stride-32 map and {stride: map} for strides 16, 8, 4."""
+        skips = {}
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            skips[2 ** (i + 1)] = x
+        return x, skips
 
 
 class ResNetBackbone(nn.Module):
@@ -74,17 +80,24 @@ class ResNetBackbone(nn.Module):
     def __init__(self, depth: int = 18):
         super().__init__()
         net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
-        self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
-                                  net.layer4)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
         self.out_channels = net.fc.in_features
+        expansion = self.out_channels // 512
+        self.skip_channels = {16: 256 * expansion, 8: 128 * expansion, 4: 64 * expansion}
 
     def forward(self, x):
-        return self.body(x)
+        """-> the stride-32 map and {stride: map} for strides 4, 8, 16."""
+        x, skips = self.stem(x), {}
+        for stride, layer in zip((4, 8, 16, 32), self.layers):
+            x = layer(x)
+            skips[stride] = x
+        return x, skips
 
 
 class CenterNet(nn.Module):
     """CenterNet with a plain-conv upsampling neck (3 x [conv, 2x transposed conv]) on a
-    ResNet or tiny backbone. Its intermediate maps are f1 (backbone output, stride 32), f2,
+    ResNet or tiny backbone, optionally with skip connections from the backbone. Its intermediate maps are f1 (backbone output, stride 32), f2,
     f3 and f4 (neck stages, strides 16, 8, 4; the heads read f4), NORIS supp. Sec. 5.
 
     Differences from the paper's detector: no deformable convolutions; the heat-map splat is
@@ -98,7 +111,7 @@ class CenterNet(nn.Module):
     def __init__(self, num_classes: int, backbone: str = "resnet18", image_size: int = 512,
                  neck_channels: tuple[int, int, int] = (256, 128, 64), head_channels: int = 64,
                  feature_level: str = "f4", score_threshold: float = 0.05, max_detections: int = 100,
-                 tiny_width: int = 16, size_weight: float = 0.1):
+                 tiny_width: int = 16, size_weight: float = 0.1, skip_connections: bool = False):
         super().__init__()
         if feature_level not in ("f1", "f2", "f3", "f4"):
             raise ValueError(f"CenterNet feature_level must be f1..f4, got {feature_level!r}")
@@ -111,6 +124,10 @@ class CenterNet(nn.Module):
                                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True)))
             cin = cout
         self.neck = nn.ModuleList(stages)
+        # Optional U-Net style skips (1x1 projections of the backbone maps added to the neck
+        # maps at strides 16, 8, 4): without them a from-scratch tiny model learns slowly.
+        self.skips = nn.ModuleList(nn.Conv2d(self.backbone.skip_channels[s], c, 1)
+                                   for s, c in zip((16, 8, 4), neck_channels)) if skip_connections else None
         self.channels = {"f1": self.backbone.out_channels, "f2": neck_channels[0], "f3": neck_channels[1],
                          "f4": neck_channels[2]}
         self.strides = {"f1": 32, "f2": 16, "f3": 8, "f4": 4}
@@ -136,10 +153,12 @@ class CenterNet(nn.Module):
         return (batch - self.mean) / self.std, scales
 
     def _forward(self, x: torch.Tensor):
-        maps = {"f1": self.backbone(x)}
-        y = maps["f1"]
-        for name, stage in zip(("f2", "f3", "f4"), self.neck):
+        y, backbone_maps = self.backbone(x)
+        maps = {"f1": y}
+        for k, (name, stage) in enumerate(zip(("f2", "f3", "f4"), self.neck)):
             y = stage(y)
+            if self.skips is not None:
+                y = y + self.skips[k](backbone_maps[(16, 8, 4)[k]])
             maps[name] = y
         return self.heatmap(y), self.size(y), self.offset(y), maps
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alb import scoring
 from alb.records import Records
 
 
@@ -28,6 +29,7 @@ class Strategy:
     fields: tuple[str, ...] = ()
     labelled_fields: tuple[str, ...] = ()
     mc_passes: int = 0  # > 0: the adapter computes `mc_probs` with this many dropout passes
+    tasks: tuple[str, ...] = ("classification",)  # the tasks it has a version for
 
     def training_hook(self) -> LossPredictionHook | None:
         return None
@@ -39,3 +41,16 @@ class Strategy:
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({params})"
+
+
+def check_task(task: str, tasks: tuple[str, ...]) -> str:
+    if task not in tasks:
+        raise ValueError(f"task must be one of {tasks}, got {task!r}")
+    return task
+
+
+def image_uncertainty(records: Records, measure: str, aggregate: str) -> np.ndarray:
+    """Detection: per-box uncertainty of `box_probs` reduced per image (n,); 0 for an image
+    without detections."""
+    per_box = scoring.box_uncertainty(records["box_probs"], measure, records.meta.get("probs_kind", "softmax"))
+    return scoring.aggregate_boxes(per_box, records["offsets"], aggregate)

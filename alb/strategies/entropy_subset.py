@@ -1,21 +1,29 @@
 """Entropy on a random subset (reality check Sec. 4.3.3, after LLAL): draw `subset` images
-at random, then take the top-`budget` by entropy among them."""
+at random, then take the top-`budget` by entropy among them. Detection: per-box entropy
+reduced per image by `aggregate` (0 for an image without detections)."""
 
 from __future__ import annotations
 
 from alb import scoring
-from alb.strategies.base import Strategy
+from alb.records import Records
+from alb.strategies.base import Strategy, check_task, image_uncertainty
 
 
 class EntropySubset(Strategy):
-    fields = ("probs",)
+    tasks = ("classification", "detection")
 
-    def __init__(self, subset: int = 10000):
+    def __init__(self, subset: int = 10000, aggregate: str = "sum", task: str = "classification"):
         if subset < 1:
             raise ValueError(f"subset must be >= 1, got {subset}")
-        self.subset = int(subset)
+        if aggregate not in scoring.AGGREGATES:
+            raise ValueError(f"aggregate must be one of {scoring.AGGREGATES}, got {aggregate!r}")
+        self.subset, self.aggregate, self.task = int(subset), aggregate, check_task(task, self.tasks)
+        self.fields = ("probs",) if task == "classification" else ("box_probs",)
 
-    def select(self, unlabelled, labelled, budget, rng):
+    def select(self, unlabelled: Records, labelled, budget, rng):
         candidates = rng.permutation(unlabelled.n)[:max(self.subset, budget)]
-        scores = scoring.entropy(unlabelled["probs"][candidates])
+        if self.task == "detection":
+            scores = image_uncertainty(unlabelled, "entropy", self.aggregate)[candidates]
+        else:
+            scores = scoring.entropy(unlabelled["probs"][candidates])
         return candidates[scoring.top_k(scores, budget)]

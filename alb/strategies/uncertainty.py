@@ -1,6 +1,8 @@
-"""Top-k by one uncertainty measure of the softmax output: entropy, least confidence,
-margin, variation ratio (reality check Eq. 1-2). A new measure is one function in
-`alb.scoring` and one yaml."""
+"""Top-k by one uncertainty measure: entropy, least confidence, margin, BvSB, variation
+ratio (reality check Eq. 1-2; UWE Eq. 8). Classification scores the softmax output;
+detection scores every kept box's class vector and reduces per image with `aggregate`
+(sum, max or mean; an image without detections scores 0). A new measure is one function
+in `alb.scoring` and one yaml."""
 
 from __future__ import annotations
 
@@ -8,25 +10,31 @@ import numpy as np
 
 from alb import scoring
 from alb.records import Records
-from alb.strategies.base import Strategy
+from alb.strategies.base import Strategy, check_task, image_uncertainty
 
 
 class UncertaintySampling(Strategy):
-    fields = ("probs",)
+    tasks = ("classification", "detection")
 
-    def __init__(self, measure: str = "entropy", mc_passes: int = 0):
+    def __init__(self, measure: str = "entropy", mc_passes: int = 0, aggregate: str = "sum",
+                 task: str = "classification"):
         if measure not in scoring.MEASURES:
             raise ValueError(f"unknown uncertainty measure {measure!r}; expected one of {sorted(scoring.MEASURES)}")
-        self.measure = measure
+        if aggregate not in scoring.AGGREGATES:
+            raise ValueError(f"aggregate must be one of {scoring.AGGREGATES}, got {aggregate!r}")
+        self.measure, self.aggregate, self.task = measure, aggregate, check_task(task, self.tasks)
         self.mc_passes = int(mc_passes)
+        self.fields = ("probs",) if task == "classification" else ("box_probs",)
         if self.mc_passes:
-            if measure != "variation_ratio":
-                raise ValueError("mc_passes applies to measure=variation_ratio only")
+            if measure != "variation_ratio" or task != "classification":
+                raise ValueError("mc_passes applies to measure=variation_ratio in classification only")
             self.fields = ("mc_probs",)
 
     def scores(self, unlabelled: Records) -> np.ndarray:
         if self.mc_passes:
             return scoring.variation_ratio_mc(unlabelled["mc_probs"])
+        if self.task == "detection":
+            return image_uncertainty(unlabelled, self.measure, self.aggregate)
         return scoring.uncertainty(unlabelled["probs"], self.measure)
 
     def select(self, unlabelled, labelled, budget, rng):

@@ -1,0 +1,119 @@
+"""The detection adapter: the only code that holds both a detector and a pool. It trains,
+evaluates on the test split, and turns pool rows into the flat detection fields a strategy
+asked for (alb.records)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from alb.config import build
+from alb.datasets.detection import DetectionData, DetectionSplit, DetectionTorchSet, collate
+from alb.engine.train import autocast
+from alb.engine.train_det import fit_detector
+from alb.errors import UserError
+from alb.progress import Progress
+from alb.records import BOX_FIELDS, DETECTION_FIELDS, FLIP
+
+
+def detector_kwargs(model_cfg: DictConfig) -> dict:
+    """The model node without the keys that describe it rather than build it."""
+    node = OmegaConf.to_container(model_cfg, resolve=True)
+    node.pop("task", None)
+    return node
+
+
+class DetectorAdapter:
+    task = "detection"
+    metric = "map"
+
+    def __init__(self, model_cfg: DictConfig, trainer_cfg: DictConfig, data: DetectionData, device: torch.device,
+                 hook=None, num_workers: int = 0):
+        if hook is not None:
+            raise UserError(f"the strategy's training hook {hook!r} has no detection version yet")
+        self.model_cfg, self.cfg, self.data, self.device = model_cfg, trainer_cfg, data, device
+        self.num_workers = num_workers
+        self.model = None
+        self.metric_names = data.metric_names()
+
+    def reset(self, seed: int) -> None:
+        torch.manual_seed(seed)
+        self.model = build(detector_kwargs(self.model_cfg), num_classes=self.data.num_classes).to(self.device)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+
+    @property
+    def records_meta(self) -> dict:
+        return {"probs_kind": self.model.probs_kind, "num_classes": self.data.num_classes}
+
+    def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train") -> None:
+        train_set = DetectionTorchSet(self.data.pool, labelled_rows, flip=self.cfg.flip, for_training=True)
+        fit_detector(self.model, train_set, self.cfg, self.device, seed, progress, self.num_workers, label)
+
+    def detections(self, split: DetectionSplit, rows: np.ndarray, flipped: bool = False):
+        """Yield (row position, detection dict of CPU tensors) for `rows` of `split`, in order.
+        `flipped`: run on the mirrored image and map the boxes back."""
+        self.model.eval()
+        loader = DataLoader(DetectionTorchSet(split, rows), batch_size=self.cfg.eval_batch_size,
+                            num_workers=self.num_workers, collate_fn=collate)
+        with torch.no_grad():
+            for images, _, positions in loader:
+                images = [im.to(self.device) for im in images]
+                if flipped:
+                    images = [im.flip(-1) for im in images]
+                with autocast(self.device, self.cfg.amp):
+                    outputs = self.model.detect(images)
+                for image, position, out in zip(images, positions, outputs):
+                    out = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in out.items()}
+                    if flipped:
+                        b, w = out["boxes"], image.shape[-1]
+                        out["boxes"] = torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], dim=1)
+                    yield position, out
+
+    def evaluate(self) -> dict[str, float]:
+        rows = np.arange(len(self.data.test))
+        detections = [{k: out[k].numpy() for k in ("boxes", "scores", "labels")}
+                      for _, out in self.detections(self.data.test, rows)]
+        return self.data.evaluate(detections)
+
+    def predict(self, rows: np.ndarray, fields: tuple[str, ...], mc_passes: int = 0, seed: int = 0) -> dict[str, np.ndarray]:
+        """Flat detection fields for pool rows `rows` (see alb.records): `offsets` comes with
+        any box field, `flip_offsets` with any flipped one."""
+        unknown = set(fields) - set(DETECTION_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown detection fields {sorted(unknown)}; known: {DETECTION_FIELDS}")
+        if mc_passes:
+            raise UserError("MC-dropout fields have no detection version yet")
+        out: dict[str, np.ndarray] = {}
+        for flipped in (False, True):
+            prefix = FLIP if flipped else ""
+            wanted = [f.removeprefix(prefix) for f in fields if f.startswith(FLIP) == flipped]
+            if not wanted:
+                continue
+            per_image = {f: [] for f in wanted}
+            counts = []
+            for _, det in self.detections(self.data.pool, rows, flipped):
+                counts.append(len(det["scores"]))
+                for f in wanted:
+                    per_image[f].append(det["image_feature" if f == "image_features" else f])
+            for f in wanted:
+                if f == "image_features":
+                    dim = self.model.feature_dim
+                    out[prefix + f] = torch.stack(per_image[f]).numpy() if counts else np.zeros((0, dim), np.float32)
+                else:
+                    out[prefix + f] = torch.cat(per_image[f]).numpy() if counts else _empty(f, self)
+            if any(f in BOX_FIELDS for f in wanted):
+                out[prefix + "offsets"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return out
+
+
+def _empty(field: str, adapter: DetectorAdapter) -> np.ndarray:
+    width = {"boxes": 4, "box_features": adapter.model.feature_dim,
+             "box_probs": adapter.data.num_classes + (adapter.model.probs_kind == "softmax")}
+    return np.zeros((0, width[field]) if field in width else 0, np.int64 if field == "labels" else np.float32)
