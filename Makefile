@@ -13,16 +13,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[test]'
 	touch $(STAMP)
 
-# Quick start: the digits benchmark (6 strategies x 3 seeds), then the report.
-run: install
+# Both quick starts, each followed by its report: classification (digits, 6 strategies x 3
+# seeds) and detection (generated shapes + tiny CenterNet, 3 strategies x 3 seeds).
+run: run-cls run-det
+
+run-cls: install
 	$(VENV)/bin/alb sweep experiment=quickstart
 	$(VENV)/bin/alb report results/quickstart
+
+run-det: install
+	$(VENV)/bin/alb sweep experiment=quickstart_det
+	$(VENV)/bin/alb report results/quickstart_det
 
 test: install
 	$(VENV)/bin/python -m pytest -q
 
 bench: install
 	$(VENV)/bin/python benchmarks/bench_select.py
+	$(VENV)/bin/python benchmarks/bench_detectors.py
 
 clean:
-	rm -rf results/quickstart build *.egg-info
+	rm -rf results/quickstart results/quickstart_det build *.egg-info

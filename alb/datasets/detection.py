@@ -73,6 +73,7 @@ class DetectionData:
     val: DetectionSplit | None = None
     name: str = ""
     task: str = "detection"
+    train_difficult: bool = False  # KITTI: train on objects the metric ignores; VOC: leave them out
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -112,11 +113,13 @@ def column_name(class_name: str) -> str:
 
 class DetectionTorchSet(Dataset):
     """Rows of a split as (image float (3, H, W) in [0, 1], target dict of tensors, row
-    position). Training targets leave out difficult and crowd boxes; `flip` is the
-    probability of a horizontal flip."""
+    position). Training targets leave out crowd boxes, and difficult boxes unless
+    `keep_difficult`; `flip` is the probability of a horizontal flip."""
 
-    def __init__(self, split: DetectionSplit, rows: np.ndarray, flip: float = 0.0, for_training: bool = False):
+    def __init__(self, split: DetectionSplit, rows: np.ndarray, flip: float = 0.0, for_training: bool = False,
+                 keep_difficult: bool = False):
         self.split, self.rows, self.flip, self.for_training = split, np.asarray(rows, np.int64), flip, for_training
+        self.keep_difficult = keep_difficult
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -127,7 +130,9 @@ class DetectionTorchSet(Dataset):
         ann = self.split.annotations[row]
         boxes, labels = np.asarray(ann["boxes"], np.float32), np.asarray(ann["labels"], np.int64)
         if self.for_training:
-            keep = ~np.asarray(ann.get("difficult", np.zeros(len(labels), bool)), bool)
+            keep = np.ones(len(labels), bool)
+            if not self.keep_difficult:
+                keep &= ~np.asarray(ann.get("difficult", keep * False), bool)
             if "crowd" in ann:
                 keep &= ~np.asarray(ann["crowd"], bool)
             boxes, labels = boxes[keep], labels[keep]

@@ -53,7 +53,8 @@ class DetectorAdapter:
         return {"probs_kind": self.model.probs_kind, "num_classes": self.data.num_classes}
 
     def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train") -> None:
-        train_set = DetectionTorchSet(self.data.pool, labelled_rows, flip=self.cfg.flip, for_training=True)
+        train_set = DetectionTorchSet(self.data.pool, labelled_rows, flip=self.cfg.flip, for_training=True,
+                                      keep_difficult=self.data.train_difficult)
         fit_detector(self.model, train_set, self.cfg, self.device, seed, progress, self.num_workers, label)
 
     def detections(self, split: DetectionSplit, rows: np.ndarray, flipped: bool = False):
