@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image
 
 from alb.errors import UserError
 from alb.metrics import coco_ap, kitti_ap, voc_ap
@@ -49,8 +49,9 @@ class DetectionSplit:
             return self._images[i]
         path = self.image_paths[i]
         try:
-            image = decode_image(str(path), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError) as err:
+            with Image.open(path) as handle:
+                image = torch.from_numpy(np.asarray(handle.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
+        except OSError as err:
             raise UserError(f"cannot read image {path}: {err}") from err
         if self.cache:
             self._images[i] = image

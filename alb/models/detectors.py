@@ -396,6 +396,7 @@ class TorchvisionDetector(nn.Module):
             self.model.postprocess_detections = _dense_postprocess(self.model, self._probs, arch.startswith("fcos"))
         self.model.backbone.register_forward_hook(self._keep_maps)
         self.model.transform.register_forward_hook(self._keep_sizes)
+        self.feature_dim = self._feature_width()
 
     def _keep_maps(self, module, inputs, output):
         if not self.training:
@@ -406,10 +407,22 @@ class TorchvisionDetector(nn.Module):
         self._batch_shape = tuple(image_list.tensors.shape[-2:])
         self._sizes = list(image_list.image_sizes)
 
-    @property
-    def feature_dim(self) -> int:
-        return self.model.backbone.out_channels if isinstance(self.model.backbone.out_channels, int) \
-            else self.model.backbone.out_channels[int(self.feature_level)]
+    def _feature_width(self) -> int:
+        """Channels of the `feature_level` map: FPN backbones say it; SSD backbones are probed
+        once with a blank 320 px image."""
+        width = getattr(self.model.backbone, "out_channels", None)
+        if isinstance(width, int):
+            return width
+        backbone = self.model.backbone
+        was_training = backbone.training
+        backbone.eval()
+        with torch.no_grad():
+            maps = backbone(torch.zeros(1, 3, 320, 320))
+        backbone.train(was_training)
+        if self.feature_level not in maps:
+            raise ValueError(f"feature_level {self.feature_level!r} is not a backbone output of {self.arch}; "
+                             f"available: {list(maps)}")
+        return maps[self.feature_level].shape[1]
 
     def losses(self, images, targets):
         shifted = [{"boxes": t["boxes"], "labels": t["labels"] + (1 if self.probs_kind == "softmax" else 0)}
