@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from alb.config import CONFIG_DIR, build, compose_config
-from alb.records import CLASSIFICATION_FIELDS, Records
+from alb.records import CLASSIFICATION_FIELDS, DETECTION_FIELDS, Records, offsets_field
 from alb.strategies.base import Strategy
 
-from conftest import synthetic_records
+from conftest import synthetic_det_records, synthetic_records
 
 STRATEGIES = sorted(p.stem for p in (CONFIG_DIR / "strategy").glob("*.yaml"))
 
@@ -20,8 +20,80 @@ def make(name: str, *overrides: str) -> Strategy:
 
 
 def only(records: Records, fields) -> Records:
-    """Hand a strategy exactly the fields it declared: reading any other one fails."""
-    return Records(records.ids, {k: records.fields[k] for k in fields})
+    """Hand a strategy exactly the fields it declared (plus the offsets of box fields, which
+    come with them): reading any other one fails."""
+    keep = set(fields) | {offsets_field(f) for f in fields if f.removeprefix("flip_") in DETECTION_FIELDS
+                          and f != "image_features"}
+    return Records(records.ids, {k: records.fields[k] for k in keep}, records.meta)
+
+
+DETECTION_STRATEGIES = [n for n in STRATEGIES if "detection" in make(n).tasks]
+
+
+@pytest.mark.parametrize("name", DETECTION_STRATEGIES)
+@pytest.mark.parametrize("budget", [1, 17])
+@pytest.mark.parametrize("probs_kind", ["sigmoid", "softmax"])
+def test_detection_strategy_contract(name, budget, probs_kind):
+    strategy = make(name, "dataset=shapes")
+    assert strategy.task == "detection" if hasattr(strategy, "task") else True
+    assert set(strategy.fields) <= set(DETECTION_FIELDS)
+    assert set(strategy.labelled_fields) <= set(DETECTION_FIELDS)
+    unlabelled = only(synthetic_det_records(60, seed=1, probs_kind=probs_kind), strategy.fields)
+    labelled = only(synthetic_det_records(8, seed=2, prefix="l", probs_kind=probs_kind), strategy.labelled_fields)
+    picks = strategy.select(unlabelled, labelled, budget, np.random.default_rng(0))
+    again = strategy.select(unlabelled, labelled, budget, np.random.default_rng(0))
+    assert len(picks) == budget and len(set(np.asarray(picks).tolist())) == budget
+    assert np.all((0 <= picks) & (picks < unlabelled.n))
+    assert list(picks) == list(again)
+    everything = strategy.select(unlabelled, labelled, 60, np.random.default_rng(1))
+    assert sorted(everything) == list(range(60)), "images without detections must still be selectable"
+
+
+def det_records(box_probs, counts, kind="softmax"):
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return Records(np.array([f"i{k}" for k in range(len(counts))]), {"offsets": offsets, "box_probs": np.asarray(box_probs)},
+                   {"probs_kind": kind})
+
+
+def test_detection_uncertainty_aggregates_boxes_per_image():
+    sure, unsure = [0.98, 0.01, 0.01], [0.4, 0.3, 0.3]
+    # image 0: one unsure box; image 1: three fairly sure boxes; image 2: no detection
+    records = det_records([unsure, [0.8, 0.1, 0.1], [0.8, 0.1, 0.1], [0.8, 0.1, 0.1]], [1, 3, 0])
+    none = Records(np.array([]), {})
+    rng = np.random.default_rng(0)
+    assert list(make("entropy", "dataset=shapes", "strategy.aggregate=sum").select(records, none, 3, rng)) == [1, 0, 2]
+    assert list(make("entropy", "dataset=shapes", "strategy.aggregate=max").select(records, none, 3, rng)) == [0, 1, 2]
+    assert list(make("entropy", "dataset=shapes", "strategy.aggregate=mean").select(records, none, 3, rng)) == [0, 1, 2]
+    one_sure = det_records([sure], [1])
+    assert make("least_confidence", "dataset=shapes").scores(one_sure)[0] == pytest.approx(0.02)
+
+
+def test_detection_entropy_of_sigmoid_scores_is_the_sum_of_binary_entropies():
+    p = np.array([[0.5, 0.1]])
+    expected = np.log(2) - (0.1 * np.log(0.1) + 0.9 * np.log(0.9))
+    records = det_records(p, [1], kind="sigmoid")
+    assert make("entropy", "dataset=shapes").scores(records)[0] == pytest.approx(expected)
+
+
+def test_detection_coreset_uses_image_features_from_the_labelled_set():
+    feats = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [-5.0, 5.0]])
+    u = Records(np.array(list("abcd")), {"image_features": feats})
+    lab = Records(np.array(["L"]), {"image_features": np.array([[5.0, 5.0]])})
+    strategy = make("coreset", "dataset=shapes")
+    assert strategy.fields == ("image_features",)
+    assert strategy.select(u, lab, 4, np.random.default_rng(0))[-1] == 2
+
+
+def test_a_strategy_without_a_detection_version_is_refused_before_training(tmp_path):
+    from alb.config import compose_config
+    from alb.errors import UserError
+    from alb.loop import check_task
+    cfg = compose_config(["dataset=shapes", "model=centernet_tiny", "strategy=badge"])
+    with pytest.raises(UserError, match="no detection version"):
+        check_task(cfg, "detection", build(cfg.strategy))
+    cfg = compose_config(["dataset=shapes", "strategy=entropy"])  # default model is a classifier
+    with pytest.raises(UserError, match="classification model"):
+        check_task(cfg, "detection", build(cfg.strategy))
 
 
 @pytest.mark.parametrize("name", STRATEGIES)

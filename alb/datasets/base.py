@@ -86,6 +86,7 @@ class ClassificationData:
     std: tuple[float, ...]
     val: Split | None = None
     name: str = ""
+    task: str = "classification"
     extra: dict = field(default_factory=dict)
 
 
