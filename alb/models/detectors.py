@@ -212,7 +212,8 @@ class CenterNet(nn.Module):
         return losses
 
     @torch.no_grad()
-    def detect(self, images: list[torch.Tensor]) -> list[dict]:
+    def detect(self, images: list[torch.Tensor], al_outputs: bool = True) -> list[dict]:
+        """`al_outputs=False`: boxes, scores and labels only (for measuring the overhead)."""
         x, scales = self._batch(images)
         heat_logits, size, offset, maps = self._forward(x)
         heat = torch.sigmoid(heat_logits.float())
@@ -233,14 +234,13 @@ class CenterNet(nn.Module):
             bw, bh = wh[0] * self.stride, wh[1] * self.stride
             boxes_in = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=1)
             boxes_in = clip_boxes_to_image(boxes_in, (self.image_size, self.image_size))
-            scale = self.image_size / feature_map.shape[-1]
-            results.append({
-                "boxes": boxes_in / scales[i].repeat(2),
-                "scores": s, "labels": labels,
-                "box_probs": heat[i].flatten(1)[:, pos].T,  # (k, C): the peak's class vector
-                "box_features": pool_features(feature_map[i], boxes_in, 1 / scale),
-                "image_feature": feature_map[i].float().mean(dim=(1, 2)),
-            })
+            result = {"boxes": boxes_in / scales[i].repeat(2), "scores": s, "labels": labels}
+            if al_outputs:
+                scale = self.image_size / feature_map.shape[-1]
+                result.update(box_probs=heat[i].flatten(1)[:, pos].T,  # (k, C): the peak's class vector
+                              box_features=pool_features(feature_map[i], boxes_in, 1 / scale),
+                              image_feature=feature_map[i].float().mean(dim=(1, 2)))
+            results.append(result)
         return results
 
 
@@ -389,11 +389,12 @@ class TorchvisionDetector(nn.Module):
         self._batch_shape: tuple[int, int] | None = None
         self._sizes: list[tuple[int, int]] = []
         if arch.startswith("fasterrcnn"):
-            self.model.roi_heads.postprocess_detections = _roi_postprocess(self.model.roi_heads, self._probs)
+            self._patched = (self.model.roi_heads, _roi_postprocess(self.model.roi_heads, self._probs))
         elif arch.startswith("ssd"):
-            self.model.postprocess_detections = _ssd_postprocess(self.model, self._probs)
+            self._patched = (self.model, _ssd_postprocess(self.model, self._probs))
         else:
-            self.model.postprocess_detections = _dense_postprocess(self.model, self._probs, arch.startswith("fcos"))
+            self._patched = (self.model, _dense_postprocess(self.model, self._probs, arch.startswith("fcos")))
+        self._patched[0].postprocess_detections = self._patched[1]
         self.model.backbone.register_forward_hook(self._keep_maps)
         self.model.transform.register_forward_hook(self._keep_sizes)
         self.feature_dim = self._feature_width()
@@ -430,8 +431,19 @@ class TorchvisionDetector(nn.Module):
         return self.model(images, shifted)
 
     @torch.no_grad()
-    def detect(self, images: list[torch.Tensor]) -> list[dict]:
+    def detect(self, images: list[torch.Tensor], al_outputs: bool = True) -> list[dict]:
+        """`al_outputs=False`: torchvision's own postprocess, boxes, scores and labels only
+        (for measuring the overhead of the AL outputs)."""
         self._probs.clear()
+        owner, patched = self._patched
+        if not al_outputs:
+            del owner.postprocess_detections  # the class's own method
+            try:
+                outputs = self.model(images)
+            finally:
+                owner.postprocess_detections = patched
+            return [{"boxes": o["boxes"], "scores": o["scores"],
+                     "labels": o["labels"] - (1 if self.probs_kind == "softmax" else 0)} for o in outputs]
         outputs = self.model(images)
         if self.feature_level not in self._maps:
             raise ValueError(f"feature_level {self.feature_level!r} is not a backbone output of {self.arch}; "

@@ -1,0 +1,94 @@
+"""Detector throughput on CPU (or CUDA when present): inference images/s with and without the
+AL outputs (class vectors carried through NMS, RoI and image features), and training
+images/s, at the quick-start size (128 px) and at 512 px, for every detection model in
+conf/model/. SSD models have fixed input sizes (300 / 320), so they run once.
+
+    python benchmarks/bench_detectors.py [--models a,b] [--sizes 128,512] [--batch 2]
+
+Writes a Markdown table to stdout and benchmarks/out/detectors.csv. The overhead column is
+(time with AL outputs) / (time without) - 1, in the same process and run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from alb.config import CONFIG_DIR, build
+from alb.models.detection import detector_kwargs
+from omegaconf import OmegaConf
+
+FIXED = {"ssd300": 300, "ssdlite_mobilenet": 320}
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def bench(name: str, size: int, batch: int, repeats: int, device: torch.device) -> dict:
+    node = OmegaConf.create(yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text()))
+    if name not in FIXED:
+        node.image_size = size
+    torch.manual_seed(0)
+    model = build(detector_kwargs(node), num_classes=20).to(device)
+    images = [torch.rand(3, size, size, device=device) for _ in range(batch)]
+    s = size / 4
+    targets = [{"boxes": torch.tensor([[s, s, 2 * s, 3 * s], [2 * s, s, 3.5 * s, 2 * s]], device=device),
+                "labels": torch.tensor([3, 7], device=device)} for _ in range(batch)]
+    model.eval()
+    plain = timed(lambda: model.detect(images, al_outputs=False), repeats)
+    full = timed(lambda: model.detect(images, al_outputs=True), repeats)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step():
+        loss = sum(model.losses(images, targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    train = timed(step, max(1, repeats // 2))
+    return {"model": name, "size": FIXED.get(name, size), "batch": batch,
+            "infer_img_s": round(batch / plain, 2), "infer_al_img_s": round(batch / full, 2),
+            "al_overhead_pct": round(100 * (full / plain - 1), 1), "train_img_s": round(batch / train, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    detectors = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml")
+                       if yaml.safe_load(p.read_text()).get("task") == "detection")
+    parser.add_argument("--models", default=",".join(detectors))
+    parser.add_argument("--sizes", default="128,512")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for name in args.models.split(","):
+        sizes = [FIXED[name]] if name in FIXED else [int(s) for s in args.sizes.split(",")]
+        for size in sizes:
+            row = bench(name, size, args.batch, args.repeats, device)
+            rows.append(row)
+            print(" | ".join(str(v) for v in row.values()), flush=True)
+    out = Path(__file__).parent / "out"
+    out.mkdir(exist_ok=True)
+    with (out / "detectors.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\n{device}, torch threads {torch.get_num_threads()}\n")
+    print("| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]))
+    for row in rows:
+        print("| " + " | ".join(str(v) for v in row.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
