@@ -6,13 +6,15 @@ conf/model/. SSD models have fixed input sizes (300 / 320), so they run once.
     python benchmarks/bench_detectors.py [--models a,b] [--sizes 128,512] [--batch 2]
 
 Writes a Markdown table to stdout and benchmarks/out/detectors.csv. The overhead column is
-(time with AL outputs) / (time without) - 1, in the same process and run.
+(median time with AL outputs) / (median time without) - 1, the two run alternately in the
+same process after warm-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import time
 from pathlib import Path
 
@@ -26,12 +28,22 @@ from omegaconf import OmegaConf
 FIXED = {"ssd300": 300, "ssdlite_mobilenet": 320}
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
+def timed(fn) -> float:
     start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(a, b, repeats: int) -> tuple[float, float]:
+    """Median seconds of `a` and of `b`, run alternately after two warm-up rounds, so that
+    drifts in machine load hit both alike."""
+    for _ in range(2):
+        a(), b()
+    times_a, times_b = [], []
     for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+        times_a.append(timed(a))
+        times_b.append(timed(b))
+    return statistics.median(times_a), statistics.median(times_b)
 
 
 def bench(name: str, size: int, batch: int, repeats: int, device: torch.device) -> dict:
@@ -45,8 +57,8 @@ def bench(name: str, size: int, batch: int, repeats: int, device: torch.device) 
     targets = [{"boxes": torch.tensor([[s, s, 2 * s, 3 * s], [2 * s, s, 3.5 * s, 2 * s]], device=device),
                 "labels": torch.tensor([3, 7], device=device)} for _ in range(batch)]
     model.eval()
-    plain = timed(lambda: model.detect(images, al_outputs=False), repeats)
-    full = timed(lambda: model.detect(images, al_outputs=True), repeats)
+    plain, full = interleaved(lambda: model.detect(images, al_outputs=False),
+                              lambda: model.detect(images, al_outputs=True), repeats)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
     model.train()
 
@@ -55,7 +67,8 @@ def bench(name: str, size: int, batch: int, repeats: int, device: torch.device) 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    train = timed(step, max(1, repeats // 2))
+    step()  # warm-up
+    train = statistics.median(timed(step) for _ in range(max(1, repeats // 2)))
     return {"model": name, "size": FIXED.get(name, size), "batch": batch,
             "infer_img_s": round(batch / plain, 2), "infer_al_img_s": round(batch / full, 2),
             "al_overhead_pct": round(100 * (full / plain - 1), 1), "train_img_s": round(batch / train, 2)}
@@ -68,7 +81,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(detectors))
     parser.add_argument("--sizes", default="128,512")
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []

@@ -33,14 +33,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def pool_features(feature_map: torch.Tensor, boxes: torch.Tensor, spatial_scale: float) -> torch.Tensor:
-    """RoI-align (2x2 bins, averaged) of `boxes (k, 4)` on one image's `feature_map (D, h, w)`
-    -> (k, D). Boxes are in the map's input pixels; `spatial_scale` = map size / input size."""
-    if len(boxes) == 0:
-        return feature_map.new_zeros((0, feature_map.shape[0]))
-    pooled = roi_align(feature_map[None].float(), [boxes.float()], output_size=(2, 2),
+def pool_features(feature_maps: torch.Tensor, boxes: list[torch.Tensor], spatial_scale: float) -> list[torch.Tensor]:
+    """RoI-align (2x2 bins, averaged) of each image's `boxes[i] (k_i, 4)` on its map
+    `feature_maps[i]` (B, D, h, w), in one call for the batch -> [(k_i, D)]. Boxes are in
+    the map's input pixels; `spatial_scale` = map size / input size."""
+    counts = [len(b) for b in boxes]
+    if sum(counts) == 0:
+        return [feature_maps.new_zeros((0, feature_maps.shape[1]), dtype=torch.float32) for _ in boxes]
+    pooled = roi_align(feature_maps.float(), [b.float() for b in boxes], output_size=(2, 2),
                        spatial_scale=spatial_scale, sampling_ratio=2, aligned=True)
-    return pooled.mean(dim=(2, 3))
+    return list(pooled.mean(dim=(2, 3)).split(counts))
 
 
 # ----------------------------------------------------------------------------------------
@@ -222,7 +224,7 @@ class CenterNet(nn.Module):
         k = min(self.max_detections, c * h * w)
         scores, flat = peaks.flatten(1).topk(k)
         feature_map = maps[self.feature_level]
-        results = []
+        results, boxes_in_all = [], []
         for i in range(b):
             keep = scores[i] > self.score_threshold
             s, f = scores[i][keep], flat[i][keep]
@@ -234,13 +236,16 @@ class CenterNet(nn.Module):
             bw, bh = wh[0] * self.stride, wh[1] * self.stride
             boxes_in = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=1)
             boxes_in = clip_boxes_to_image(boxes_in, (self.image_size, self.image_size))
+            boxes_in_all.append(boxes_in)
             result = {"boxes": boxes_in / scales[i].repeat(2), "scores": s, "labels": labels}
             if al_outputs:
-                scale = self.image_size / feature_map.shape[-1]
-                result.update(box_probs=heat[i].flatten(1)[:, pos].T,  # (k, C): the peak's class vector
-                              box_features=pool_features(feature_map[i], boxes_in, 1 / scale),
-                              image_feature=feature_map[i].float().mean(dim=(1, 2)))
+                result["box_probs"] = heat[i].flatten(1)[:, pos].T  # (k, C): the peak's class vector
             results.append(result)
+        if al_outputs:
+            box_features = pool_features(feature_map, boxes_in_all, feature_map.shape[-1] / self.image_size)
+            image_features = feature_map.float().mean(dim=(2, 3))
+            for result, feats, image_feature in zip(results, box_features, image_features):
+                result.update(box_features=feats, image_feature=image_feature)
         return results
 
 
@@ -450,14 +455,18 @@ class TorchvisionDetector(nn.Module):
                              f"available: {list(self._maps)}")
         feature_map = self._maps[self.feature_level]
         map_scale = feature_map.shape[-1] / self._batch_shape[1]
-        results = []
-        for i, (out, probs) in enumerate(zip(outputs, self._probs)):
+        resized = []  # kept boxes in the resized frame the backbone saw
+        for i, out in enumerate(outputs):
             (h, w), (oh, ow) = self._sizes[i], images[i].shape[-2:]
-            resized = out["boxes"] * torch.tensor([w / ow, h / oh, w / ow, h / oh], device=out["boxes"].device)
+            resized.append(out["boxes"] * torch.tensor([w / ow, h / oh, w / ow, h / oh], device=out["boxes"].device))
+        box_features = pool_features(feature_map, resized, map_scale)
+        results = []
+        for i, (out, probs, feats) in enumerate(zip(outputs, self._probs, box_features)):
+            h, w = self._sizes[i]
             valid = feature_map[i, :, : max(1, round(h * map_scale)), : max(1, round(w * map_scale))]
             results.append({"boxes": out["boxes"], "scores": out["scores"],
                             "labels": out["labels"] - (1 if self.probs_kind == "softmax" else 0),
-                            "box_probs": probs, "box_features": pool_features(feature_map[i], resized, map_scale),
+                            "box_probs": probs, "box_features": feats,
                             "image_feature": valid.float().mean(dim=(1, 2))})
         return results
 
