@@ -19,13 +19,14 @@ from torch.utils.data import Dataset
 from PIL import Image
 
 from alb.errors import UserError
-from alb.metrics import coco_ap, kitti_ap, voc_ap
+from alb.metrics import coco_ap, kitti_ap, voc_aps
 
 EVALUATIONS = ("voc07", "area", "coco", "kitti")
 
 
-def empty_annotation() -> dict:
-    return {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64), "difficult": np.zeros(0, bool)}
+def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
+    """xyxy boxes (k, 4) mirrored in an image `width` pixels wide (its own inverse)."""
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
 
 
 class DetectionSplit:
@@ -95,9 +96,10 @@ class DetectionData:
         """Metrics of detections on the test split (one dict per test image, in order)."""
         gt, c = self.test.annotations, self.num_classes
         if self.evaluation in ("voc07", "area"):
-            head = voc_ap(detections, gt, c, metric=self.evaluation)
             other = "area" if self.evaluation == "voc07" else "voc07"
-            out = {"map": head["map"], f"map_{other}": voc_ap(detections, gt, c, metric=other)["map"]}
+            both = voc_aps(detections, gt, c, (self.evaluation, other))  # one matching pass for both
+            head = both[self.evaluation]
+            out = {"map": head["map"], f"map_{other}": both[other]["map"]}
         elif self.evaluation == "coco":
             head = coco_ap(detections, gt, c)
             out = {"map": head["map"], "map50": head["map50"], "map75": head["map75"]}
@@ -133,15 +135,14 @@ class DetectionTorchSet(Dataset):
         if self.for_training:
             keep = np.ones(len(labels), bool)
             if not self.keep_difficult:
-                keep &= ~np.asarray(ann.get("difficult", keep * False), bool)
+                keep &= ~np.asarray(ann.get("difficult", np.zeros(len(labels), bool)), bool)
             if "crowd" in ann:
                 keep &= ~np.asarray(ann["crowd"], bool)
             boxes, labels = boxes[keep], labels[keep]
         boxes = torch.as_tensor(boxes).reshape(-1, 4)
         if self.flip and torch.rand(()) < self.flip:
             image = image.flip(-1)
-            width = image.shape[-1]
-            boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+            boxes = flip_boxes(boxes, image.shape[-1])
         return image, {"boxes": boxes, "labels": torch.as_tensor(labels)}, i
 
 

@@ -2,6 +2,6 @@
 
 from alb.metrics.coco import coco_ap
 from alb.metrics.kitti import kitti_ap
-from alb.metrics.voc import box_iou, voc_ap
+from alb.metrics.voc import box_iou, voc_ap, voc_aps
 
-__all__ = ["box_iou", "coco_ap", "kitti_ap", "voc_ap"]
+__all__ = ["box_iou", "coco_ap", "kitti_ap", "voc_ap", "voc_aps"]

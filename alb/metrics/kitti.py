@@ -16,22 +16,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from alb.metrics.voc import Matches, match_class
+from alb.metrics.voc import average_precision, match_class, mean_ap
 
 KITTI_IOU = {"Car": 0.7, "Van": 0.7, "Truck": 0.7, "Pedestrian": 0.5, "Person_sitting": 0.5, "Cyclist": 0.5,
              "Tram": 0.5, "Misc": 0.5}
 MIN_HEIGHT = 25.0  # moderate difficulty
-
-
-def r40(matches: Matches) -> float:
-    """Mean over recall 1/40, 2/40, ..., 1 of the best precision at recall >= t."""
-    if matches.npos == 0:
-        return float("nan")
-    tp, fp = np.cumsum(matches.tp), np.cumsum(matches.fp)
-    recall = tp / matches.npos
-    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-    return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0
-                          for t in np.linspace(1 / 40, 1, 40)]))
 
 
 def kitti_ap(detections: Sequence[dict], ground_truth: Sequence[dict], class_names: Sequence[str]) -> dict:
@@ -41,7 +30,6 @@ def kitti_ap(detections: Sequence[dict], ground_truth: Sequence[dict], class_nam
         boxes = np.asarray(det["boxes"], np.float64).reshape(-1, 4)
         tall = (boxes[:, 3] - boxes[:, 1]) >= MIN_HEIGHT
         kept.append({k: np.asarray(det[k])[tall] for k in ("boxes", "scores", "labels")})
-    aps = [r40(match_class(kept, ground_truth, c, KITTI_IOU.get(name, 0.5), legacy_coordinates=False))
-           for c, name in enumerate(class_names)]
-    valid = [a for a in aps if not np.isnan(a)]
-    return {"map": float(np.mean(valid)) if valid else float("nan"), "ap": aps}
+    aps = [average_precision(match_class(kept, ground_truth, c, KITTI_IOU.get(name, 0.5), legacy_coordinates=False),
+                             "r40") for c, name in enumerate(class_names)]
+    return {"map": mean_ap(aps), "ap": aps}

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METRICS = ("voc07", "area")
+METRICS = ("voc07", "area", "r40")
 
 
 def box_iou(boxes: np.ndarray, gt: np.ndarray, legacy_coordinates: bool = True) -> np.ndarray:
@@ -101,8 +101,15 @@ def match_class(detections: Sequence[dict], ground_truth: Sequence[dict], cls: i
     return Matches(scores, tp, fp, npos)
 
 
+def _interpolated(precision: np.ndarray, recall: np.ndarray, thresholds: np.ndarray) -> float:
+    """Mean over recall thresholds t of the best precision at recall >= t (0 if none)."""
+    return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in thresholds]))
+
+
 def average_precision(matches: Matches, metric: str = "voc07") -> float:
-    """AP from one class's matches; nan when the class has no ground truth to find."""
+    """AP from one class's matches; nan when the class has no ground truth to find.
+    `voc07`: 11 points 0, 0.1, ..., 1; `area`: the monotone envelope's area; `r40`: 40
+    points 1/40, ..., 1 (KITTI)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if matches.npos == 0:
@@ -111,13 +118,34 @@ def average_precision(matches: Matches, metric: str = "voc07") -> float:
     recall = tp / matches.npos
     precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
     if metric == "voc07":
-        return float(sum(precision[recall >= t].max() if (recall >= t).any() else 0.0
-                         for t in np.linspace(0, 1, 11)) / 11)
+        return _interpolated(precision, recall, np.linspace(0, 1, 11))
+    if metric == "r40":
+        return _interpolated(precision, recall, np.linspace(1 / 40, 1, 40))
     mrec = np.concatenate([[0.0], recall, [1.0]])
     mpre = np.concatenate([[0.0], precision, [0.0]])
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # the monotone envelope
     steps = np.where(mrec[1:] != mrec[:-1])[0]
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
+
+
+def mean_ap(aps: list[float]) -> float:
+    """Mean over the classes that have ground truth (AP not nan)."""
+    valid = [a for a in aps if not np.isnan(a)]
+    return float(np.mean(valid)) if valid else float("nan")
+
+
+def voc_aps(detections: Sequence[dict], ground_truth: Sequence[dict], num_classes: int,
+            metrics: Sequence[str] = ("voc07", "area"), iou_threshold: float = 0.5,
+            legacy_coordinates: bool = True) -> dict[str, dict]:
+    """`voc_ap` for several metrics from one matching pass: {metric: {"map", "ap"}}."""
+    if len(detections) != len(ground_truth):
+        raise ValueError(f"{len(detections)} detection entries for {len(ground_truth)} images")
+    matches = [match_class(detections, ground_truth, c, iou_threshold, legacy_coordinates) for c in range(num_classes)]
+    out = {}
+    for metric in metrics:
+        aps = [average_precision(m, metric) for m in matches]
+        out[metric] = {"map": mean_ap(aps), "ap": aps}
+    return out
 
 
 def voc_ap(detections: Sequence[dict], ground_truth: Sequence[dict], num_classes: int,
@@ -129,9 +157,4 @@ def voc_ap(detections: Sequence[dict], ground_truth: Sequence[dict], num_classes
     `labels` (m,), optional `difficult` (m,) bool.
     Returns {"map": mean AP over classes that have ground truth, "ap": [AP per class]}.
     """
-    if len(detections) != len(ground_truth):
-        raise ValueError(f"{len(detections)} detection entries for {len(ground_truth)} images")
-    aps = [average_precision(match_class(detections, ground_truth, c, iou_threshold, legacy_coordinates), metric)
-           for c in range(num_classes)]
-    valid = [a for a in aps if not np.isnan(a)]
-    return {"map": float(np.mean(valid)) if valid else float("nan"), "ap": aps}
+    return voc_aps(detections, ground_truth, num_classes, (metric,), iou_threshold, legacy_coordinates)[metric]

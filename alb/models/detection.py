@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from alb.config import build
-from alb.datasets.detection import DetectionData, DetectionSplit, DetectionTorchSet, collate
+from alb.datasets.detection import DetectionData, DetectionSplit, DetectionTorchSet, collate, flip_boxes
 from alb.engine.train import autocast
 from alb.engine.train_det import fit_detector
 from alb.errors import UserError
@@ -73,8 +73,7 @@ class DetectorAdapter:
                 for image, position, out in zip(images, positions, outputs):
                     out = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in out.items()}
                     if flipped:
-                        b, w = out["boxes"], image.shape[-1]
-                        out["boxes"] = torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], dim=1)
+                        out["boxes"] = flip_boxes(out["boxes"], image.shape[-1])
                     yield position, out
 
     def evaluate(self) -> dict[str, float]:
