@@ -20,6 +20,11 @@ from alb.errors import UserError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = Path(os.environ.get("ALB_CONFIG_DIR", REPO_ROOT / "conf")).resolve()
 EXPERIMENTS_DIR = Path(os.environ.get("ALB_EXPERIMENTS_DIR", REPO_ROOT / "experiments")).resolve()
+
+
+def cache_root() -> Path:
+    """Where generated data and third-party settings live: $ALB_CACHE_DIR, else ~/.cache/alb."""
+    return Path(os.environ.get("ALB_CACHE_DIR") or "~/.cache/alb").expanduser()
 GROUPS = ("dataset", "model", "strategy", "protocol", "trainer", "experiment")
 
 

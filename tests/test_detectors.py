@@ -10,7 +10,7 @@ import yaml
 
 from alb.config import CONFIG_DIR, build, compose_config
 from alb.datasets.shapes import read_shapes
-from alb.models.detection import DetectorAdapter, detector_kwargs
+from alb.models.detection import DetectorAdapter, detector_kwargs, missing_requirement
 from alb.records import BOX_FIELDS, DETECTION_FIELDS, Records
 
 DETECTORS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml")
@@ -30,6 +30,8 @@ def make_adapter(name: str, data, **model) -> DetectorAdapter:
                           "trainer.batch_size=2", "trainer.epochs=1", "trainer.min_steps=1",
                           *[f"model.{k}={v}" for k, v in {**SMALL, **model}.items()
                             if not (k == "image_size" and name in FIXED_SIZE)]])
+    if missing_requirement(cfg.model):
+        pytest.skip(f"{name} needs the optional package {cfg.model.requires!r}")
     adapter = DetectorAdapter(cfg.model, cfg.trainer, data, torch.device("cpu"))
     adapter.reset(0)
     return adapter

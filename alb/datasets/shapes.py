@@ -22,6 +22,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw
 
+from alb.config import cache_root
 from alb.datasets.detection import DetectionData
 from alb.datasets.voc import read_voc
 from alb.errors import UserError
@@ -147,8 +148,7 @@ def read_shapes(cache_dir: str | None = None, n_pool: int = 600, n_test: int = 2
     params = dict(n_pool=n_pool, n_test=n_test, image_size=image_size, seed=seed, max_objects=max_objects,
                   min_size=min_size, max_size=max_size, difficult_size=difficult_size, version=1)
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    cache_dir = cache_dir or os.environ.get("ALB_CACHE_DIR") or "~/.cache/alb"
-    folder = Path(cache_dir).expanduser() / f"shapes-{digest}"
+    folder = (Path(cache_dir).expanduser() if cache_dir else cache_root()) / f"shapes-{digest}"
     if not (folder / FOLDER / "ImageSets" / "Main" / "test.txt").is_file():
         generate_shapes(folder, **{k: v for k, v in params.items() if k != "version"})
     return read_voc(str(folder), pool_sets=[(FOLDER, "trainval")], test_sets=[(FOLDER, "test")], classes=CLASSES,

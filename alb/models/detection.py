@@ -4,6 +4,8 @@ asked for (alb.records)."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -18,10 +20,28 @@ from alb.progress import Progress
 from alb.records import BOX_FIELDS, DETECTION_FIELDS, FLIP
 
 
+DESCRIPTIVE_KEYS = ("task", "requires", "install")
+
+
+def missing_requirement(model_cfg: DictConfig) -> str | None:
+    """What to run when the model's optional package (`requires:` in its yaml) is not
+    importable; None when it is, or when the model needs none."""
+    package = model_cfg.get("requires")
+    if package is None or importlib.util.find_spec(package) is not None:
+        return None
+    return model_cfg.get("install") or f"pip install {package}"
+
+
 def detector_kwargs(model_cfg: DictConfig) -> dict:
-    """The model node without the keys that describe it rather than build it."""
+    """The model node without the keys that describe it rather than build it; a UserError
+    naming the install command when its optional package is missing."""
+    install = missing_requirement(model_cfg)
+    if install:
+        raise UserError(f"the model {model_cfg.get('_target_')} needs the Python package "
+                        f"{model_cfg.requires!r}, which is not installed: {install}")
     node = OmegaConf.to_container(model_cfg, resolve=True)
-    node.pop("task", None)
+    for key in DESCRIPTIVE_KEYS:
+        node.pop(key, None)
     return node
 
 
