@@ -22,10 +22,9 @@ import torch
 import yaml
 
 from alb.config import CONFIG_DIR, build
-from alb.models.detection import detector_kwargs
+from alb.models.detection import detector_kwargs, missing_requirement
+from alb.models.detectors import fixed_input_size
 from omegaconf import OmegaConf
-
-FIXED = {"ssd300": 300, "ssdlite_mobilenet": 320}
 
 
 def timed(fn) -> float:
@@ -48,7 +47,7 @@ def interleaved(a, b, repeats: int) -> tuple[float, float]:
 
 def bench(name: str, size: int, batch: int, repeats: int, device: torch.device) -> dict:
     node = OmegaConf.create(yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text()))
-    if name not in FIXED:
+    if not fixed_input_size(node):
         node.image_size = size
     torch.manual_seed(0)
     model = build(detector_kwargs(node), num_classes=20).to(device)
@@ -69,7 +68,7 @@ def bench(name: str, size: int, batch: int, repeats: int, device: torch.device) 
         optimizer.step()
     step()  # warm-up
     train = statistics.median(timed(step) for _ in range(max(1, repeats // 2)))
-    return {"model": name, "size": FIXED.get(name, size), "batch": batch,
+    return {"model": name, "size": fixed_input_size(node) or size, "batch": batch,
             "infer_img_s": round(batch / plain, 2), "infer_al_img_s": round(batch / full, 2),
             "al_overhead_pct": round(100 * (full / plain - 1), 1), "train_img_s": round(batch / train, 2)}
 
@@ -86,7 +85,11 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for name in args.models.split(","):
-        sizes = [FIXED[name]] if name in FIXED else [int(s) for s in args.sizes.split(",")]
+        node = OmegaConf.create(yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text()))
+        if missing_requirement(node):
+            print(f"{name}: skipped, needs {missing_requirement(node)}", flush=True)
+            continue
+        sizes = [fixed_input_size(node)] if fixed_input_size(node) else [int(s) for s in args.sizes.split(",")]
         for size in sizes:
             row = bench(name, size, args.batch, args.repeats, device)
             rows.append(row)

@@ -11,12 +11,12 @@ import yaml
 from alb.config import CONFIG_DIR, build, compose_config
 from alb.datasets.shapes import read_shapes
 from alb.models.detection import DetectorAdapter, detector_kwargs, missing_requirement
+from alb.models.detectors import fixed_input_size
 from alb.records import BOX_FIELDS, DETECTION_FIELDS, Records
 
 DETECTORS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml")
                    if yaml.safe_load(p.read_text()).get("task") == "detection")
 SMALL = {"image_size": 96, "score_threshold": 0.0, "max_detections": 12}
-FIXED_SIZE = ("ssd300", "ssdlite_mobilenet")  # their transform resizes to 300 / 320 whatever we ask
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +26,11 @@ def shapes(tmp_path_factory):
 
 
 def make_adapter(name: str, data, **model) -> DetectorAdapter:
+    fixed = fixed_input_size(yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text()))
     cfg = compose_config([f"model={name}", "trainer=det_quick", "dataset=shapes", "trainer.eval_batch_size=3",
                           "trainer.batch_size=2", "trainer.epochs=1", "trainer.min_steps=1",
                           *[f"model.{k}={v}" for k, v in {**SMALL, **model}.items()
-                            if not (k == "image_size" and name in FIXED_SIZE)]])
+                            if not (k == "image_size" and fixed)]])
     if missing_requirement(cfg.model):
         pytest.skip(f"{name} needs the optional package {cfg.model.requires!r}")
     adapter = DetectorAdapter(cfg.model, cfg.trainer, data, torch.device("cpu"))
@@ -62,7 +63,9 @@ def test_detector_contract(name, shapes):
     assert np.all((probs >= 0) & (probs <= 1))
     if kind == "softmax":
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
-    if not name.startswith("fcos"):  # FCOS scores sqrt(p * centerness), by design
+    if "fcos" in name or "atss" in name:  # their score is multiplied by a centerness
+        assert not adapter.model.score_is_probability
+    if adapter.model.score_is_probability:
         np.testing.assert_allclose(probs[np.arange(m), out["labels"]], out["scores"], atol=1e-5)
     for k in BOX_FIELDS:  # the flipped pass has the same structure
         assert len(out["flip_" + k]) == out["flip_offsets"][-1]

@@ -9,8 +9,9 @@ Every detector is an `nn.Module` with
   `box_probs (k, C')`, `box_features (k, D)` (RoI-aligned from `feature_level`),
   `image_feature (D,)` (global average pool of the same map);
 - `probs_kind`: "softmax" (C' = C + 1, background last, the rows sum to 1) or "sigmoid"
-  (C' = C, independent per-class scores). Wherever the head's score is a class probability,
-  `box_probs[j, labels[j]] == scores[j]` (FCOS: score = sqrt(p * centerness), so not there).
+  (C' = C, independent per-class scores);
+- `score_is_probability`: whether the score is the class probability, in which case
+  `box_probs[j, labels[j]] == scores[j]` (not for FCOS: score = sqrt(p * centerness)).
 
 CenterNet is written here (no maintained library ships it for torchvision backbones); the
 torchvision detectors are torchvision's own, with `postprocess_detections` replaced on the
@@ -108,6 +109,7 @@ class CenterNet(nn.Module):
     """
 
     probs_kind = "sigmoid"
+    score_is_probability = True
     stride = 4
 
     def __init__(self, num_classes: int, backbone: str = "resnet18", image_size: int = 512,
@@ -352,6 +354,13 @@ def _roi_postprocess(roi_heads, sink: list):
 
 ARCHITECTURES = ("fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn", "retinanet_resnet18_fpn",
                  "retinanet_resnet50_fpn", "fcos_resnet50_fpn", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large")
+# torchvision's SSD transforms resize to this whatever image_size says.
+FIXED_INPUT_SIZE = {"ssd300_vgg16": 300, "ssdlite320_mobilenet_v3_large": 320}
+
+
+def fixed_input_size(model_node) -> int | None:
+    """The input size a model config cannot change (SSD), else None."""
+    return FIXED_INPUT_SIZE.get(model_node.get("arch"))
 
 
 def _retinanet_resnet18(num_classes: int, **kwargs) -> nn.Module:
@@ -375,6 +384,7 @@ class TorchvisionDetector(nn.Module):
         self.arch, self.num_classes, self.feature_level = arch, num_classes, feature_level
         two_stage_or_ssd = arch.startswith(("fasterrcnn", "ssd"))
         self.probs_kind = "softmax" if two_stage_or_ssd else "sigmoid"
+        self.score_is_probability = not arch.startswith("fcos")
         n = num_classes + 1 if two_stage_or_ssd else num_classes
         if arch.startswith("fasterrcnn"):
             kwargs = dict(min_size=image_size, max_size=image_size, box_score_thresh=score_threshold,

@@ -68,6 +68,7 @@ class YOLODetector(nn.Module):
     average-pool it for the image feature, as the other detectors do."""
 
     probs_kind = "sigmoid"
+    score_is_probability = True
 
     def __init__(self, num_classes: int, cfg: str = "yolov8n.yaml", image_size: int = 640,
                  feature_level: str = ANCHOR, score_threshold: float = 0.05, iou_threshold: float = 0.7,
