@@ -1,16 +1,15 @@
 """Adapter contract for every detection model in conf/model/*.yaml: a new detector is tested
 by adding its yaml. Random-init models with score threshold 0, on tiny inputs."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from alb.config import CONFIG_DIR, build, compose_config
+from alb.config import CONFIG_DIR, compose_config
 from alb.datasets.shapes import read_shapes
-from alb.models.detection import DetectorAdapter, detector_kwargs, missing_requirement
+from alb.models.detection import DetectorAdapter, missing_requirement
 from alb.models.detectors import fixed_input_size
 from alb.records import BOX_FIELDS, DETECTION_FIELDS, Records
 

@@ -46,6 +46,15 @@ def pool_features(feature_maps: torch.Tensor, boxes: list[torch.Tensor], spatial
     return list(pooled.mean(dim=(2, 3)).split(counts))
 
 
+def resize_square(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear resize of each (3, H, W) image to (3, size, size), stacked; and the per-image
+    (sx, sy) = (size / W, size / H) that map boxes into the resized frame."""
+    batch = torch.stack([F.interpolate(im[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+                         for im in images])
+    scales = torch.tensor([[size / im.shape[-1], size / im.shape[-2]] for im in images], device=batch.device)
+    return batch, scales
+
+
 # ----------------------------------------------------------------------------------------
 # CenterNet (Zhou et al. 2019, "Objects as Points"): heat map + size + offset at stride 4.
 
@@ -150,10 +159,7 @@ class CenterNet(nn.Module):
 
     def _batch(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Resize to image_size squared and normalise; also the per-image (sx, sy) scales."""
-        s = self.image_size
-        batch = torch.stack([F.interpolate(im[None], size=(s, s), mode="bilinear", align_corners=False)[0]
-                             for im in images])
-        scales = torch.tensor([[s / im.shape[-1], s / im.shape[-2]] for im in images], device=batch.device)
+        batch, scales = resize_square(images, self.image_size)
         return (batch - self.mean) / self.std, scales
 
     def _forward(self, x: torch.Tensor):

@@ -26,10 +26,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from alb.errors import UserError
-from alb.models.detectors import pool_features
+from alb.models.detectors import pool_features, resize_square
 
 
 def _mmdet():
@@ -137,11 +136,10 @@ class MMDetDetector(nn.Module):
         from mmengine.structures import InstanceData
 
         s = self.image_size
-        inputs, samples = [], []
+        batch, _ = resize_square(images, s)
+        inputs, samples = list(batch.flip(1) * 255), []
         for i, im in enumerate(images):
             h, w = im.shape[-2:]
-            inputs.append(F.interpolate(im[None], size=(s, s), mode="bilinear", align_corners=False)[0]
-                          .flip(0) * 255)
             sample = DetDataSample(metainfo={"img_shape": (s, s), "ori_shape": (h, w),
                                              "scale_factor": (s / w, s / h)})
             if targets is not None:

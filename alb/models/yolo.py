@@ -22,12 +22,11 @@ from types import ModuleType, SimpleNamespace
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torchvision.ops import clip_boxes_to_image
 
 from alb.config import cache_root
 from alb.errors import UserError
-from alb.models.detectors import pool_features
+from alb.models.detectors import pool_features, resize_square
 
 ANCHOR = "anchor"  # feature_level: the kept anchor's own head-input cell (Ultralytics' get_obj_feats)
 FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
@@ -101,17 +100,8 @@ class YOLODetector(nn.Module):
         widths = [m.shape[1] for m in raw["feats"]]
         return min(widths) if self.feature_level == ANCHOR else widths[int(self.feature_level)]
 
-    def _batch(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Resize to image_size squared (Ultralytics takes RGB in [0, 1], no normalisation);
-        also the per-image (sx, sy) scales."""
-        s = self.image_size
-        batch = torch.stack([F.interpolate(im[None], size=(s, s), mode="bilinear", align_corners=False)[0]
-                             for im in images])
-        scales = torch.tensor([[s / im.shape[-1], s / im.shape[-2]] for im in images], device=batch.device)
-        return batch, scales
-
     def losses(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
-        x, scales = self._batch(images)
+        x, scales = resize_square(images, self.image_size)  # RGB in [0, 1], as Ultralytics takes it
         index, labels, boxes = [], [], []
         for b, t in enumerate(targets):
             xyxy = t["boxes"].float() * scales[b].repeat(2) / self.image_size  # normalised to the input
@@ -129,7 +119,7 @@ class YOLODetector(nn.Module):
         from ultralytics.models.yolo.detect.predict import DetectionPredictor
         from ultralytics.utils.nms import non_max_suppression
 
-        x, scales = self._batch(images)
+        x, scales = resize_square(images, self.image_size)  # RGB in [0, 1], as Ultralytics takes it
         decoded, raw = self.model(x)  # (B, 4 + C, anchors): xywh in input pixels, sigmoid scores
         decoded = decoded.float()
         # A large per-image time budget: Ultralytics' NMS otherwise stops early on a slow machine
