@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-cls run-det test bench clean
+.PHONY: install run run-cls run-det test test-yolo bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,11 @@ run-det: install
 
 test: install
 	$(VENV)/bin/python -m pytest -q
+
+# The optional Ultralytics YOLO extra (AGPL-3.0) and its tests; the default suite skips them.
+test-yolo: install
+	$(VENV)/bin/python -m pip install -e '.[test,yolo]'
+	$(VENV)/bin/python -m pytest -q tests/test_yolo.py tests/test_detectors.py -k yolo
 
 bench: install
 	$(VENV)/bin/python benchmarks/bench_select.py

@@ -20,6 +20,7 @@ A head whose post-processing goes another way is refused with a clear error.
 
 from __future__ import annotations
 
+import logging
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,9 @@ def _mmdet():
     except ImportError as err:
         raise UserError("MMDetection models need mmdet and a compiled mmcv: bash scripts/install_mmdet.sh") from err
     register_all_modules()
+    from mmengine.logging import MMLogger
+
+    MMLogger.get_current_instance().setLevel(logging.WARNING)  # not a line per initialised weight
 
 
 def config_path(config: str) -> Path:
@@ -81,8 +85,8 @@ class MMDetDetector(nn.Module):
                  max_detections: int = 100):
         super().__init__()
         _mmdet()
-        from mmengine.config import Config
         from mmdet.registry import MODELS
+        from mmengine.config import Config, ConfigDict
 
         cfg = Config.fromfile(str(config_path(config)))
         model_cfg = cfg.model.to_dict()
@@ -91,7 +95,7 @@ class MMDetDetector(nn.Module):
         for node in (test_cfg.get("rcnn"), test_cfg if "rcnn" not in test_cfg else None):
             if node is not None:
                 node["score_thr"], node["max_per_img"] = score_threshold, max_detections
-        self.model = MODELS.build(model_cfg)
+        self.model = MODELS.build(ConfigDict(model_cfg))
         self.model.init_weights()
         self.two_stage = hasattr(self.model, "roi_head")
         self.head = self.model.roi_head.bbox_head if self.two_stage else self.model.bbox_head
