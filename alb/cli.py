@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -30,14 +31,14 @@ def _user_errors(func):
         try:
             return func(*args, **kwargs)
         except UserError as err:
-            console.print(f"[red]error:[/] {err}")
+            console.print(f"[red]error:[/] {escape(str(err))}")  # paths and commands may hold [...]
         except HydraException as err:
-            console.print(f"[red]config error:[/] {err}")
+            console.print(f"[red]config error:[/] {escape(str(err))}")
         except OmegaConfBaseException as err:
             message = str(err).splitlines()[0]
             missing = re.search(r"Missing mandatory value: (\S+)", message)
             hint = f" (set it on the command line: {missing.group(1)}=...)" if missing else ""
-            console.print(f"[red]config error:[/] {message}{hint}")
+            console.print(f"[red]config error:[/] {escape(message + hint)}")
         raise typer.Exit(2)
     return wrapper
 

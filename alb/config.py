@@ -3,6 +3,7 @@ the one place that instantiates `_target_`."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -74,6 +75,24 @@ def option_description(group: str, name: str) -> str:
         if line.startswith("#") and not line.startswith("# @package"):
             return line.lstrip("# ").strip()
     return ""
+
+
+def check_requirement(node: DictConfig) -> None:
+    """A UserError naming the install command when a `_target_` node's optional package
+    (`requires:` in its yaml, `install:` the command) is not importable."""
+    install = missing_requirement(node)
+    if install:
+        raise UserError(f"{node.get('_target_')} needs the Python package {node.requires!r}, which is not "
+                        f"installed: {install}")
+
+
+def missing_requirement(node: DictConfig) -> str | None:
+    """The install command for the node's missing optional package; None when it has
+    none or it is importable."""
+    package = node.get("requires")
+    if package is None or importlib.util.find_spec(package) is not None:
+        return None
+    return node.get("install") or f"pip install {package}"
 
 
 def build(node: DictConfig | dict, **kwargs: Any) -> Any:

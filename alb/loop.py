@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from alb import pool as pool_lib
-from alb.config import build, compose_config, to_container
+from alb.config import build, check_requirement, compose_config, to_container
 from alb.datasets import build_dataset
 from alb.errors import UserError
 from alb.models.classification import ClassifierAdapter
@@ -126,6 +126,8 @@ def run_experiment(cfg: DictConfig) -> list[Path]:
     device = resolve_device(cfg.device)
     exp_dir = Path(cfg.results_dir) / cfg.name
     shared = {g: {"choice": cfg.meta[g], **to_container(cfg[g])} for g in SHARED_GROUPS}
+    check_requirement(cfg.model)  # before anything is written
+    check_task(cfg, cfg.dataset.get("task", "classification"), strategy)
     check_same_config(exp_dir / "experiment.yaml", shared, "experiment (dataset, model, protocol and trainer "
                       "must match across its strategies)")
     data = build_dataset(cfg.dataset)

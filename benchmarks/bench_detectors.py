@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from alb.config import CONFIG_DIR, build
-from alb.models.detection import detector_kwargs, missing_requirement
+from alb.config import CONFIG_DIR, build, missing_requirement
+from alb.models.detection import detector_kwargs
 from alb.models.detectors import fixed_input_size
 from omegaconf import OmegaConf
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
-from alb.config import CONFIG_DIR, compose_config
+from alb.config import CONFIG_DIR, compose_config, missing_requirement
 from alb.datasets.shapes import read_shapes
-from alb.models.detection import DetectorAdapter, missing_requirement
+from alb.models.detection import DetectorAdapter
 from alb.models.detectors import fixed_input_size
 from alb.records import BOX_FIELDS, DETECTION_FIELDS, Records
 

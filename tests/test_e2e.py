@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from alb.config import compose_config
 from alb.loop import run_experiment

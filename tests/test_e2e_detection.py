@@ -55,6 +55,16 @@ def test_a_classification_model_on_a_detection_dataset_is_a_clear_error(tmp_path
     assert "Traceback" not in result.stderr
 
 
+def test_a_model_whose_optional_package_is_missing_stops_before_anything_is_written(tmp_path):
+    result = alb_cli("run", *DET_TINY, "+model.requires=alb_no_such_package", "+model.install=\"pip install -e '.[extra]'\"",
+                     f"results_dir={tmp_path / 'results'}", cwd=tmp_path,
+                     env_extra={"ALB_CACHE_DIR": str(tmp_path / "c")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())  # rich wraps long lines
+    assert "'alb_no_such_package'" in message and "pip install -e '.[extra]'" in message  # brackets kept
+    assert not (tmp_path / "results").exists() and not (tmp_path / "c").exists()
+
+
 def test_quickstart_det_preset_composes():
     cfg = compose_config(["experiment=quickstart_det"])
     assert cfg.meta.dataset == "shapes" and cfg.meta.model == "centernet_tiny" and cfg.seeds == 3

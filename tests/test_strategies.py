@@ -1,7 +1,6 @@
 """Contract test for every strategy in conf/strategy/*.yaml: a new strategy is tested by
 adding its yaml, without editing this file."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -4,14 +4,12 @@ asked for (alb.records)."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from alb.config import build
+from alb.config import build, check_requirement
 from alb.datasets.detection import DetectionData, DetectionSplit, DetectionTorchSet, collate, flip_boxes
 from alb.engine.train import autocast
 from alb.engine.train_det import fit_detector
@@ -23,22 +21,10 @@ from alb.records import BOX_FIELDS, DETECTION_FIELDS, FLIP
 DESCRIPTIVE_KEYS = ("task", "requires", "install")
 
 
-def missing_requirement(model_cfg: DictConfig) -> str | None:
-    """What to run when the model's optional package (`requires:` in its yaml) is not
-    importable; None when it is, or when the model needs none."""
-    package = model_cfg.get("requires")
-    if package is None or importlib.util.find_spec(package) is not None:
-        return None
-    return model_cfg.get("install") or f"pip install {package}"
-
-
 def detector_kwargs(model_cfg: DictConfig) -> dict:
     """The model node without the keys that describe it rather than build it; a UserError
     naming the install command when its optional package is missing."""
-    install = missing_requirement(model_cfg)
-    if install:
-        raise UserError(f"the model {model_cfg.get('_target_')} needs the Python package "
-                        f"{model_cfg.requires!r}, which is not installed: {install}")
+    check_requirement(model_cfg)
     node = OmegaConf.to_container(model_cfg, resolve=True)
     for key in DESCRIPTIVE_KEYS:
         node.pop(key, None)
