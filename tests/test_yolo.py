@@ -1,6 +1,7 @@
 """The Ultralytics YOLO adapter (optional extra alb[yolo]): offline, class vectors from the
 kept anchors, features. Skipped where ultralytics is not installed."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -10,7 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("ultralytics")
+# find_spec, not importorskip: importing ultralytics here, at collection, would apply its
+# process-wide patches before alb's import_ultralytics() can undo them.
+if importlib.util.find_spec("ultralytics") is None:
+    pytest.skip("the optional extra alb[yolo] is not installed", allow_module_level=True)
 
 from alb.config import compose_config  # noqa: E402
 from alb.errors import UserError  # noqa: E402
@@ -50,7 +54,7 @@ TRAIN_AND_DETECT = textwrap.dedent("""
 
 
 def run_python(code: str, tmp_path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_") and k != "OMP_NUM_THREADS"}
     env.update(ALB_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path / "home"), **(env_extra or {}))
     return subprocess.run([sys.executable, "-c", code], env=env, text=True, capture_output=True, timeout=300)
 
@@ -60,6 +64,26 @@ def test_yolo_opens_no_socket_at_import_training_or_inference(tmp_path):
     result = run_python(code, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ATTEMPTS []" in result.stdout, result.stdout
+
+
+def test_importing_ultralytics_leaves_the_process_as_it_was(tmp_path):
+    """Ultralytics patches torch.save, PIL.Image.open and cv2, and sets OMP_NUM_THREADS, at
+    import; alb undoes it (a control shows that a plain import does change them)."""
+    probe = textwrap.dedent("""
+        import os, torch, cv2
+        from PIL import Image
+        before = (torch.save, Image.open, cv2.imread, os.environ.get("OMP_NUM_THREADS"))
+        {importer}
+        after = (torch.save, Image.open, cv2.imread, os.environ.get("OMP_NUM_THREADS"))
+        print("SAME", [a is b for a, b in zip(before, after)])
+    """)
+    kept = run_python(probe.format(importer="from alb.models.yolo import import_ultralytics; import_ultralytics()"),
+                      tmp_path)
+    plain = run_python(probe.format(importer="import ultralytics.utils.patches"), tmp_path)
+    assert kept.returncode == 0 and plain.returncode == 0, kept.stderr[-2000:] + plain.stderr[-2000:]
+    assert "SAME [True, True, True, True]" in kept.stdout, kept.stdout
+    # torch.save, Image.open and OMP_NUM_THREADS change (cv2 is patched on Windows only)
+    assert "SAME [False, False, True, False]" in plain.stdout, plain.stdout
     fonts = tmp_path / "cache" / "ultralytics" / "Ultralytics"
     assert (fonts / "Arial.ttf").is_file() and (fonts / "Arial.Unicode.ttf").is_file()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from types import ModuleType, SimpleNamespace
 
 import torch
@@ -47,11 +48,44 @@ def import_ultralytics() -> ModuleType:
         for name in FONTS:
             shutil.copyfile(local, os.path.join(fonts, name))
     try:
-        import ultralytics as module
+        with _process_state_kept():
+            import ultralytics as module
+            import ultralytics.utils.patches  # noqa: F401  (its patches run at import: keep them inside)
     except ImportError as err:
         raise UserError("YOLO models need the optional extra: pip install -e '.[yolo]' "
                         "(Ultralytics, AGPL-3.0)") from err
     return module
+
+
+@contextmanager
+def _process_state_kept():
+    """Undo what importing Ultralytics does to the whole process: it sets OMP_NUM_THREADS=1
+    (inherited by every later subprocess and DataLoader worker), replaces torch.save,
+    PIL.Image.open (a broken image then raises ModuleNotFoundError for pi_heif instead of
+    PIL's error), cv2's imread / imwrite / imshow, and numpy's and torch's print options."""
+    import numpy as np
+    from PIL import Image
+
+    omp = os.environ.get("OMP_NUM_THREADS")
+    saved = [(torch, "save", torch.save), (Image, "open", Image.open)]
+    try:
+        import cv2
+
+        saved += [(cv2, name, getattr(cv2, name)) for name in ("imread", "imwrite", "imshow")]
+    except ImportError:
+        pass
+    np_print = np.get_printoptions()
+    try:
+        yield
+    finally:
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+        np.set_printoptions(**np_print)
+        torch.set_printoptions(profile="default")
 
 
 class YOLODetector(nn.Module):
