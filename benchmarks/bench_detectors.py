@@ -86,8 +86,9 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):
         node = OmegaConf.create(yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text()))
-        if missing_requirement(node):
-            print(f"{name}: skipped, needs {missing_requirement(node)}", flush=True)
+        install = missing_requirement(node)
+        if install:
+            print(f"{name}: skipped, needs {install}", flush=True)
             continue
         sizes = [fixed_input_size(node)] if fixed_input_size(node) else [int(s) for s in args.sizes.split(",")]
         for size in sizes:

@@ -22,6 +22,7 @@ vector of each kept box is the one it came from. Boxes, scores and labels are un
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import torch
 import torchvision
@@ -44,6 +45,18 @@ def pool_features(feature_maps: torch.Tensor, boxes: list[torch.Tensor], spatial
     pooled = roi_align(feature_maps.float(), [b.float() for b in boxes], output_size=(2, 2),
                        spatial_scale=spatial_scale, sampling_ratio=2, aligned=True)
     return list(pooled.mean(dim=(2, 3)).split(counts))
+
+
+@contextmanager
+def probing(module: nn.Module):
+    """`module` in eval mode without gradients for a shape probe; its mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        module.train(was_training)
 
 
 def resize_square(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -435,12 +448,8 @@ class TorchvisionDetector(nn.Module):
         width = getattr(self.model.backbone, "out_channels", None)
         if isinstance(width, int):
             return width
-        backbone = self.model.backbone
-        was_training = backbone.training
-        backbone.eval()
-        with torch.no_grad():
+        with probing(self.model.backbone) as backbone:
             maps = backbone(torch.zeros(1, 3, 320, 320))
-        backbone.train(was_training)
         if self.feature_level not in maps:
             raise ValueError(f"feature_level {self.feature_level!r} is not a backbone output of {self.arch}; "
                              f"available: {list(maps)}")

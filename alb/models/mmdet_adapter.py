@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from alb.errors import UserError
-from alb.models.detectors import pool_features, resize_square
+from alb.models.detectors import pool_features, probing, resize_square
 
 
 def _mmdet():
@@ -136,11 +136,8 @@ class MMDetDetector(nn.Module):
             self._maps = output
 
     def _feature_width(self) -> int:
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            maps = self.model.extract_feat(torch.zeros(1, 3, 64, 64))
-        self.model.train(was_training)
+        with probing(self.model) as model:
+            maps = model.extract_feat(torch.zeros(1, 3, 64, 64))
         if not -len(maps) <= self.feature_level < len(maps):
             raise ValueError(f"feature_level {self.feature_level} is not a feature map of this model "
                              f"(it has {len(maps)})")
@@ -262,10 +259,9 @@ class MMDetDetector(nn.Module):
             sx, sy = sample.metainfo["scale_factor"]
             resized.append(pred.bboxes * pred.bboxes.new_tensor([sx, sy, sx, sy]))
             results.append({"boxes": pred.bboxes, "scores": pred.scores, "labels": pred.labels, "box_probs": probs})
-        pad_width = samples[0].metainfo["batch_input_shape"][1]
-        box_features = pool_features(feature_map, resized, feature_map.shape[-1] / pad_width)
-        scale = feature_map.shape[-1] / pad_width
-        side = max(1, round(self.image_size * scale))
+        scale = feature_map.shape[-1] / samples[0].metainfo["batch_input_shape"][1]  # map / padded input
+        box_features = pool_features(feature_map, resized, scale)
+        side = max(1, round(self.image_size * scale))  # the map's cells over the image, not the padding
         for result, feats, fmap in zip(results, box_features, feature_map):
             result.update(box_features=feats, image_feature=fmap[:, :side, :side].float().mean(dim=(1, 2)))
         return results

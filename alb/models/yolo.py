@@ -27,7 +27,7 @@ from torchvision.ops import clip_boxes_to_image
 
 from alb.config import cache_root
 from alb.errors import UserError
-from alb.models.detectors import pool_features, resize_square
+from alb.models.detectors import pool_features, probing, resize_square
 
 ANCHOR = "anchor"  # feature_level: the kept anchor's own head-input cell (Ultralytics' get_obj_feats)
 FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
@@ -126,11 +126,8 @@ class YOLODetector(nn.Module):
         self.feature_dim = self._feature_width()
 
     def _feature_width(self) -> int:
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            _, raw = self.model(torch.zeros(1, 3, 64, 64))
-        self.model.train(was_training)
+        with probing(self.model) as model:
+            _, raw = model(torch.zeros(1, 3, 64, 64))
         widths = [m.shape[1] for m in raw["feats"]]
         return min(widths) if self.feature_level == ANCHOR else widths[int(self.feature_level)]
 
@@ -160,9 +157,9 @@ class YOLODetector(nn.Module):
         # and drops the remaining images' detections, which would make runs irreproducible.
         kept, index = non_max_suppression(decoded, self.score_threshold, self.iou_threshold,
                                           max_det=self.max_detections, max_time_img=1e6, return_idxs=True)
+        index = [idx.view(-1).long() for idx in index]  # kept anchors per image (an empty one comes as (0, 1))
         results, boxes_in = [], []
         for i, (det, idx) in enumerate(zip(kept, index)):
-            idx = idx.view(-1).long()
             boxes = clip_boxes_to_image(det[:, :4], (self.image_size, self.image_size))  # as Ultralytics' predictor
             boxes_in.append(boxes)
             result = {"boxes": boxes / scales[i].repeat(2), "scores": det[:, 4], "labels": det[:, 5].long()}
@@ -176,7 +173,7 @@ class YOLODetector(nn.Module):
             every = torch.arange(decoded.shape[-1], device=x.device)
             per_anchor = DetectionPredictor.get_obj_feats([m.float() for m in maps], [every] * len(images))
             for result, feats, idx in zip(results, per_anchor, index):
-                result.update(box_features=feats[idx.view(-1).long()], image_feature=feats.mean(dim=0))
+                result.update(box_features=feats[idx], image_feature=feats.mean(dim=0))
         else:
             feature_map = maps[int(self.feature_level)]
             box_features = pool_features(feature_map, boxes_in, feature_map.shape[-1] / self.image_size)
