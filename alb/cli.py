@@ -14,12 +14,15 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark deep active learning: run, sweep, report, list.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # an error stays one line, also when stderr is not a TTY
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Hydra overrides, e.g. strategy=noris seeds=3")]
+Wait = Annotated[bool, typer.Option("--wait", help="wait for a seed that another alb process is running "
+                                                   "instead of skipping it")]
 
 
 def _user_errors(func):
-    """Turn bad input into one clear line and exit code 2, never a traceback."""
+    """Turn bad input into one clear line and exit code 2, never a traceback. Any other
+    exception is a bug in alb and keeps its traceback."""
     from functools import wraps
 
     @wraps(func)
@@ -45,17 +48,18 @@ def _user_errors(func):
 
 @app.command()
 @_user_errors
-def run(overrides: Overrides = None) -> None:
+def run(overrides: Overrides = None, wait: Wait = False) -> None:
     """Run one strategy over several seeds, e.g. `alb run strategy=noris seeds=3`."""
     from alb.config import compose_config
     from alb.loop import run_experiment
-    folders = run_experiment(compose_config(overrides or []))
-    console.print(f"results: {folders[0].parent}")
+    folders = run_experiment(compose_config(overrides or []), wait=wait)
+    if folders:
+        console.print(f"results: {folders[0].parent}")
 
 
 @app.command()
 @_user_errors
-def sweep(overrides: Overrides = None) -> None:
+def sweep(overrides: Overrides = None, wait: Wait = False) -> None:
     """Run every combination of comma lists / range() overrides, e.g.
     `alb sweep strategy=random,entropy seeds=3` (plus any grid in the preset's `sweep:`)."""
     from alb.config import compose_config
@@ -69,7 +73,7 @@ def sweep(overrides: Overrides = None) -> None:
     folders = []
     for k, job in enumerate(jobs):
         console.print(f"[bold]job {k + 1}/{len(jobs)}:[/] {' '.join(job)}")
-        folders += run_experiment(compose_config(job))
+        folders += run_experiment(compose_config(job), wait=wait)
     if folders:
         console.print(f"results: {folders[0].parent.parent}")
 

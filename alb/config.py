@@ -4,6 +4,7 @@ the one place that instantiates `_target_`."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -46,12 +48,35 @@ def _searchpath_override() -> str:
     return f"hydra.searchpath=[file://{EXPERIMENTS_DIR}]"
 
 
+# Groups whose option a dataset names when neither the command line nor a preset chose one.
+DATASET_DEFAULT_GROUPS = ("model", "trainer")
+
+
+def _compose(overrides: Sequence[str]) -> DictConfig:
+    with hydra_context():
+        return compose(config_name="config", overrides=[*overrides, _searchpath_override()],
+                       return_hydra_config=True)
+
+
+def _group_selections(overrides: Sequence[str]) -> list[str]:
+    """The overrides that choose a config group option (`dataset=kitti`, `+experiment=x`)."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [o.input_line for o in parsed if o.key_or_group.split("@")[0] in GROUPS]
+
+
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose `conf/config.yaml` with Hydra overrides; experiment presets are found in
-    `experiments/experiment/` through Hydra's search path."""
-    with hydra_context():
-        cfg = compose(config_name="config", overrides=[*overrides, _searchpath_override()],
-                      return_hydra_config=True)
+    `experiments/experiment/` through Hydra's search path.
+
+    `model` and `trainer` default to null in config.yaml: when neither the command line nor
+    a preset chose one, the dataset's `default_model` / `default_trainer` is used. Hydra
+    cannot do this itself (a dataset file may not override another group), so the group
+    choices are composed first and the dataset's defaults added to a second composition."""
+    overrides = list(overrides)
+    first = _compose(_group_selections(overrides))
+    defaults = [f"{g}={first.dataset[f'default_{g}']}" for g in DATASET_DEFAULT_GROUPS
+                if first.hydra.runtime.choices.get(g) is None and first.dataset.get(f"default_{g}")]
+    cfg = _compose([*defaults, *overrides])
     choices = {g: cfg.hydra.runtime.choices.get(g) for g in GROUPS}
     with open_dict(cfg):
         del cfg["hydra"]
@@ -95,16 +120,25 @@ def missing_requirement(node: DictConfig) -> str | None:
     return node.get("install") or f"pip install {package}"
 
 
-def build(node: DictConfig | dict, **kwargs: Any) -> Any:
-    """Instantiate a `_target_` node (the only call site of hydra's instantiate). A
-    UserError raised by the constructor (a reader naming a missing file) passes through
-    unwrapped."""
+def build(node: DictConfig | dict, where: str = "", **kwargs: Any) -> Any:
+    """Instantiate a `_target_` node (the only call site of hydra's instantiate).
+
+    The node's keys are checked against the target's signature first: an unknown or
+    missing key is the user's (a UserError naming `where`, the node's config path). The
+    target is then called outside Hydra's wrapper, so a UserError it raises (a reader
+    naming a bad file) reaches the CLI as it is, and any other exception is a bug in alb
+    and keeps its own traceback instead of becoming a "config error"."""
+    target = (node.get("_target_") if hasattr(node, "get") else None) or "?"
+    label = f"{where} ({target})" if where else target
     try:
-        return instantiate(node, **kwargs)
+        factory = instantiate(node, _partial_=True)
     except InstantiationException as err:
-        if isinstance(err.__cause__, UserError):
-            raise err.__cause__ from None
-        raise
+        raise UserError(f"{label}: {err}") from err
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{label}: the config's keys do not match the target's arguments: {err}") from None
+    return factory(**kwargs)
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,11 @@ from alb.models.classification import ClassifierAdapter
 from alb.models.detection import DetectorAdapter
 from alb.progress import make_progress
 from alb.records import Records
-from alb.results import CYCLE_COLUMNS, TIMING_COLUMNS, RunDir, atomic_write_bytes, check_same_config
+from alb.results import (CYCLE_COLUMNS, TIMING_COLUMNS, RunDir, atomic_write_bytes, check_same_config, file_lock,
+                         identity, record_config)
 from alb.strategies.base import Strategy
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one line per message, also when not a TTY
 # Config groups whose choice and settings must match across strategies of one experiment.
 SHARED_GROUPS = ("dataset", "model", "protocol", "trainer")
 
@@ -64,16 +66,15 @@ def build_strategy(cfg: DictConfig) -> Strategy:
 
 
 ADAPTERS = {"classification": ClassifierAdapter, "detection": DetectorAdapter}
-HINTS = {"classification": "model=small_cnn (or resnet18) trainer=default", "detection":
-         "model=centernet_tiny trainer=det_quick, or experiment=quickstart_det"}
-
-
 def check_task(cfg: DictConfig, task: str, strategy: Strategy) -> None:
     """Dataset, model and strategy must all be for the same task."""
     model_task = cfg.model.get("task", "classification")
     if model_task != task:
+        default = cfg.dataset.get("default_model")
+        hint = (f"; leave model= out for the dataset's default (model={default} "
+                f"trainer={cfg.dataset.get('default_trainer')})" if default else "")
         raise UserError(f"dataset {cfg.meta.dataset!r} is a {task} dataset but model {cfg.meta.model!r} is a "
-                        f"{model_task} model; try {HINTS[task]}")
+                        f"{model_task} model{hint}")
     if task not in strategy.tasks or getattr(strategy, "task", task) != task:
         raise UserError(f"strategy {cfg.meta.strategy!r} has no {task} version (it supports "
                         f"{', '.join(strategy.tasks)})")
@@ -100,15 +101,19 @@ def _digest(*parts) -> str:
 
 class Cycle0Cache:
     """The cycle-0 model depends only on (dataset, model, trainer, seed, initial set, training
-    hook): train it once per experiment and reuse it for every strategy."""
+    hook): train it once per experiment and reuse it for every strategy. Processes that
+    need the same entry at once take turns on its lock: the first trains, the others load."""
 
     def __init__(self, folder: Path, cfg: DictConfig, enabled: bool, device: torch.device):
         self.folder, self.enabled = folder, enabled
-        self.base = {g: to_container(cfg[g]) for g in ("dataset", "model", "trainer")}
+        self.base = identity({g: to_container(cfg[g]) for g in ("dataset", "model", "trainer")})
         self.base["device"] = device.type  # CPU and CUDA training give different weights
 
     def path(self, seed: int, initial_ids: list[str], hook) -> Path:
         return self.folder / f"{_digest(self.base, seed, initial_ids, repr(hook))}.pt"
+
+    def lock(self, path: Path):
+        return file_lock(path.with_suffix(".lock"), wait=True) if self.enabled else nullcontext(True)
 
     def load(self, path: Path):
         return torch.load(path, map_location="cpu", weights_only=False) if self.enabled and path.is_file() else None
@@ -118,32 +123,52 @@ class Cycle0Cache:
             atomic_torch_save(path, entry)
 
 
-def run_experiment(cfg: DictConfig) -> list[Path]:
-    """Run one strategy over every seed; return the seed folders."""
+def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
+    """Run one strategy over every seed; return the seed folders this process completed.
+
+    Nothing is written to the results folder before the data has been read and checked,
+    so a failed run never blocks the corrected one. A seed folder that another process is
+    working in is skipped with a message (or waited for with `wait`)."""
     seeds = seed_list(cfg.seeds)
     strategy = build_strategy(cfg)
     label = strategy_label(cfg)
     device = resolve_device(cfg.device)
     exp_dir = Path(cfg.results_dir) / cfg.name
     shared = {g: {"choice": cfg.meta[g], **to_container(cfg[g])} for g in SHARED_GROUPS}
-    check_requirement(cfg.model)  # before anything is written
+    runs = [(seed, RunDir(exp_dir / label / f"seed_{seed}"), {**to_container(cfg), "seed": seed}) for seed in seeds]
+    check_requirement(cfg.model)
     check_task(cfg, cfg.dataset.get("task", "classification"), strategy)
-    check_same_config(exp_dir / "experiment.yaml", shared, "experiment (dataset, model, protocol and trainer "
-                      "must match across its strategies)")
-    data = build_dataset(cfg.dataset)
+    experiment_what = "experiment (dataset, model, protocol and trainer must match across its strategies)"
+    check_same_config(exp_dir / "experiment.yaml", shared, experiment_what)  # refuse early, write later
+    for _, run_dir, config in runs:
+        check_same_config(run_dir.path / "config.yaml", config, "run")
+    data = build_dataset(cfg.dataset, cfg.progress)
     check_task(cfg, data.task, strategy)
     schedule = pool_lib.budget_schedule(cfg.protocol, len(data.pool))
+    record_config(exp_dir / "experiment.yaml", shared, experiment_what)
     cache = Cycle0Cache(exp_dir / ".cycle0", cfg, cfg.reuse_cycle0 and not cfg.protocol.finetune, device)
     console.print(f"[bold]{cfg.name}[/] / {label}: {data.name} pool {len(data.pool)}, test {len(data.test)}, "
                   f"initial {schedule.initial}, steps {list(schedule.steps)}, seeds {seeds}, device {device}")
     folders = []
     with make_progress(cfg.progress) as progress:
-        for seed in seeds:
-            run_dir = RunDir(exp_dir / label / f"seed_{seed}")
-            check_same_config(run_dir.path / "config.yaml", {**to_container(cfg), "seed": seed}, "run")
-            run_seed(cfg, seed, data, strategy, schedule, run_dir, device, cache, progress)
+        for seed, run_dir, config in runs:
+            if wait and not _try_lock(run_dir):
+                console.print(f"  seed {seed}: waiting for the other alb process working in {run_dir.path}")
+            with run_dir.lock(wait) as held:
+                if not held:
+                    console.print(f"  seed {seed}: skipped: another alb process is working in {run_dir.path} "
+                                  "(run again when it has finished, or pass --wait to wait for it)")
+                    continue
+                record_config(run_dir.path / "config.yaml", config, "run")
+                run_seed(cfg, seed, data, strategy, schedule, run_dir, device, cache, progress)
             folders.append(run_dir.path)
     return folders
+
+
+def _try_lock(run_dir: RunDir) -> bool:
+    """Whether the seed folder's lock is free right now (to say that we wait)."""
+    with run_dir.lock(wait=False) as held:
+        return held
 
 
 def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, device, cache: Cycle0Cache,
@@ -151,6 +176,7 @@ def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, dev
     pool_ids = np.asarray(data.pool.ids)
     row_of = {sid: i for i, sid in enumerate(pool_ids)}
     done = run_dir.completed_rows()
+    selections = run_dir.selections(len(done), set(row_of), done)
     n_done = len(done)
     total_cycles = schedule.cycles
     if n_done and int(done[-1]["n_labelled"]) >= len(pool_ids):
@@ -158,14 +184,10 @@ def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, dev
     if n_done > total_cycles:
         console.print(f"  seed {seed}: complete ({n_done} cycles in {run_dir.cycles_path})")
         return
-    selections = run_dir.selections(up_to_cycle=n_done)
     if not selections:
         initial = pool_lib.initial_rows(len(pool_ids), schedule.initial, seed)
         selections = [{"cycle": 0, "sample_id": pool_ids[r]} for r in initial]
-    try:
-        labelled = np.asarray(sorted(row_of[s["sample_id"]] for s in selections))
-    except KeyError as err:
-        raise UserError(f"{run_dir.selections_path} names sample {err} which is not in the pool") from err
+    labelled = np.asarray(sorted(row_of[s["sample_id"]] for s in selections))  # ids checked by selections()
     if n_done:
         console.print(f"  seed {seed}: resuming after cycle {n_done - 1} ({len(labelled)} labelled)")
     adapter = ADAPTERS[data.task](cfg.model, cfg.trainer, data, device, strategy.training_hook(), cfg.num_workers)
@@ -175,23 +197,22 @@ def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, dev
     columns = CYCLE_COLUMNS + adapter.metric_names + TIMING_COLUMNS
     task = progress.add_task(f"{run_dir.path.parent.name} seed {seed}", total=total_cycles + 1, completed=n_done)
     for cycle in range(n_done, total_cycles + 1):
-        t0 = time.perf_counter()
-        cached = None
         if cycle == 0:
             cache_path = cache.path(seed, [pool_ids[r] for r in labelled], strategy.training_hook())
-            cached = cache.load(cache_path)
-        if cached is not None:
-            adapter.reset(pool_lib.train_seed(seed, 0))
-            adapter.load_state_dict(cached["state"])
-            train_seconds = cached["train_seconds"]
+            with cache.lock(cache_path):  # one process trains an entry; the others wait, then load it
+                cached = cache.load(cache_path)
+                if cached is None:
+                    train_seconds = _train(adapter, cfg, seed, cycle, labelled, progress)
+                    cache.save(cache_path, {"state": adapter.state_dict(), "train_seconds": train_seconds})
+                else:
+                    adapter.reset(pool_lib.train_seed(seed, 0))
+                    adapter.load_state_dict(cached["state"])
+                    train_seconds = cached["train_seconds"]
         else:
-            if not (cfg.protocol.finetune and cycle > 0):
-                adapter.reset(pool_lib.train_seed(seed, cycle))
-            adapter.fit(labelled, pool_lib.train_seed(seed, cycle), progress, f"train cycle {cycle} ({len(labelled)} images)")
-            train_seconds = time.perf_counter() - t0
-            if cycle == 0:
-                cache.save(cache_path, {"state": adapter.state_dict(), "train_seconds": train_seconds})
+            train_seconds = _train(adapter, cfg, seed, cycle, labelled, progress)
+        t_eval = time.perf_counter()
         metrics = adapter.evaluate()
+        eval_seconds = time.perf_counter() - t_eval
 
         new_rows, infer_seconds, select_seconds = np.empty(0, dtype=np.int64), 0.0, 0.0
         unlabelled = np.setdiff1d(np.arange(len(pool_ids)), labelled)
@@ -216,7 +237,8 @@ def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, dev
             new_rows = unlabelled[picks]
         row = {"cycle": cycle, "n_labelled": len(labelled),
                "labelled_fraction": round(len(labelled) / len(pool_ids), 6), **metrics,
-               "train_seconds": round(train_seconds, 3), "infer_seconds": round(infer_seconds, 3),
+               "train_seconds": round(train_seconds, 3), "eval_seconds": round(eval_seconds, 3),
+               "infer_seconds": round(infer_seconds, 3),
                "select_seconds": round(select_seconds, 3)}
         new_selections = [{"cycle": cycle + 1, "sample_id": pool_ids[r]} for r in new_rows]
         if cfg.protocol.finetune:
@@ -230,6 +252,15 @@ def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, dev
         if len(new_rows) == 0 and cycle < total_cycles:
             break  # pool exhausted
     progress.remove_task(task)
+
+
+def _train(adapter, cfg, seed: int, cycle: int, labelled: np.ndarray, progress) -> float:
+    """Train for one cycle (from scratch unless finetuning after cycle 0); the seconds taken."""
+    t0 = time.perf_counter()
+    if not (cfg.protocol.finetune and cycle > 0):
+        adapter.reset(pool_lib.train_seed(seed, cycle))
+    adapter.fit(labelled, pool_lib.train_seed(seed, cycle), progress, f"train cycle {cycle} ({len(labelled)} images)")
+    return time.perf_counter() - t0
 
 
 def _check_selection(picks: np.ndarray, budget: int, n_unlabelled: int, label: str) -> None:

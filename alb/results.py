@@ -5,14 +5,24 @@ Layout (SPEC section 6): `<results_dir>/<experiment>/<strategy label>/seed_<k>/`
 `protocol.finetune=true` the last model state. A cycle is finished when its row is in
 `cycles.csv`; selections are written before that row, so a crash in between leaves
 selection rows that the resume drops and recomputes (identically: same seeds).
+
+One process at a time works in a seed folder: `RunDir.lock` takes an OS lock (flock) on
+`seed_<k>/.lock`, which the kernel releases when its holder dies, so a killed run never
+leaves a stale lock. Files damaged outside alb are reported with the file and the line and
+never overwritten.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
+import fcntl
 import io
+import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -20,10 +30,14 @@ import yaml
 from alb.errors import UserError
 
 CYCLE_COLUMNS = ["cycle", "n_labelled", "labelled_fraction"]
-TIMING_COLUMNS = ["train_seconds", "infer_seconds", "select_seconds"]
+TIMING_COLUMNS = ["train_seconds", "eval_seconds", "infer_seconds", "select_seconds"]
 SELECTION_COLUMNS = ["cycle", "sample_id"]
 # Keys of the resolved config that do not change results: a resumed run may differ in them.
 RUNTIME_KEYS = ("seeds", "progress", "device", "num_workers", "results_dir", "sweep", "reuse_cycle0")
+# Where the data lives, not what it is: moving it (another mount point, VOCdevkit or its
+# parent) must not block a resume. Dotted paths into the resolved config.
+LOCATION_KEYS = ("dataset.root", "dataset.download", "dataset.allow_overlap", "dataset.reader.root",
+                 "dataset.reader.cache_dir", "dataset.reader.download")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -53,15 +67,18 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def read_csv(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in RUNTIME_KEYS}
+def identity(config: dict) -> dict:
+    """The part of a resolved config (or of experiment.yaml) that decides results: without
+    RUNTIME_KEYS and the data location keys LOCATION_KEYS."""
+    out = copy.deepcopy({k: v for k, v in config.items() if k not in RUNTIME_KEYS})
+    for dotted in LOCATION_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = out
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -77,16 +94,85 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def check_same_config(path: Path, config: dict, what: str) -> None:
-    """Write `config` to `path`, or refuse if `path` holds a different one."""
-    if path.is_file():
+    """Refuse if `path` holds a configuration whose identity (see `identity`) differs."""
+    if not path.is_file():
+        return
+    try:
         old = yaml.safe_load(path.read_text()) or {}
-        diffs = config_differences(comparable(old), comparable(config))
-        if diffs:
-            raise UserError(f"{path} was written by a different configuration of this {what}; refusing to mix "
-                            f"results. Differences: {'; '.join(diffs[:8])}. Use another name=... or remove "
-                            f"{path.parent}.")
-    else:
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is damaged (not YAML: {str(err).splitlines()[0]}); restore it or remove "
+                        f"{path.parent}") from None
+    if not isinstance(old, dict):
+        raise UserError(f"{path} is damaged (expected a mapping of config keys); restore it or remove {path.parent}")
+    diffs = config_differences(identity(old), identity(config))
+    if diffs:
+        raise UserError(f"{path} was written by a different configuration of this {what}; refusing to mix "
+                        f"results. Differences: {'; '.join(diffs[:8])}. Use another name=... or remove "
+                        f"{path.parent}.")
+
+
+def record_config(path: Path, config: dict, what: str) -> None:
+    """Write `config` to `path` unless it is there already (after `check_same_config`)."""
+    check_same_config(path, config, what)
+    if not path.is_file():
         atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+
+
+@contextmanager
+def file_lock(path: Path, wait: bool) -> Iterator[bool]:
+    """Hold an exclusive flock on `path` for the block; yields False (without the lock) when
+    another process holds it and `wait` is false. The kernel drops the lock when the
+    holding process dies, so no stale lock survives a SIGKILL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def read_table(path: Path, required: list[str]) -> list[tuple[int, dict]]:
+    """(line number, row) pairs of a result CSV that alb wrote. A file damaged outside alb
+    (cut short, a row with missing or extra fields, a missing column) is a UserError that
+    names the file and the line."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    if not text:
+        raise UserError(f"{path} is empty (alb writes a header at least); restore it or remove {path.parent}")
+    lines = text.split("\n")
+    if lines[-1] != "":
+        raise UserError(f"{path}, line {len(lines)}: the file ends in the middle of a row (cut short?); "
+                        f"restore it or remove {path.parent}")
+    rows = list(csv.reader(lines[:-1]))
+    header = rows[0]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise UserError(f"{path}, line 1: missing column(s) {missing}; expected a header with {required}")
+    out = []
+    for number, fields in enumerate(rows[1:], start=2):
+        if len(fields) != len(header):
+            raise UserError(f"{path}, line {number}: {len(fields)} fields where the header has {len(header)}; "
+                            f"restore the file or remove {path.parent}")
+        out.append((number, dict(zip(header, fields))))
+    return out
+
+
+def _number(path: Path, line: int, row: dict, column: str, kind: type = float):
+    value = row[column]
+    try:
+        number = kind(value)
+    except ValueError:
+        raise UserError(f"{path}, line {line}: {column} must be {'an integer' if kind is int else 'a number'}, "
+                        f"got {value!r}") from None
+    if kind is float and math.isinf(number):
+        raise UserError(f"{path}, line {line}: {column} is {value!r}")
+    return number
 
 
 class RunDir:
@@ -98,12 +184,54 @@ class RunDir:
         self.selections_path = path / "selections.csv"
         self.state_path = path / "last_state.pt"
 
-    def completed_rows(self) -> list[dict]:
-        return read_csv(self.cycles_path)
+        self.lock_path = path / ".lock"
 
-    def selections(self, up_to_cycle: int) -> list[dict]:
-        """Selection rows of cycles <= up_to_cycle (later ones belong to an unfinished cycle)."""
-        return [r for r in read_csv(self.selections_path) if int(r["cycle"]) <= up_to_cycle]
+    def lock(self, wait: bool = False):
+        """`with run_dir.lock(wait) as held:` one process at a time in this folder."""
+        return file_lock(self.lock_path, wait)
+
+    def completed_rows(self) -> list[dict]:
+        """The finished cycles, checked: cycles 0, 1, ... in order, numbers where numbers belong."""
+        rows = read_table(self.cycles_path, CYCLE_COLUMNS)
+        for expected, (line, row) in enumerate(rows):
+            if _number(self.cycles_path, line, row, "cycle", int) != expected:
+                raise UserError(f"{self.cycles_path}, line {line}: cycle {row['cycle']!r} where cycle {expected} "
+                                "was expected (rows must be cycles 0, 1, 2, ... in order)")
+            _number(self.cycles_path, line, row, "n_labelled", int)
+            for column, value in row.items():
+                if column not in ("cycle", "n_labelled") and value != "":
+                    _number(self.cycles_path, line, row, column)
+        return [row for _, row in rows]
+
+    def selections(self, up_to_cycle: int, pool_ids: set[str], completed: list[dict]) -> list[dict]:
+        """Selection rows of cycles <= up_to_cycle (later ones belong to an unfinished cycle),
+        checked against the pool and against `n_labelled` of the `completed` cycles rows."""
+        rows = read_table(self.selections_path, SELECTION_COLUMNS)
+        seen: dict[str, int] = {}
+        counts: dict[int, int] = {}
+        kept = []
+        for line, row in rows:
+            cycle = _number(self.selections_path, line, row, "cycle", int)
+            if cycle > up_to_cycle:
+                continue
+            sample = row["sample_id"]
+            if sample not in pool_ids:
+                raise UserError(f"{self.selections_path}, line {line}: sample {sample!r} is not in the pool of "
+                                "this dataset (edited, or written for other data?)")
+            if sample in seen:
+                raise UserError(f"{self.selections_path}, line {line}: sample {sample!r} is selected twice "
+                                f"(first on line {seen[sample]})")
+            seen[sample] = line
+            counts[cycle] = counts.get(cycle, 0) + 1
+            kept.append({"cycle": cycle, "sample_id": sample})
+        total = 0
+        for cycle, row in enumerate(completed):
+            total += counts.get(cycle, 0)
+            if int(row["n_labelled"]) != total:
+                raise UserError(f"{self.cycles_path}, line {cycle + 2}: n_labelled is {row['n_labelled']} but "
+                                f"{self.selections_path} labels {total} samples up to cycle {cycle}; the two files "
+                                f"disagree (edited?): restore them or remove {self.path}")
+        return kept
 
     def commit_cycle(self, row: dict, columns: list[str], selections: list[dict], new_selections: list[dict]) -> None:
         """Finish a cycle: selections first, then the cycles row (see module docstring)."""

@@ -27,7 +27,8 @@ def test_tiny_sweep_and_report_through_the_cli(tmp_path):
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "e2e" / "noris" / "seed_1"
     cycles, selections = read(folder)
-    assert list(cycles.columns) == RESULT_COLUMNS + ["train_seconds", "infer_seconds", "select_seconds"]
+    assert list(cycles.columns) == RESULT_COLUMNS + ["train_seconds", "eval_seconds", "infer_seconds",
+                                                   "select_seconds"]
     assert list(cycles.n_labelled) == [30, 50, 70] and list(cycles.cycle) == [0, 1, 2]
     assert list(selections.groupby("cycle").size()) == [30, 20, 20]
     assert selections.sample_id.is_unique

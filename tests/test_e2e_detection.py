@@ -48,7 +48,7 @@ def test_detection_runs_are_deterministic(tmp_path, monkeypatch):
 
 
 def test_a_classification_model_on_a_detection_dataset_is_a_clear_error(tmp_path):
-    result = alb_cli("run", "dataset=shapes", "dataset.reader.n_pool=4", "dataset.reader.n_test=2",
+    result = alb_cli("run", "dataset=shapes", "model=small_cnn", "dataset.reader.n_pool=4", "dataset.reader.n_test=2",
                      f"results_dir={tmp_path}", cwd=tmp_path, env_extra={"ALB_CACHE_DIR": str(tmp_path / "c")})
     assert result.returncode == 2
     assert "detection dataset" in result.stderr and "model=centernet_tiny" in result.stderr

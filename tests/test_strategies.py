@@ -90,7 +90,7 @@ def test_a_strategy_without_a_detection_version_is_refused_before_training(tmp_p
     cfg = compose_config(["dataset=shapes", "model=centernet_tiny", "strategy=badge"])
     with pytest.raises(UserError, match="no detection version"):
         check_task(cfg, "detection", build(cfg.strategy))
-    cfg = compose_config(["dataset=shapes", "strategy=entropy"])  # default model is a classifier
+    cfg = compose_config(["dataset=shapes", "model=small_cnn", "strategy=entropy"])  # an explicit classifier
     with pytest.raises(UserError, match="classification model"):
         check_task(cfg, "detection", build(cfg.strategy))
 

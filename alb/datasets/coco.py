@@ -5,6 +5,7 @@ left out of training and matched as ignore regions by the metric. Ids: `<split>/
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,14 @@ from alb.datasets.detection import DetectionData, DetectionSplit
 from alb.errors import UserError
 
 
-def read_instances(root: Path, split: str, categories: list[int] | None = None) -> tuple[DetectionSplit, list[dict]]:
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_instances(root: Path, split: str, pool_categories: tuple[Path, list[dict]] | None = None
+                   ) -> tuple[DetectionSplit, list[dict]]:
+    """One instances file. `pool_categories`: the pool file and its categories, whose
+    numbering a test file must use (a test category the pool lacks is named as such)."""
     path = root / "annotations" / f"instances_{split}.json"
     if not path.is_file():
         raise UserError(f"missing {path}: expected the COCO layout <root>/annotations/instances_{split}.json")
@@ -25,17 +33,23 @@ def read_instances(root: Path, split: str, categories: list[int] | None = None) 
         if key not in data:
             raise UserError(f"{path}: missing the top-level key {key!r}")
     cats = sorted(data["categories"], key=lambda c: c["id"])
-    index = {c["id"]: i for i, c in enumerate(cats)} if categories is None else {c: i for i, c in enumerate(categories)}
+    source = pool_categories[0] if pool_categories else path
+    index = {c["id"]: i for i, c in enumerate(pool_categories[1] if pool_categories else cats)}
     per_image: dict[int, list] = {img["id"]: [] for img in data["images"]}
     for k, ann in enumerate(data["annotations"]):
-        try:
-            image_id, category, (x, y, w, h) = ann["image_id"], ann["category_id"], ann["bbox"]
-        except (KeyError, TypeError, ValueError):
-            raise UserError(f"{path}: annotation #{k} needs image_id, category_id and bbox [x, y, w, h]") from None
+        name = f"annotation id {ann['id']}" if isinstance(ann, dict) and "id" in ann else f"annotation #{k}"
+        if not isinstance(ann, dict) or not all(key in ann for key in ("image_id", "category_id", "bbox")):
+            raise UserError(f"{path}: {name} needs image_id, category_id and bbox [x, y, w, h]")
+        image_id, category, bbox = ann["image_id"], ann["category_id"], ann["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            raise UserError(f"{path}: {name} has bbox {bbox!r}; expected four numbers [x, y, width, height]")
         if image_id not in per_image:
-            raise UserError(f"{path}: annotation #{k} refers to image {image_id}, which is not in 'images'")
+            raise UserError(f"{path}: {name} refers to image {image_id}, which is not in 'images'")
         if category not in index:
-            raise UserError(f"{path}: annotation #{k} has category {category}, which is not in 'categories'")
+            where = ("is not in 'categories'" if source == path else
+                     f"is not among the categories of the pool file {source} (a test category must exist in the pool)")
+            raise UserError(f"{path}: {name} has category {category}, which {where}")
+        x, y, w, h = bbox
         if w > 0 and h > 0:
             per_image[image_id].append(([x, y, x + w, y + h], index[category], bool(ann.get("iscrowd", 0))))
     paths, annotations, ids = [], [], []
@@ -53,8 +67,11 @@ def read_instances(root: Path, split: str, categories: list[int] | None = None) 
 def read_coco(root: str, pool_split: str = "train2017", test_split: str = "val2017", name: str = "coco") -> DetectionData:
     root = Path(root).expanduser()
     pool, cats = read_instances(root, pool_split)
-    test, _ = read_instances(root, test_split, [c["id"] for c in cats])
+    test, _ = read_instances(root, test_split, (root / "annotations" / f"instances_{pool_split}.json", cats))
     for split, folder in ((pool, pool_split), (test, test_split)):
-        if split.image_paths and not split.image_paths[0].is_file():
-            raise UserError(f"image {split.image_paths[0]} not found: expected the images in {root / folder}")
-    return DetectionData(pool, test, [c["name"] for c in cats], "coco", name=name)
+        if split.image_paths and not split.image_paths[0].parent.is_dir():
+            raise UserError(f"image folder {split.image_paths[0].parent} not found: expected the images in "
+                            f"{root / folder}")
+    # the classes are the file's own categories: an unused one is a warning, not an error
+    return DetectionData(pool, test, [c["name"] for c in cats], "coco", name=name,
+                         extra={"source": str(root / "annotations"), "classes_from_file": True})

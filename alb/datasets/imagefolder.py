@@ -11,6 +11,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from alb.datasets.base import ClassificationData, Split
+from alb.datasets.checks import check_images
 from alb.errors import UserError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -56,6 +57,7 @@ def read_image_folder(root: str, subdir: str | None = None, exclude: list[str] |
     n_pool = int(round(pool_size * len(paths))) if isinstance(pool_size, float) else int(pool_size)
     if not 0 < n_pool < len(paths):
         raise UserError(f"pool_size={pool_size} must leave both a pool and a test split ({len(paths)} images in {folder})")
+    check_images(paths, f"images under {folder}")
     order = np.random.default_rng(split_seed).permutation(len(paths))
     ids = [f"{p.parent.name}/{p.stem}" for p in paths]
     full = Split(FileImages(paths, image_size), np.asarray(labels), ids)

@@ -6,24 +6,28 @@ them a seeded split of the same proportions is drawn, with a warning. Boxes of `
 are kept; DontCare boxes become ignore regions (a detection on one is not a false
 positive); ground truth outside the moderate difficulty (lower than 25 px, occlusion > 1 or
 truncation > 0.3) is marked difficult: ignored by the metric, still used for training.
+As in the devkit, a Van is a neighbouring class of Car and a Person_sitting of Pedestrian:
+such boxes become `neighbour_boxes` of that class, ignored by the metric (a detection on
+one is neither a true nor a false positive) and not trained on.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from alb.datasets.checks import warn_data
 from alb.datasets.detection import DetectionData, DetectionSplit
 from alb.errors import UserError
 
 POOL_SIZE, TEST_SIZE = 3712, 3769
+NEIGHBOURS = {"Van": "Car", "Person_sitting": "Pedestrian"}  # devkit eval.cpp, cleanData
 
 
-def parse_label(path: Path, class_index: dict[str, int]) -> dict:
-    boxes, labels, difficult, ignore = [], [], [], []
+def parse_label(path: Path, class_index: dict[str, int], names_seen: set[str] | None = None) -> dict:
+    boxes, labels, difficult, ignore, neighbour_boxes, neighbour_labels = [], [], [], [], [], []
     try:
         lines = path.read_text().splitlines()
     except OSError as err:
@@ -44,6 +48,11 @@ def parse_label(path: Path, class_index: dict[str, int]) -> dict:
         if box[2] < box[0] or box[3] < box[1]:
             raise UserError(f"{path}, line {number}: box has x2 < x1 or y2 < y1: {box}")
         kind = parts[0]
+        if names_seen is not None:
+            names_seen.add(kind)
+        if NEIGHBOURS.get(kind) in class_index:
+            neighbour_boxes.append(box)
+            neighbour_labels.append(class_index[NEIGHBOURS[kind]])
         if kind == "DontCare":
             ignore.append(box)
         elif kind in class_index:
@@ -51,7 +60,9 @@ def parse_label(path: Path, class_index: dict[str, int]) -> dict:
             labels.append(class_index[kind])
             difficult.append(box[3] - box[1] < 25 or occluded > 1 or truncated > 0.3)
     return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "labels": np.asarray(labels, np.int64),
-            "difficult": np.asarray(difficult, bool), "ignore_regions": np.asarray(ignore, np.float32).reshape(-1, 4)}
+            "difficult": np.asarray(difficult, bool), "ignore_regions": np.asarray(ignore, np.float32).reshape(-1, 4),
+            "neighbour_boxes": np.asarray(neighbour_boxes, np.float32).reshape(-1, 4),
+            "neighbour_labels": np.asarray(neighbour_labels, np.int64)}
 
 
 def _read_list(path: Path) -> list[str]:
@@ -78,14 +89,14 @@ def read_kitti(root: str, classes: Sequence[str] = ("Car", "Pedestrian", "Cyclis
             if missing:
                 raise UserError(f"{list_path} lists {len(missing)} images without a label file, e.g. {missing[0]}")
     else:
-        warnings.warn(f"{lists[0]} / {lists[1]} not found: drawing a seeded split (seed {split_seed}) of "
-                      f"{len(stems)} images in the 3,712 / 3,769 proportion instead of the usual lists",
-                      stacklevel=2)
+        warn_data(f"{lists[0]} / {lists[1]} not found: drawing a seeded split (seed {split_seed}) of "
+                  f"{len(stems)} images in the 3,712 / 3,769 proportion instead of the usual lists", root)
         order = np.random.default_rng(split_seed).permutation(len(stems))
         n_pool = round(len(stems) * POOL_SIZE / (POOL_SIZE + TEST_SIZE))
         pool_stems = [stems[i] for i in sorted(order[:n_pool])]
         test_stems = [stems[i] for i in sorted(order[n_pool:])]
     class_index = {c: i for i, c in enumerate(classes)}
+    names: set[str] = set()
 
     def split(chosen: list[str]) -> DetectionSplit:
         paths = []
@@ -94,6 +105,7 @@ def read_kitti(root: str, classes: Sequence[str] = ("Car", "Pedestrian", "Cyclis
             if not image.is_file():
                 raise UserError(f"label {labels / (stem + '.txt')} has no image {image}")
             paths.append(image)
-        return DetectionSplit(paths, [parse_label(labels / f"{s}.txt", class_index) for s in chosen], chosen)
+        return DetectionSplit(paths, [parse_label(labels / f"{s}.txt", class_index, names) for s in chosen], chosen)
 
-    return DetectionData(split(pool_stems), split(test_stems), list(classes), "kitti", name=name, train_difficult=True)
+    return DetectionData(split(pool_stems), split(test_stems), list(classes), "kitti", name=name, train_difficult=True,
+                         extra={"annotation_names": names, "source": str(labels)})

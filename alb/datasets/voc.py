@@ -36,14 +36,16 @@ def _line_of(element: ET.Element, lines: dict) -> str:
     return f", line {line}" if line else ""
 
 
-def parse_annotation(path: Path, class_index: dict[str, int]) -> dict:
+def parse_annotation(path: Path, class_index: dict[str, int], names_seen: set[str] | None = None) -> dict:
     """One VOC XML file -> annotation dict; objects of classes not in `class_index` are
-    skipped. Malformed files raise a UserError naming the file, the line and what was expected."""
+    skipped (their names go into `names_seen`). Malformed files raise a UserError naming the
+    file, the line and what was expected. The file is parsed as bytes, so the encoding its
+    XML declaration names (ISO-8859-1 in some VOC-style exports) is honoured."""
     lines: dict = {}  # id(element) -> line number, for the error messages below
     root = None
     try:
         parser = ET.XMLPullParser(events=("start",))
-        for number, line in enumerate(path.read_text().splitlines(keepends=True), start=1):
+        for number, line in enumerate(path.read_bytes().splitlines(keepends=True), start=1):
             parser.feed(line)
             for _, element in parser.read_events():
                 lines[id(element)] = number
@@ -61,6 +63,8 @@ def parse_annotation(path: Path, class_index: dict[str, int]) -> dict:
         name = (obj.findtext("name") or "").strip()
         if not name:
             raise UserError(f"{path}{_line_of(obj, lines)}: <object> without a <name>")
+        if names_seen is not None:
+            names_seen.add(name)
         if name not in class_index:
             continue
         bndbox = obj.find("bndbox")
@@ -87,7 +91,7 @@ def parse_annotation(path: Path, class_index: dict[str, int]) -> dict:
 
 
 def read_image_set(devkit: Path, year: str, image_set: str, class_index: dict[str, int],
-                   cache: bool = False) -> DetectionSplit:
+                   cache: bool = False, names_seen: set[str] | None = None) -> DetectionSplit:
     folder = devkit / year
     list_path = folder / "ImageSets" / "Main" / f"{image_set}.txt"
     if not list_path.is_file():
@@ -109,7 +113,7 @@ def read_image_set(devkit: Path, year: str, image_set: str, class_index: dict[st
         if not image.is_file():
             raise UserError(f"{list_path} lists {stem} but {image} does not exist")
         paths.append(image)
-        annotations.append(parse_annotation(xml, class_index))
+        annotations.append(parse_annotation(xml, class_index, names_seen))
     return DetectionSplit(paths, annotations, [f"{year}/{s}" for s in stems], cache)
 
 
@@ -119,10 +123,14 @@ def _concat(splits: list[DetectionSplit]) -> DetectionSplit:
 
 
 def read_voc(root: str, pool_sets: Sequence[Sequence[str]] = (("VOC2007", "trainval"), ("VOC2012", "trainval")),
-             test_sets: Sequence[Sequence[str]] = (("VOC2007", "test"),), classes: Sequence[str] = VOC_CLASSES,
+             test_sets: Sequence[Sequence[str]] = (("VOC2007", "test"),), classes: Sequence[str] | None = None,
              evaluation: str = "voc07", name: str = "voc", cache: bool = False) -> DetectionData:
+    """`classes`: the classes to detect, in label order (None: the 20 VOC classes)."""
     devkit = devkit_dir(root)
+    classes = list(VOC_CLASSES if classes is None else classes)
     class_index = {c: i for i, c in enumerate(classes)}
-    pool = _concat([read_image_set(devkit, y, s, class_index, cache) for y, s in pool_sets])
-    test = _concat([read_image_set(devkit, y, s, class_index, cache) for y, s in test_sets])
-    return DetectionData(pool, test, list(classes), evaluation, name=name)
+    names: set[str] = set()
+    pool = _concat([read_image_set(devkit, y, s, class_index, cache, names) for y, s in pool_sets])
+    test = _concat([read_image_set(devkit, y, s, class_index, cache, names) for y, s in test_sets])
+    return DetectionData(pool, test, classes, evaluation, name=name,
+                         extra={"annotation_names": names, "source": str(devkit)})

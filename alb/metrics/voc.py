@@ -29,17 +29,29 @@ import numpy as np
 METRICS = ("voc07", "area", "r40")
 
 
+def _overlap(boxes: np.ndarray, others: np.ndarray, legacy_coordinates: bool):
+    """Intersections (n, m) of xyxy boxes with others, and the areas of both."""
+    one = 1.0 if legacy_coordinates else 0.0
+    boxes, others = np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(others, np.float64).reshape(-1, 4)
+    iw = np.minimum(boxes[:, None, 2], others[None, :, 2]) - np.maximum(boxes[:, None, 0], others[None, :, 0]) + one
+    ih = np.minimum(boxes[:, None, 3], others[None, :, 3]) - np.maximum(boxes[:, None, 1], others[None, :, 1]) + one
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0] + one) * (boxes[:, 3] - boxes[:, 1] + one)
+    area_other = (others[:, 2] - others[:, 0] + one) * (others[:, 3] - others[:, 1] + one)
+    return inter, area, area_other
+
+
 def box_iou(boxes: np.ndarray, gt: np.ndarray, legacy_coordinates: bool = True) -> np.ndarray:
     """IoU of (n, 4) against (m, 4) xyxy boxes -> (n, m)."""
-    one = 1.0 if legacy_coordinates else 0.0
-    boxes, gt = np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(gt, np.float64).reshape(-1, 4)
-    iw = np.minimum(boxes[:, None, 2], gt[None, :, 2]) - np.maximum(boxes[:, None, 0], gt[None, :, 0]) + one
-    ih = np.minimum(boxes[:, None, 3], gt[None, :, 3]) - np.maximum(boxes[:, None, 1], gt[None, :, 1]) + one
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_b = (boxes[:, 2] - boxes[:, 0] + one) * (boxes[:, 3] - boxes[:, 1] + one)
-    area_g = (gt[:, 2] - gt[:, 0] + one) * (gt[:, 3] - gt[:, 1] + one)
+    inter, area_b, area_g = _overlap(boxes, gt, legacy_coordinates)
     union = area_b[:, None] + area_g[None, :] - inter
     return inter / np.maximum(union, np.finfo(np.float64).eps)
+
+
+def box_ioa(boxes: np.ndarray, regions: np.ndarray, legacy_coordinates: bool = True) -> np.ndarray:
+    """Intersection of (n, 4) boxes with (m, 4) regions over each box's own area -> (n, m)."""
+    inter, area, _ = _overlap(boxes, regions, legacy_coordinates)
+    return inter / np.maximum(area[:, None], np.finfo(np.float64).eps)
 
 
 @dataclass
@@ -56,8 +68,10 @@ class Matches:
 def match_class(detections: Sequence[dict], ground_truth: Sequence[dict], cls: int, iou_threshold: float,
                 legacy_coordinates: bool = True) -> Matches:
     """Greedy VOC matching for class `cls` (see module docstring). A ground-truth dict may
-    carry `ignore_regions` (k, 4): an unmatched detection overlapping one of them by more
-    than `iou_threshold` is ignored (KITTI's DontCare)."""
+    carry `ignore_regions` (k, 4): an unmatched detection that lies inside one of them by
+    more than `iou_threshold` of its own area is ignored (KITTI's DontCare, as the devkit's
+    `boxoverlap(det, dc, 0)`); and `neighbour_boxes` (k, 4) with `neighbour_labels` (k,):
+    boxes of a neighbouring class (KITTI: Van for Car), matched like difficult ones."""
     image_index, det_boxes, det_scores = [], [], []
     for i, det in enumerate(detections):
         keep = np.asarray(det["labels"]).reshape(-1) == cls
@@ -69,8 +83,13 @@ def match_class(detections: Sequence[dict], ground_truth: Sequence[dict], cls: i
     for gt in ground_truth:
         keep = np.asarray(gt["labels"]).reshape(-1) == cls
         difficult = np.asarray(gt.get("difficult", np.zeros(len(keep), bool)), bool).reshape(-1)[keep]
-        gts.append((np.asarray(gt["boxes"], np.float64).reshape(-1, 4)[keep], difficult))
+        boxes = np.asarray(gt["boxes"], np.float64).reshape(-1, 4)[keep]
         npos += int((~difficult).sum())
+        if "neighbour_boxes" in gt:
+            near = np.asarray(gt["neighbour_labels"]).reshape(-1) == cls
+            boxes = np.concatenate([boxes, np.asarray(gt["neighbour_boxes"], np.float64).reshape(-1, 4)[near]])
+            difficult = np.concatenate([difficult, np.ones(int(near.sum()), bool)])
+        gts.append((boxes, difficult))
     if not det_scores:
         empty = np.zeros(0)
         return Matches(empty, empty, empty, npos)
@@ -95,7 +114,7 @@ def match_class(detections: Sequence[dict], ground_truth: Sequence[dict], cls: i
                 continue
         regions = ground_truth[i].get("ignore_regions")
         if regions is not None and len(regions) and \
-                box_iou(boxes[d:d + 1], regions, legacy_coordinates).max() > iou_threshold:
+                box_ioa(boxes[d:d + 1], regions, legacy_coordinates).max() > iou_threshold:
             continue
         fp[d] = 1
     return Matches(scores, tp, fp, npos)
