@@ -1,0 +1,17 @@
+"""A test-only strategy: entropy that, when ALB_TEST_SELECT_MARKER names a file, creates it
+and sleeps inside `select`, so a test can SIGKILL a run in the middle of a selection."""
+
+import os
+import time
+from pathlib import Path
+
+from alb.strategies.uncertainty import UncertaintySampling
+
+
+class SlowSelect(UncertaintySampling):
+    def select(self, unlabelled, labelled, budget, rng):
+        marker = os.environ.get("ALB_TEST_SELECT_MARKER")
+        if marker:
+            Path(marker).touch()
+            time.sleep(120)
+        return super().select(unlabelled, labelled, budget, rng)
