@@ -135,8 +135,8 @@ def build(node: DictConfig | dict, where: str = "", **kwargs: Any) -> Any:
     except InstantiationException as err:
         raise UserError(f"{label}: {err}") from err
     try:
-        inspect.signature(factory).bind(**kwargs)
-    except (TypeError, ValueError) as err:
+        inspect.signature(factory.func).bind(*factory.args, **{**factory.keywords, **kwargs})
+    except TypeError as err:
         raise UserError(f"{label}: the config's keys do not match the target's arguments: {err}") from None
     return factory(**kwargs)
 
