@@ -1,0 +1,96 @@
+"""Time of the image check that runs before any training (alb.datasets.checks.check_images)
+on a VOC-size folder: 16,551 generated JPEGs of VOC's typical 500 x 375 pixels.
+
+    python benchmarks/bench_data_check.py               # 16,551 images (generated once, ~350 MB)
+    python benchmarks/bench_data_check.py --images 2000 # a quick look
+
+Measured in one run, on the same files:
+- `full decode`: PIL decodes every image (what a check that opens each image costs, and
+  the baseline of the ratios);
+- `alb, first run`: header + end-marker check, no verdict cache (8 threads);
+- `alb, first run, 1 thread`: the same on one thread;
+- `alb, second run`: every verdict cached by (size, mtime): a stat per file.
+The files were just written or read, so they sit in the OS page cache; on a cold network
+mount the first run waits on the file system more (which is why it uses threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+VOC_POOL = 16_551
+
+
+def generate(folder: Path, n: int) -> list[Path]:
+    """n JPEGs of 500 x 375 (gradient + noise, ~20 KB each), written once and reused."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:375, 0:500]
+    paths = []
+    for i in range(n):
+        path = folder / f"{i:06d}.jpg"
+        paths.append(path)
+        if path.is_file():
+            continue
+        base = (xx * rng.uniform(0.1, 0.5) + yy * rng.uniform(0.1, 0.5))[..., None] + rng.uniform(0, 120, 3)
+        noise = rng.normal(0, 6, (375, 500, 1))
+        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(path, quality=85)
+        if i % 2000 == 0:
+            print(f"generating {i}/{n}", file=sys.stderr)
+    return paths
+
+
+def full_decode(paths: list[Path]) -> None:
+    for path in paths:
+        with Image.open(path) as image:
+            image.load()
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=VOC_POOL)
+    parser.add_argument("--folder", default=None, help="where the generated JPEGs are kept "
+                                                       "(default: $ALB_CACHE_DIR/bench_images)")
+    args = parser.parse_args()
+    from alb.config import cache_root
+    from alb.datasets import checks
+    folder = Path(args.folder) if args.folder else cache_root() / "bench_images"
+    paths = generate(folder, args.images)
+    megabytes = sum(p.stat().st_size for p in paths) / 2**20
+    verdicts = Path(tempfile.mkdtemp(prefix="alb-bench-verdicts-"))
+    os.environ["ALB_CACHE_DIR"] = str(verdicts)  # a fresh verdict cache: the first run reads every file
+    try:
+        rows = [("full decode (PIL load), 1 thread", timed(lambda: full_decode(paths)))]
+        checks.THREADS = 1
+        rows.append(("alb, first run, 1 thread", timed(lambda: checks.check_images(paths))))
+        shutil.rmtree(verdicts / "image_checks")
+        checks.THREADS = 8
+        rows.append(("alb, first run, 8 threads", timed(lambda: checks.check_images(paths))))
+        rows.append(("alb, second run (cached verdicts)", timed(lambda: checks.check_images(paths))))
+    finally:
+        shutil.rmtree(verdicts, ignore_errors=True)
+    baseline = rows[0][1]
+    print(f"\n{len(paths)} JPEGs, 500 x 375, {megabytes:.0f} MB, {os.cpu_count()} CPUs\n")
+    print("| check | seconds | ms per image | x faster than full decode |")
+    print("|---|---|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.2f} | {1000 * seconds / len(paths):.3f} | {baseline / seconds:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
