@@ -66,6 +66,8 @@ def build_strategy(cfg: DictConfig) -> Strategy:
 
 
 ADAPTERS = {"classification": ClassifierAdapter, "detection": DetectorAdapter}
+
+
 def check_task(cfg: DictConfig, task: str, strategy: Strategy) -> None:
     """Dataset, model and strategy must all be for the same task."""
     model_task = cfg.model.get("task", "classification")

@@ -10,8 +10,9 @@ Measured in one run, on the same files:
 - `alb, first run`: header + end-marker check, no verdict cache (8 threads);
 - `alb, first run, 1 thread`: the same on one thread;
 - `alb, second run`: every verdict cached by (size, mtime): a stat per file.
-The files were just written or read, so they sit in the OS page cache; on a cold network
-mount the first run waits on the file system more (which is why it uses threads).
+With `--cold` (needs root) the first runs and the full decode are also measured after
+dropping the OS page cache (`/proc/sys/vm/drop_caches`), as on a first run over data that
+nothing has read yet; otherwise the files sit in the page cache.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ VOC_POOL = 16_551
 
 
 def generate(folder: Path, n: int) -> list[Path]:
-    """n JPEGs of 500 x 375 (gradient + noise, ~20 KB each), written once and reused."""
+    """n JPEGs of 500 x 375 (a gradient + noise, ~20 KB each), written once and reused.
+    The noise field is drawn once and shifted per image (drawing it costs more than the
+    JPEG encoding)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:375, 0:500]
+    noise = rng.normal(0, 6, (375, 1000, 1)).astype(np.float32)
     paths = []
     for i in range(n):
         path = folder / f"{i:06d}.jpg"
@@ -42,8 +46,9 @@ def generate(folder: Path, n: int) -> list[Path]:
         if path.is_file():
             continue
         base = (xx * rng.uniform(0.1, 0.5) + yy * rng.uniform(0.1, 0.5))[..., None] + rng.uniform(0, 120, 3)
-        noise = rng.normal(0, 6, (375, 500, 1))
-        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(path, quality=85)
+        shift = int(rng.integers(0, 500))
+        image = np.clip(base + noise[:, shift:shift + 500], 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(path, quality=85)
         if i % 2000 == 0:
             print(f"generating {i}/{n}", file=sys.stderr)
     return paths
@@ -55,7 +60,10 @@ def full_decode(paths: list[Path]) -> None:
             image.load()
 
 
-def timed(fn) -> float:
+def timed(fn, cold: bool = False) -> float:
+    if cold:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -64,6 +72,7 @@ def timed(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=VOC_POOL)
+    parser.add_argument("--cold", action="store_true", help="also measure after dropping the page cache (root)")
     parser.add_argument("--folder", default=None, help="where the generated JPEGs are kept "
                                                        "(default: $ALB_CACHE_DIR/bench_images)")
     args = parser.parse_args()
@@ -74,14 +83,19 @@ def main() -> None:
     megabytes = sum(p.stat().st_size for p in paths) / 2**20
     verdicts = Path(tempfile.mkdtemp(prefix="alb-bench-verdicts-"))
     os.environ["ALB_CACHE_DIR"] = str(verdicts)  # a fresh verdict cache: the first run reads every file
+    def first_run(threads: int, cold: bool) -> float:
+        shutil.rmtree(verdicts / "image_checks", ignore_errors=True)
+        checks.THREADS = threads
+        return timed(lambda: checks.check_images(paths), cold)
+
     try:
         rows = [("full decode (PIL load), 1 thread", timed(lambda: full_decode(paths)))]
-        checks.THREADS = 1
-        rows.append(("alb, first run, 1 thread", timed(lambda: checks.check_images(paths))))
-        shutil.rmtree(verdicts / "image_checks")
-        checks.THREADS = 8
-        rows.append(("alb, first run, 8 threads", timed(lambda: checks.check_images(paths))))
+        rows += [(f"alb, first run, {t} thread{'s' * (t > 1)}", first_run(t, False)) for t in (1, 8)]
         rows.append(("alb, second run (cached verdicts)", timed(lambda: checks.check_images(paths))))
+        if args.cold:
+            rows.append(("full decode, cold page cache", timed(lambda: full_decode(paths), cold=True)))
+            rows += [(f"alb, first run, {t} thread{'s' * (t > 1)}, cold page cache", first_run(t, True))
+                     for t in (1, 8)]
     finally:
         shutil.rmtree(verdicts, ignore_errors=True)
     baseline = rows[0][1]
