@@ -36,6 +36,7 @@ test-yolo: install
 bench: install
 	$(VENV)/bin/python benchmarks/bench_select.py
 	$(VENV)/bin/python benchmarks/bench_detectors.py
+	$(VENV)/bin/python benchmarks/bench_data_check.py
 
 clean:
 	rm -rf results/quickstart results/quickstart_det build *.egg-info

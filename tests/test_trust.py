@@ -4,6 +4,7 @@ done outside alb, and errors stay one line."""
 
 import json
 import re
+import select
 import os
 import shutil
 import subprocess
@@ -266,11 +267,23 @@ def test_a_locked_seed_is_skipped_or_waited_for(tmp_path):
         assert skipped.returncode == 0 and "skipped: another alb process" in skipped.stderr
         assert not (run_dir.path / "cycles.csv").exists()
         waiting = subprocess.Popen([ALB, "run", *args, "--wait"], stderr=subprocess.PIPE, text=True)
-        time.sleep(8)
+        seen = _read_until(waiting, "waiting for the other alb process", timeout=120)
+        time.sleep(1)
         assert waiting.poll() is None, "--wait did not wait for the lock"
     _, err = waiting.communicate(timeout=120)
-    assert waiting.returncode == 0 and "waiting for the other alb process" in err
+    assert waiting.returncode == 0, seen + err
     assert len(pd.read_csv(run_dir.path / "cycles.csv")) == 1
+
+
+def _read_until(process: subprocess.Popen, text: str, timeout: float) -> str:
+    """stderr lines of a running process until one contains `text`."""
+    seen, deadline = "", time.time() + timeout
+    while text not in seen:
+        ready, _, _ = select.select([process.stderr], [], [], max(deadline - time.time(), 0))
+        line = process.stderr.readline() if ready else ""
+        assert line, f"{text!r} never came; stderr so far: {seen}"
+        seen += line
+    return seen
 
 
 def _run(overrides):
