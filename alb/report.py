@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from alb.errors import UserError
+from alb.errors import UserError, warn_data
 from alb.results import CYCLE_COLUMNS, TIMING_COLUMNS
 
 PPM_MODES = ("paired-t", "ji2023")
@@ -266,5 +266,5 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
     plot_curves(summary, metric, out)
     plot_ppm(P, phis, out)
     for note in results.missing:
-        warnings.warn(note, stacklevel=1)
+        warn_data(note, directory)
     return out

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from alb.config import cache_root
-from alb.errors import UserError
+from alb.errors import UserError, warn_data
 from alb.progress import make_progress
 
 END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
@@ -78,7 +77,7 @@ def _save_cache(folder: Path, files: dict) -> None:
         atomic_write_text(_cache_file(folder), json.dumps(
             {"version": CACHE_VERSION, "folder": str(folder.resolve()), "files": files}))
     except OSError as err:  # a read-only cache only costs the next run a re-check
-        warnings.warn(f"could not write the image check cache {_cache_file(folder)}: {err}", stacklevel=2)
+        warn_data(f"could not write the image check cache: {err}", _cache_file(folder))
 
 
 def check_images(paths: Iterable[Path], what: str = "images", progress: bool = False) -> int:
@@ -158,8 +157,3 @@ def check_classes(class_names: Sequence[str], counts: dict[str, dict[int, int]],
     if missing_in_test:
         warn_data(f"class(es) {', '.join(missing_in_test)} have no object in the test split of {source}: "
                   "their AP is nan and left out of the mAP", source)
-
-
-def warn_data(message: str, path: str | Path, line: int = 0) -> None:
-    """A warning that points at the user's data (file and line), not at alb's or Hydra's code."""
-    warnings.warn_explicit(message, UserWarning, filename=str(path), lineno=line)

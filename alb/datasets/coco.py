@@ -24,7 +24,8 @@ def read_instances(root: Path, split: str, pool_categories: tuple[Path, list[dic
     numbering a test file must use (a test category the pool lacks is named as such)."""
     path = root / "annotations" / f"instances_{split}.json"
     if not path.is_file():
-        raise UserError(f"missing {path}: expected the COCO layout <root>/annotations/instances_{split}.json")
+        raise UserError(f"missing {path}: expected the COCO layout <root>/annotations/instances_{split}.json "
+                        "(set dataset.root=<folder>)")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:

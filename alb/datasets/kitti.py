@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from alb.datasets.checks import warn_data
 from alb.datasets.detection import DetectionData, DetectionSplit
-from alb.errors import UserError
+from alb.errors import UserError, warn_data
 
 POOL_SIZE, TEST_SIZE = 3712, 3769
 NEIGHBOURS = {"Van": "Car", "Person_sitting": "Pedestrian"}  # devkit eval.cpp, cleanData
@@ -76,7 +75,7 @@ def read_kitti(root: str, classes: Sequence[str] = ("Car", "Pedestrian", "Cyclis
     for folder in (images, labels):
         if not folder.is_dir():
             raise UserError(f"missing {folder}: expected the KITTI object layout <root>/training/image_2 and "
-                            "<root>/training/label_2")
+                            "<root>/training/label_2 (set dataset.root=<folder>)")
     stems = sorted(p.stem for p in labels.glob("*.txt"))
     if not stems:
         raise UserError(f"{labels} holds no .txt label files")

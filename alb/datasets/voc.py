@@ -28,7 +28,7 @@ def devkit_dir(root: str | Path) -> Path:
         if candidate.is_dir() and any(p.is_dir() and (p / "Annotations").is_dir() for p in candidate.iterdir()):
             return candidate
     raise UserError(f"{root} is not a VOCdevkit folder: expected {root}/VOCdevkit/<year>/Annotations "
-                    "(or <year>/Annotations directly under it)")
+                    "(or <year>/Annotations directly under it); set dataset.root=<folder>")
 
 
 def _line_of(element: ET.Element, lines: dict) -> str:
