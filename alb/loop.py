@@ -140,6 +140,10 @@ def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
     runs = [(seed, RunDir(exp_dir / label / f"seed_{seed}"), {**to_container(cfg), "seed": seed}) for seed in seeds]
     check_requirement(cfg.model)
     check_task(cfg, cfg.dataset.get("task", "classification"), strategy)
+    if cfg.dataset.get("val_size", 0) and not cfg.trainer.get("patience"):
+        raise UserError(f"dataset.val_size={cfg.dataset.val_size} holds images out of the pool for early stopping and "
+                        "model selection, but trainer.patience is null, so they would go unused: set "
+                        "trainer.patience=<epochs> (or dataset.val_size=0)")
     experiment_what = "experiment (dataset, model, protocol and trainer must match across its strategies)"
     check_same_config(exp_dir / "experiment.yaml", shared, experiment_what)  # refuse early, write later
     for _, run_dir, config in runs:

@@ -8,6 +8,9 @@
 # `run` installs those wheels and alb itself with --no-deps (the machine's torch and torchvision stay),
 # then with device=cuda: both quick starts (one seed each), benchmarks/bench_select.py and
 # benchmarks/bench_detectors.py, and prints one table. Logs go to $OUT (default /tmp/alb-device-check).
+# A dry run without a GPU: DEVICE=cpu FORCE_WHEELS=1 BENCH_SELECT_ARGS="--sizes 2000 --budget 100"
+#   BENCH_DETECTORS_ARGS="--models centernet_tiny --sizes 128 --repeats 2" PYTHON=.venv/bin/python
+#   DEVICE_PYTHON_VERSION=3.11 (for `wheels`) bash scripts/device_check.sh run DIR
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 mode=${1:-run}
@@ -40,7 +43,7 @@ row() { rows+=("| $1 | $2 | $3 | $4 |"); }
 
 # 1. install: the missing packages from the wheels, alb without dependencies; torch stays the machine's
 start=$(date +%s)
-if $PY -c "import hydra, omegaconf, faster_coco_eval" 2>/dev/null; then
+if [ -z "${FORCE_WHEELS:-}" ] && $PY -c "import hydra, omegaconf, faster_coco_eval" 2>/dev/null; then
   status="ok (already installed)"
 else
   $PY -m pip install -q --no-index --no-deps --no-compile --target "$SITE" --find-links "$WHEELS" \
@@ -68,7 +71,8 @@ for preset in quickstart quickstart_det; do
 done
 
 # 3. the benchmarks (alb.select and the detectors run on CUDA when it is there)
-for bench in "bench_select.py --sizes 10000 50000" "bench_detectors.py --repeats 5"; do
+for bench in "bench_select.py ${BENCH_SELECT_ARGS:---sizes 10000 50000}" \
+             "bench_detectors.py ${BENCH_DETECTORS_ARGS:---repeats 5}"; do
   start=$(date +%s)
   name=${bench%% *}
   if $PY benchmarks/$bench > "$OUT/${name%.py}.md" 2> "$OUT/${name%.py}.log"; then

@@ -227,12 +227,52 @@ def test_reader_bugs_keep_their_traceback_and_bad_keys_are_user_errors():
         build({"_target_": "alb.datasets.digits.read_digits", "bogus": 2}, where="dataset.reader")
 
 
-# 5. detection keeps its pool whole ---------------------------------------------------------
+# 5. detection keeps every option: a validation split for early stopping ------------------
 
-def test_detection_val_size_is_refused_rather_than_dropping_images(tmp_path):
-    cfg = compose_config(["dataset=voc", f"dataset.root={tmp_path}", "dataset.val_size=100"])
-    with pytest.raises(UserError, match="dataset.val_size=100: detection has no validation split"):
-        build_dataset(cfg.dataset)
+def test_val_size_without_patience_is_refused_for_both_tasks(tmp_path):
+    for task_args in ([], ["experiment=quickstart_det"]):
+        cfg = compose_config([*task_args, "dataset.val_size=10", f"results_dir={tmp_path}"])
+        with pytest.raises(UserError, match="dataset.val_size=10 holds images out of the pool .* trainer.patience"):
+            _run_cfg(cfg)
+    assert not any(tmp_path.iterdir())
+
+
+def test_early_stopping_keeps_the_best_state_and_stops_after_patience():
+    from torch import nn
+    from alb.engine.train import EarlyStopping
+    model, stopping = nn.Linear(1, 1, bias=False), EarlyStopping(patience=2)
+    stops = []
+    for k, score in enumerate([0.1, 0.3, 0.2, 0.25, 0.9]):
+        nn.init.constant_(model.weight, float(k))
+        stops.append(stopping.update(score, model))
+    assert stops == [False, False, False, True, False]
+    stopping.restore(model)
+    assert float(model.weight.detach()) == 4.0  # the best (0.9) of all updates
+
+
+def test_detection_validation_split_is_held_out_and_used_for_early_stopping(tmp_path, monkeypatch):
+    from alb.engine import train_det
+    monkeypatch.setenv("ALB_CACHE_DIR", str(tmp_path / "cache"))
+    seen = []
+    original = train_det.fit_detector
+
+    def spy(*args, **kwargs):
+        stats = original(*args, **kwargs)
+        seen.append((args[-1] if len(args) > 8 else kwargs.get("validate"), stats))
+        return stats
+    monkeypatch.setattr("alb.models.detection.fit_detector", spy)
+    overrides = ["experiment=quickstart_det", "dataset.reader.n_pool=30", "dataset.reader.n_test=8",
+                 "dataset.val_size=6", "trainer.patience=1", "trainer.epochs=6", "trainer.min_steps=0",
+                 "trainer.batch_size=4", "trainer.milestones=[5]", "protocol.initial=8", "protocol.step=4",
+                 "protocol.cycles=1", "seeds=1", "progress=false", "strategy=random", f"results_dir={tmp_path}"]
+    folder = _run(overrides)[0]
+    selections = pd.read_csv(folder / "selections.csv")
+    data = build_dataset(compose_config(overrides).dataset)
+    assert len(data.pool) == 24 and len(data.val) == 6
+    assert not set(selections.sample_id) & set(data.val.ids), "a validation image was labelled"
+    assert pd.read_csv(folder / "cycles.csv").n_labelled.tolist() == [8, 12]
+    assert all(validate is not None for validate, _ in seen)
+    assert any(stats.epochs < 6 for _, stats in seen), "patience 1 never stopped a 6-epoch run"
 
 
 # 6. parallel processes -----------------------------------------------------------------------
@@ -287,8 +327,12 @@ def _read_until(process: subprocess.Popen, text: str, timeout: float) -> str:
 
 
 def _run(overrides):
+    return _run_cfg(compose_config(overrides))
+
+
+def _run_cfg(cfg):
     from alb.loop import run_experiment
-    return run_experiment(compose_config(overrides))
+    return run_experiment(cfg)
 
 
 # 7. damaged result files ---------------------------------------------------------------------

@@ -10,7 +10,6 @@ from omegaconf import DictConfig
 from alb.config import build
 from alb.datasets.base import ClassificationData, Split, TorchSplit, prepare
 from alb.datasets.checks import check_classes, check_disjoint, check_images
-from alb.errors import UserError
 
 __all__ = ["ClassificationData", "Split", "TorchSplit", "build_dataset", "prepare"]
 
@@ -18,10 +17,6 @@ __all__ = ["ClassificationData", "Split", "TorchSplit", "build_dataset", "prepar
 def build_dataset(cfg: DictConfig, progress: bool = False):
     """Read the dataset named by `cfg.dataset`, check it (see `check_detection_data`) and
     apply the shared options. Every problem found is a UserError before any training."""
-    if cfg.get("task") == "detection" and cfg.get("val_size", 0):
-        raise UserError(f"dataset.val_size={cfg.val_size}: detection has no validation split yet (no early "
-                        "stopping or model selection for detectors); set dataset.val_size=0 so that no image "
-                        "silently leaves the pool")
     data = build(cfg.reader, where="dataset.reader")
     if data.task == "detection":
         check_detection_data(data, bool(cfg.get("allow_overlap", False)), progress)

@@ -92,9 +92,9 @@ class DetectionData:
         extra = {"voc07": ["map_area"], "area": ["map_voc07"], "coco": ["map50", "map75"], "kitti": []}
         return ["map", *extra[self.evaluation], *[f"ap_{column_name(c)}" for c in self.class_names]]
 
-    def evaluate(self, detections: list[dict]) -> dict[str, float]:
-        """Metrics of detections on the test split (one dict per test image, in order)."""
-        gt, c = self.test.annotations, self.num_classes
+    def evaluate(self, detections: list[dict], split: DetectionSplit | None = None) -> dict[str, float]:
+        """Metrics of detections on `split` (default: the test split; one dict per image, in order)."""
+        gt, c = (self.test if split is None else split).annotations, self.num_classes
         if self.evaluation in ("voc07", "area"):
             other = "area" if self.evaluation == "voc07" else "voc07"
             both = voc_aps(detections, gt, c, (self.evaluation, other))  # one matching pass for both

@@ -18,6 +18,26 @@ from alb.progress import Progress
 from alb.strategies.base import LossPredictionHook
 
 
+class EarlyStopping:
+    """Model selection on a held-out score: keeps the best state seen, and says to stop
+    after `patience` evaluations without improvement (None: never stops, selects nothing)."""
+
+    def __init__(self, patience: int | None):
+        self.patience, self.best_score, self.best_state, self.stale = patience, -math.inf, None, 0
+
+    def update(self, score: float, model: nn.Module) -> bool:
+        """Record the score of the model's current state; True when training should stop."""
+        if score > self.best_score:
+            self.best_score, self.best_state, self.stale = score, copy.deepcopy(model.state_dict()), 0
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
 @dataclass
 class TrainStats:
     epochs: int
@@ -79,7 +99,7 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     detach_epoch = int(hook.detach_fraction * epochs) if hook is not None else epochs
     patience = cfg.get("patience")
-    best_score, best_state, stale = -math.inf, None, 0
+    stopping = EarlyStopping(patience)
     steps, epoch_loss = 0, float("nan")
     task = progress.add_task(label, total=epochs) if progress else None
     for epoch in range(epochs):
@@ -109,14 +129,9 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
             progress.update(task, advance=1, description=f"{label} (loss {epoch_loss:.3f})")
         if patience:
             score = accuracy(model, val_set, device, cfg.eval_batch_size, cfg.amp) if val_set is not None else -epoch_loss
-            if score > best_score:
-                best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
-            else:
-                stale += 1
-                if stale >= patience:
-                    break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+            if stopping.update(score, model):
+                break
+    stopping.restore(model)
     if progress:
         progress.remove_task(task)
     return TrainStats(epochs=epoch + 1, steps=steps, final_loss=epoch_loss)

@@ -4,6 +4,7 @@ warm-up, step decay, gradient clipping, mixed precision on CUDA)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from omegaconf import DictConfig
@@ -11,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from alb.datasets.detection import collate
-from alb.engine.train import TrainStats, autocast, make_optimizer
+from alb.engine.train import EarlyStopping, TrainStats, autocast, make_optimizer
 from alb.progress import Progress
 
 
@@ -30,9 +31,12 @@ def step_schedule(cfg: DictConfig, total_steps: int):
 
 
 def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: torch.device, seed: int,
-                 progress: Progress | None = None, num_workers: int = 0, label: str = "train") -> TrainStats:
+                 progress: Progress | None = None, num_workers: int = 0, label: str = "train",
+                 validate: Callable[[], float] | None = None) -> TrainStats:
     """Train `model` (a detector with `losses(images, targets)`) on `train_set`, a
-    `DetectionTorchSet`."""
+    `DetectionTorchSet`. With `trainer.patience`, `validate()` (the headline metric on the
+    held-out split; else minus the training loss) is taken after every epoch, training
+    stops after `patience` epochs without improvement and the best epoch's weights are kept."""
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
                         num_workers=num_workers, collate_fn=collate,
@@ -47,6 +51,8 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
     clip = cfg.get("grad_clip")
     task = progress.add_task(label, total=total_steps) if progress else None
     steps, epoch_loss = 0, float("nan")
+    patience = cfg.get("patience")
+    stopping = EarlyStopping(patience)
     torch.manual_seed(seed)  # the flip augmentation draws from the global generator
     for epoch in range(epochs):
         model.train()
@@ -76,6 +82,11 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
         epoch_loss = total / max(count, 1)
         if progress:
             progress.update(task, description=f"{label} (epoch {epoch + 1}/{epochs}, loss {epoch_loss:.3f})")
+        if patience:
+            score = validate() if validate is not None else -epoch_loss
+            if stopping.update(score, model):
+                break
+    stopping.restore(model)
     if progress:
         progress.remove_task(task)
-    return TrainStats(epochs=epochs, steps=steps, final_loss=epoch_loss)
+    return TrainStats(epochs=epoch + 1, steps=steps, final_loss=epoch_loss)

@@ -61,7 +61,8 @@ class DetectorAdapter:
     def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train") -> None:
         train_set = DetectionTorchSet(self.data.pool, labelled_rows, flip=self.cfg.flip, for_training=True,
                                       keep_difficult=self.data.train_difficult)
-        fit_detector(self.model, train_set, self.cfg, self.device, seed, progress, self.num_workers, label)
+        validate = (lambda: self.evaluate(self.data.val)["map"]) if self.data.val is not None else None
+        fit_detector(self.model, train_set, self.cfg, self.device, seed, progress, self.num_workers, label, validate)
 
     def detections(self, split: DetectionSplit, rows: np.ndarray, flipped: bool = False):
         """Yield (row position, detection dict of CPU tensors) for `rows` of `split`, in order.
@@ -82,11 +83,12 @@ class DetectorAdapter:
                         out["boxes"] = flip_boxes(out["boxes"], image.shape[-1])
                     yield position, out
 
-    def evaluate(self) -> dict[str, float]:
-        rows = np.arange(len(self.data.test))
+    def evaluate(self, split: DetectionSplit | None = None) -> dict[str, float]:
+        """The dataset's metrics on `split` (default: the test split)."""
+        split = self.data.test if split is None else split
         detections = [{k: out[k].numpy() for k in ("boxes", "scores", "labels")}
-                      for _, out in self.detections(self.data.test, rows)]
-        return self.data.evaluate(detections)
+                      for _, out in self.detections(split, np.arange(len(split)))]
+        return self.data.evaluate(detections, split)
 
     def predict(self, rows: np.ndarray, fields: tuple[str, ...], mc_passes: int = 0, seed: int = 0) -> dict[str, np.ndarray]:
         """Flat detection fields for pool rows `rows` (see alb.records): `offsets` comes with
