@@ -88,6 +88,12 @@ def test_dataset_defaults_follow_the_papers_and_explicit_choices_win():
     assert compose_config(["dataset=voc", "dataset.root=/mnt/x"]).dataset.reader.root == "/mnt/x"
 
 
+def test_dataset_root_on_the_embedded_digits_is_a_clear_error(tmp_path):
+    result = alb_cli("run", "dataset.root=/data/digits", f"results_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2 and "digits is scikit-learn's bundled dataset" in result.stderr
+    assert "+dataset.root" not in result.stderr and not list(tmp_path.iterdir())
+
+
 def test_a_detection_dataset_runs_without_model_or_trainer(tmp_path):
     small = ["dataset.reader.n_pool=24", "dataset.reader.n_test=8", "dataset.reader.image_size=64",
              "dataset.reader.min_size=12", "dataset.reader.max_size=32", "model.image_size=64", "trainer.epochs=1",

@@ -8,10 +8,15 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from alb.datasets.base import ClassificationData, Split, TensorImages
+from alb.errors import UserError
 
 
-def read_digits(test_fraction: float = 0.3, split_seed: int = 0) -> ClassificationData:
-    """1,797 grey 8x8 images; a stratified pool/test split fixed by `split_seed`."""
+def read_digits(test_fraction: float = 0.3, split_seed: int = 0, root: str | None = None) -> ClassificationData:
+    """1,797 grey 8x8 images; a stratified pool/test split fixed by `split_seed`. `root`
+    must stay None: the data ships with scikit-learn."""
+    if root is not None:
+        raise UserError(f"dataset.root={root}: digits is scikit-learn's bundled dataset and is not read from disk; "
+                        "leave dataset.root out, or choose a dataset read from disk (alb list dataset)")
     bunch = load_digits()
     images = torch.from_numpy(np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8))[:, None]  # (N,1,8,8)
     labels = bunch.target.astype(np.int64)
