@@ -6,8 +6,9 @@ bytes are compared with the end marker of its format (JPEG EOI `FF D9`, PNG `IEN
 file whose end marker is missing (cut short, or with bytes appended after the image) is
 decoded in full to decide. A file that passed is remembered by (size, mtime) in
 `$ALB_CACHE_DIR/image_checks/`, one JSON file per image folder, so a second run only stats
-the files. No library does this cheap "truncated?" test: PIL's `verify()` decodes PNG
-chunks but not JPEG scans, and a full decode costs ~100x a header read.
+the files. Written here because no library has this cheap "truncated?" test: PIL's
+`verify()` does not decode JPEG scan data, and a full decode costs about 8x the header and
+end-marker read on VOC-size JPEGs (benchmarks/bench_data_check.py).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def check_images(paths: Iterable[Path], what: str = "images", progress: bool = F
     for path in dict.fromkeys(Path(p) for p in paths):
         by_folder[path.parent].append(path)
     problems: list[tuple[Path, str]] = []
-    todo: list[tuple[Path, tuple[int, int]]] = []
+    todo: list[tuple[Path, list[int]]] = []  # (file, [size, mtime_ns]) to read
     caches = {}
     for folder, files in by_folder.items():
         caches[folder] = cache = _load_cache(folder)
