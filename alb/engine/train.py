@@ -31,7 +31,7 @@ class EarlyStopping:
             self.best_score, self.best_state, self.stale = score, copy.deepcopy(model.state_dict()), 0
             return False
         self.stale += 1
-        return self.stale >= self.patience
+        return self.patience is not None and self.stale >= self.patience
 
     def restore(self, model: nn.Module) -> None:
         if self.best_state is not None:
