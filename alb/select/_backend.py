@@ -20,13 +20,40 @@ def as_tensor(array, device: torch.device | None = None) -> torch.Tensor:
 
 
 def sq_norms(x: torch.Tensor) -> torch.Tensor:
+    """Row squared norms (N,), accumulated in at least float32."""
+    x = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
     return (x * x).sum(dim=1)
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def storage(x: torch.Tensor, precision: str) -> torch.Tensor:
+    """x stored in `precision` for the distance products ("fp32": unchanged; "bf16": half
+    the memory traffic, products rounded to bf16, norms still exact float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    return x if dtype is None or x.dtype == torch.float64 else x.to(dtype)
+
+
+def row_dots(x: torch.Tensor, i: int) -> torch.Tensor:
+    """x @ x[i] (N,). On the CPU in float32/float64 this goes through numpy's BLAS: torch's
+    CPU gemv measured about 3x slower here (50k x 512: 6.8 ms against 2.4 ms per row), and
+    the greedy selections are one gemv per pick."""
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.is_sparse \
+            and x.layout == torch.strided:
+        a = x.numpy()
+        return torch.from_numpy(a @ a[i])
+    return x @ x[i]
 
 
 def sq_dists_to_row(x: torch.Tensor, x_sq: torch.Tensor, i: int) -> torch.Tensor:
     """Squared Euclidean distances (N,) from every row of x to row i, via the
-    ||a||^2 + ||b||^2 - 2ab expansion: one matrix-vector product, O(N*D)."""
-    return (x_sq + x_sq[i] - 2.0 * (x @ x[i])).clamp_(min=0.0)
+    ||a||^2 + ||b||^2 - 2ab expansion: one matrix-vector product, O(N*D). The result is
+    float32 or float64 whatever x's storage (bf16 storage accumulates in float32)."""
+    dots = row_dots(x, i).to(x_sq.dtype)
+    return (x_sq + x_sq[i] - 2.0 * dots).clamp_(min=0.0)
 
 
 def min_sq_dists(x: torch.Tensor, centres: torch.Tensor, chunk: int = 1024) -> torch.Tensor:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from alb.select._backend import as_tensor, check_budget, sq_dists_to_row, sq_norms
+from alb.select._backend import as_tensor, check_budget, row_dots, sq_dists_to_row, sq_norms
 
 
 def d2_sampling(sq_dist_to: Callable[[int], torch.Tensor], n: int, budget: int, first: int,
@@ -65,13 +65,33 @@ def badge_seeding(probs, embeddings, budget: int, rng: np.random.Generator) -> n
     The first centre is the largest gradient embedding, as in BADGE.
     """
     p = as_tensor(probs)
-    h = as_tensor(embeddings, device=p.device).to(p.dtype)
     a = p.clone()
     a[torch.arange(len(p), device=p.device), p.argmax(dim=1)] -= 1.0
-    a_sq, h_sq = sq_norms(a), sq_norms(h)
-    g_sq = a_sq * h_sq  # (N,) squared norms of the gradient embeddings
+    return factorised_seeding(a, embeddings, budget, rng)
 
-    def sq_dist_to(i: int) -> torch.Tensor:
-        return (g_sq + g_sq[i] - 2.0 * (a @ a[i]) * (h @ h[i])).clamp_(min=0.0)
 
-    return d2_sampling(sq_dist_to, len(p), budget, int(torch.argmax(g_sq)), rng)
+def factorised_seeding(grad_factors, embeddings, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding (first centre: the largest norm) on embeddings g_i = concat over
+    blocks k of a_ik (x) h_ik, given only the factors: a (N, C) and h (N, D) for one block,
+    or a (N, K, C) and h (N, K, D) for K blocks (BADGE for detection, one block per class;
+    an absent class has zero factors). ||g_i - g_j||^2 = sum_k |a_ik|^2 |h_ik|^2 +
+    |a_jk|^2 |h_jk|^2 - 2 (a_ik . a_jk)(h_ik . h_jk): O(N K (C + D)) per row, never N x K*C*D."""
+    a = as_tensor(grad_factors)
+    h = as_tensor(embeddings, device=a.device).to(a.dtype)
+    if a.dim() == 2:
+        a, h = a[:, None, :], h[:, None, :]
+    if a.shape[:2] != h.shape[:2]:
+        raise ValueError(f"factor shapes {tuple(a.shape)} and {tuple(h.shape)} disagree on (N, K)")
+    g_sq = ((a * a).sum(-1) * (h * h).sum(-1)).sum(-1)  # (N,) squared norms of the embeddings
+
+    if a.shape[1] == 1:  # one block (classification): two matrix-vector products per row
+        a, h = a[:, 0].contiguous(), h[:, 0].contiguous()
+
+        def sq_dist_to(i: int) -> torch.Tensor:
+            return (g_sq + g_sq[i] - 2.0 * row_dots(a, i) * row_dots(h, i)).clamp_(min=0.0)
+    else:
+        def sq_dist_to(i: int) -> torch.Tensor:
+            cross = ((a * a[i]).sum(-1) * (h * h[i]).sum(-1)).sum(-1)  # (N,)
+            return (g_sq + g_sq[i] - 2.0 * cross).clamp_(min=0.0)
+
+    return d2_sampling(sq_dist_to, len(a), budget, int(torch.argmax(g_sq)), rng)

@@ -80,20 +80,57 @@ def noris_select(scores: torch.Tensor, similarity_row: Callable[[int], torch.Ten
     return np.asarray(picks, dtype=np.int64)
 
 
+def similarity_from_dists(dist: torch.Tensor, similarity: str, alpha: float, d_max: float) -> torch.Tensor:
+    """The same similarities on distances d (not squared), computed on d / d_max so that
+    distances of any scale (Eq. 10 multiplies two squared distances) stay in float range:
+    gaussian exp(-pi (d / (alpha d_max))^2), linear max(0, 1 - d / (alpha d_max))."""
+    if d_max <= 0:
+        return (dist <= 0).to(dist.dtype)
+    scaled = dist / (alpha * d_max)
+    if similarity == "gaussian":
+        return torch.exp(-math.pi * scaled * scaled)
+    return (1.0 - scaled).clamp_(min=0.0)
+
+
+def max_distance(distance_rows: Callable, n: int, block: int = 512) -> float:
+    """The exact largest distance of a callable `rows -> (len(rows), n)` block, in row
+    blocks (a callable with a `max_distance()` method, e.g. ObjectDistances, uses its own,
+    which visits only the upper triangle)."""
+    own = getattr(distance_rows, "max_distance", None)
+    if own is not None:
+        return float(own())
+    return max(float(as_tensor(distance_rows(np.arange(s, min(s + block, n)))).max()) for s in range(0, n, block))
+
+
 def noris_greedy(scores, features, budget: int, variant: str = "sum", similarity: str = "gaussian",
                  alpha: float = 0.5, d_max: float | None = None) -> np.ndarray:
-    """NORIS on Euclidean feature distances (classification form).
+    """NORIS greedy selection (Alg. 1 / Eq. 8 / supp. Alg. 2, see `noris_select`).
 
     scores: (N,) information scores sigma >= 0 (e.g. least confidence) of the unlabelled pool.
-    features: (N, D) their embeddings. d_max defaults to the exact largest pairwise distance
-    in `features`, recomputed at every call (the paper recomputes it every cycle).
+    features: (N, D) embeddings (Euclidean distance, the classification form), or a callable
+        `rows -> (len(rows), N)` distance block (e.g. `ObjectDistances`, Eq. 10 for
+        detection): the greedy asks for one row per pick, never the N x N matrix.
+    d_max defaults to the exact largest pairwise distance, recomputed at every call (the
+    paper recomputes it every cycle), in blocks.
     Returns indices into the rows, in pick order.
     """
+    check_noris_params(variant, similarity, alpha)
+    if callable(features):
+        s = as_tensor(scores)
+        n = len(s)
+        check_budget(budget, n)
+        if budget == 0:
+            return np.empty(0, dtype=np.int64)
+        if d_max is None:
+            d_max = max_distance(features, n)
+        first = as_tensor(features(np.arange(1)))
+        s = s.to(first.device, first.dtype if first.dtype == torch.float64 else torch.float32)
+        return noris_select(s, lambda i: similarity_from_dists(as_tensor(features(np.array([i])), s.device)[0].to(s.dtype),
+                                                               similarity, alpha, d_max), budget, variant)
     x = as_tensor(features)
     s = as_tensor(scores, device=x.device).to(x.dtype)
     if s.shape != (len(x),):
         raise ValueError(f"scores has shape {tuple(s.shape)}, expected ({len(x)},)")
-    check_noris_params(variant, similarity, alpha)
     check_budget(budget, len(x))
     if budget == 0:
         return np.empty(0, dtype=np.int64)

@@ -1,0 +1,134 @@
+"""Image distances from detected objects (NORIS Sec. 3.3, Eq. 9-10; supplement Sec. 6).
+
+No library computes a set-to-set distance reduced over object pairs with segment offsets,
+so it is written here: the object pairs of a block of rows are one matrix product, and the
+reduction to images is two segment reductions (`torch.scatter_reduce` over the owners of
+the columns' objects, then over the owners of the rows' objects). No loop over images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from alb.select._backend import as_tensor, default_device
+
+AGGREGATES = ("max", "mean")
+METRICS = ("euclidean", "cosine")
+
+
+def check_object_params(aggregate: str, metric: str) -> None:
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+
+
+def segment_reduce(values: torch.Tensor, owner: torch.Tensor, n_segments: int, dim: int, how: str) -> torch.Tensor:
+    """Reduce `values` along `dim` into `n_segments` groups given by `owner` (one entry per
+    slice along `dim`): "amax" or "sum". Empty groups get 0 (every input here is >= 0)."""
+    shape = list(values.shape)
+    shape[dim] = n_segments
+    index_shape = [1] * values.dim()
+    index_shape[dim] = len(owner)
+    index = owner.view(index_shape).expand_as(values)
+    out = torch.zeros(shape, dtype=values.dtype, device=values.device)
+    return out.scatter_reduce_(dim, index, values, reduce=how, include_self=True)
+
+
+def _pair_distances(a: torch.Tensor, b: torch.Tensor, metric: str, a_norm: torch.Tensor,
+                    b_norm: torch.Tensor) -> torch.Tensor:
+    """(len(a), len(b)): squared Euclidean distances, or 1 - cosine similarity. `*_norm`
+    are the squared norms (euclidean) or norms (cosine) of the rows."""
+    if metric == "euclidean":
+        return (a_norm[:, None] + b_norm[None, :] - 2.0 * (a @ b.T)).clamp_(min=0.0)
+    cos = (a @ b.T) / (a_norm[:, None] * b_norm[None, :]).clamp_(min=1e-12)
+    return (1.0 - cos).clamp_(min=0.0)
+
+
+def _norms(x: torch.Tensor, metric: str) -> torch.Tensor:
+    sq = (x * x).sum(dim=1)
+    return sq if metric == "euclidean" else sq.sqrt()
+
+
+class ObjectDistances:
+    """NORIS's image distance over a fixed set of images, kept on one device so that the
+    greedy asks for one row block at a time: `self(rows, cols=None) -> (len(rows), n_cols)`.
+
+    d(u, v) = d_o(u, v) * d_f(u, v) (Eq. 10), d_o = the max (or mean) over object pairs of
+    the squared distance between object features (Eq. 9), d_f the squared distance between
+    image features. `metric="cosine"` uses 1 - cosine similarity for both terms;
+    `image_term=False` drops d_f (supplement Tab. 4). When u or v has no detection, d_o is
+    undefined and d(u, v) = d_f(u, v) (the paper: image features measure "the distance
+    between two images in the absence of detected objects"), also with image_term=False.
+    """
+
+    def __init__(self, box_features, offsets, image_features, aggregate: str = "max", metric: str = "euclidean",
+                 image_term: bool = True, device: torch.device | None = None):
+        check_object_params(aggregate, metric)
+        device = device or (image_features.device if isinstance(image_features, torch.Tensor) else default_device())
+        self.f = as_tensor(image_features, device).float()  # (n, D_img)
+        self.o = as_tensor(box_features, device).float()  # (M, D)
+        offsets = np.asarray(offsets.cpu() if isinstance(offsets, torch.Tensor) else offsets, dtype=np.int64)
+        if len(offsets) != len(self.f) + 1 or offsets[-1] != len(self.o):
+            raise ValueError(f"offsets has {len(offsets)} entries ending at {offsets[-1]}; expected "
+                             f"{len(self.f) + 1} entries (n images + 1) ending at {len(self.o)} (the box rows)")
+        self.offsets = offsets
+        self.counts = torch.as_tensor(np.diff(offsets), device=device)
+        self.owner = torch.repeat_interleave(torch.arange(len(self.f), device=device), self.counts)  # (M,)
+        self.aggregate, self.metric, self.image_term = aggregate, metric, image_term
+        self.f_norm, self.o_norm = _norms(self.f, metric), _norms(self.o, metric)
+        self.n = len(self.f)
+
+    def _objects_of(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Box rows of `images` and, for each, the position of its image in `images`."""
+        counts = np.diff(self.offsets)[images]
+        starts = self.offsets[images]
+        position = np.repeat(np.arange(len(images)), counts)
+        rows = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
+        device = self.o.device
+        return torch.as_tensor(rows, device=device), torch.as_tensor(position, device=device)
+
+    def __call__(self, rows, cols=None) -> torch.Tensor:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        cols = np.arange(self.n) if cols is None else np.asarray(cols, dtype=np.int64).reshape(-1)
+        device = self.f.device
+        image_d = _pair_distances(self.f[rows], self.f[cols], self.metric, self.f_norm[rows], self.f_norm[cols])
+        r_obj, r_pos = self._objects_of(rows)
+        if cols is None or len(cols) == self.n and np.array_equal(cols, np.arange(self.n)):
+            c_obj, c_pos = torch.arange(len(self.o), device=device), self.owner
+        else:
+            c_obj, c_pos = self._objects_of(cols)
+        pair = _pair_distances(self.o[r_obj], self.o[c_obj], self.metric, self.o_norm[r_obj], self.o_norm[c_obj])
+        how = "amax" if self.aggregate == "max" else "sum"
+        per_col = segment_reduce(pair, c_pos, len(cols), dim=1, how=how)  # (|objects of rows|, n_cols)
+        d_o = segment_reduce(per_col, r_pos, len(rows), dim=0, how=how)  # (n_rows, n_cols)
+        r_count = self.counts[torch.as_tensor(rows, device=device)].to(d_o.dtype)
+        c_count = self.counts[torch.as_tensor(cols, device=device)].to(d_o.dtype)
+        if self.aggregate == "mean":
+            d_o = d_o / (r_count[:, None] * c_count[None, :]).clamp_(min=1.0)
+        both = (r_count[:, None] > 0) & (c_count[None, :] > 0)
+        combined = d_o * image_d if self.image_term else d_o
+        return torch.where(both, combined, image_d)
+
+    def max_distance(self, block: int = 512) -> float:
+        """The exact largest d(u, v) over all pairs, over upper-triangular blocks (memory
+        O(block * M), never n x n)."""
+        best = 0.0
+        for i in range(0, self.n, block):
+            rows = np.arange(i, min(i + block, self.n))
+            best = max(best, float(self(rows, np.arange(i, self.n)).max()))
+        return best
+
+
+def object_distances(box_features, offsets, image_features, rows, cols=None, aggregate: str = "max",
+                     metric: str = "euclidean", image_term: bool = True) -> np.ndarray:
+    """NORIS distances (Eq. 9-10) from images `rows` to images `cols` (None: every image).
+
+    box_features: (M, D) object features, image i owning rows offsets[i]:offsets[i+1];
+    offsets: (n + 1,); image_features: (n, D') global average pools; numpy or torch (the
+    work runs on the inputs' device, or the GPU when one is present).
+    Returns (len(rows), n_cols) float32: d_o * ||f_u - f_v||^2, see `ObjectDistances`.
+    """
+    distances = ObjectDistances(box_features, offsets, image_features, aggregate, metric, image_term)
+    return distances(rows, cols).cpu().numpy().astype(np.float32)
