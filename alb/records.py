@@ -83,3 +83,25 @@ class Records(Mapping):
     def box_owner(self, flipped: bool = False) -> np.ndarray:
         """The image index of every box row (M,)."""
         return np.repeat(np.arange(self.n), self.box_counts(flipped))
+
+
+def keep_boxes(records: Records, keep: np.ndarray) -> Records:
+    """The same images with only the box rows where `keep (M,)` is true (unflipped fields);
+    offsets recomputed. Image fields are unchanged."""
+    keep = np.asarray(keep, dtype=bool)
+    kept_before = np.concatenate([[0], np.cumsum(keep)])  # kept rows before each box row
+    counts = np.diff(kept_before[records["offsets"]])
+    fields = {name: (array[keep] if name in BOX_FIELDS else array) for name, array in records.fields.items()}
+    fields["offsets"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return Records(records.ids, fields, records.meta)
+
+
+def concat(first: Records, second: Records, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """`fields` of `first`'s images followed by `second`'s, box fields with joined offsets."""
+    out = {}
+    for name in fields:
+        out[name] = np.concatenate([first[name], second[name]])
+        if name.removeprefix(FLIP) in BOX_FIELDS:
+            key = offsets_field(name)
+            out[key] = np.concatenate([first[key], second[key][1:] + first[key][-1]])
+    return out

@@ -65,5 +65,7 @@ def synthetic_det_records(n: int, n_classes: int = 4, dim: int = 6, seed: int = 
               "boxes": np.concatenate([xy, xy + rng.uniform(5, 30, (m, 2))], axis=1),
               "labels": fg.argmax(axis=1), "scores": fg.max(axis=1), "box_probs": box_probs,
               "box_features": rng.standard_normal((m, dim)), "image_features": rng.standard_normal((n, dim))}
+    # what a DifficultyHook leaves in the meta (PPAL's DCUS)
+    hook_meta = {"class_difficulty": rng.uniform(0, 1, n_classes), "class_frequency": rng.dirichlet(np.ones(n_classes))}
     return Records(np.asarray([f"{prefix}{i}" for i in range(n)]), fields,
-                   {"probs_kind": probs_kind, "num_classes": n_classes})
+                   {"probs_kind": probs_kind, "num_classes": n_classes, **hook_meta})

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from alb.progress import Progress
-from alb.strategies.base import LossPredictionHook
+from alb.hooks import LossPredictionHook
 
 
 class EarlyStopping:

@@ -32,11 +32,14 @@ def step_schedule(cfg: DictConfig, total_steps: int):
 
 def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: torch.device, seed: int,
                  progress: Progress | None = None, num_workers: int = 0, label: str = "train",
-                 validate: Callable[[], float] | None = None) -> TrainStats:
+                 validate: Callable[[], float] | None = None,
+                 on_step: Callable[[], None] | None = None) -> TrainStats:
     """Train `model` (a detector with `losses(images, targets)`) on `train_set`, a
     `DetectionTorchSet`. With `trainer.patience`, `validate()` (the headline metric on the
     held-out split; else minus the training loss) is taken after every epoch, training
-    stops after `patience` epochs without improvement and the best epoch's weights are kept."""
+    stops after `patience` epochs without improvement and the best epoch's weights are kept.
+    `on_step()` runs after every optimiser step (a training hook reading what the step left
+    on the model, e.g. DCUS's positive predictions)."""
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
                         num_workers=num_workers, collate_fn=collate,
@@ -74,6 +77,8 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if on_step is not None:
+                on_step()
             total += float(loss.detach()) * len(images)
             count += len(images)
             steps += 1

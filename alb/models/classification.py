@@ -16,7 +16,7 @@ from alb.errors import UserError
 from alb.models.classifiers import Classifier, LossPredictionModule
 from alb.progress import Progress
 from alb.records import CLASSIFICATION_FIELDS
-from alb.strategies.base import LossPredictionHook
+from alb.hooks import LossPredictionHook
 
 
 class ClassifierAdapter:

@@ -11,9 +11,11 @@ from torch.utils.data import DataLoader
 
 from alb.config import build, check_requirement
 from alb.datasets.detection import DetectionData, DetectionSplit, DetectionTorchSet, collate, flip_boxes
+from alb.engine.difficulty import DifficultyTracker, box_difficulty, matched_difficulties
 from alb.engine.train import autocast
 from alb.engine.train_det import fit_detector
 from alb.errors import UserError
+from alb.hooks import DifficultyHook
 from alb.progress import Progress
 from alb.records import BOX_FIELDS, DETECTION_FIELDS, FLIP
 
@@ -37,32 +39,84 @@ class DetectorAdapter:
 
     def __init__(self, model_cfg: DictConfig, trainer_cfg: DictConfig, data: DetectionData, device: torch.device,
                  hook=None, num_workers: int = 0):
-        if hook is not None:
+        if hook is not None and not isinstance(hook, DifficultyHook):
             raise UserError(f"the strategy's training hook {hook!r} has no detection version yet")
         self.model_cfg, self.cfg, self.data, self.device = model_cfg, trainer_cfg, data, device
-        self.num_workers = num_workers
+        self.hook, self.num_workers = hook, num_workers
         self.model = None
         self.metric_names = data.metric_names()
+        self.hook_state: dict[str, np.ndarray] = {}  # what the hook produced in the last fit
 
     def reset(self, seed: int) -> None:
         torch.manual_seed(seed)
         self.model = build(detector_kwargs(self.model_cfg), num_classes=self.data.num_classes).to(self.device)
+        if self.hook is not None and self.hook.mode == "training" and not getattr(self.model, "supports_positives", False):
+            raise UserError(f"strategy hook {self.hook!r}: model {self.model_cfg.get('arch', self.model_cfg._target_)} "
+                            "cannot record positive predictions during training (RetinaNet, FCOS, Faster R-CNN and "
+                            "CenterNet can); use mode=post (computed after training on the labelled set) or auto")
+        self.hook_state = {}
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict()}
+        return {"model": self.model.state_dict(), "hook_state": dict(self.hook_state)}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
+        self.hook_state = dict(state.get("hook_state") or {})
 
     @property
     def records_meta(self) -> dict:
-        return {"probs_kind": self.model.probs_kind, "num_classes": self.data.num_classes}
+        return {"probs_kind": self.model.probs_kind, "num_classes": self.data.num_classes, **self.hook_state}
 
     def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train") -> None:
         train_set = DetectionTorchSet(self.data.pool, labelled_rows, flip=self.cfg.flip, for_training=True,
                                       keep_difficult=self.data.train_difficult)
         validate = (lambda: self.evaluate(self.data.val)["map"]) if self.data.val is not None else None
-        fit_detector(self.model, train_set, self.cfg, self.device, seed, progress, self.num_workers, label, validate)
+        tracker, on_step = None, None
+        during = (self.hook is not None and self.hook.mode != "post"
+                  and getattr(self.model, "supports_positives", False))
+        if self.hook is not None:
+            tracker = DifficultyTracker(self.data.num_classes, self.hook.momentum)
+        if during:
+            def on_step():
+                if self.model.positives is not None:
+                    classes, prob, iou = self.model.positives
+                    tracker.update(classes, box_difficulty(prob, iou, self.hook.xi))
+                    self.model.positives = None
+
+            self.model.track_positives = True
+        try:
+            fit_detector(self.model, train_set, self.cfg, self.device, seed, progress, self.num_workers, label,
+                         validate, on_step)
+        finally:
+            if during:
+                self.model.track_positives = False
+        if tracker is not None:
+            if not during:
+                self._post_training_difficulty(tracker, labelled_rows)
+            self.hook_state = {"class_difficulty": tracker.difficulty.copy(),
+                               "class_frequency": self._class_frequency(train_set),
+                               "difficulty_source": "training" if during else "post"}
+
+    def _post_training_difficulty(self, tracker: DifficultyTracker, labelled_rows: np.ndarray) -> None:
+        """DCUS for a detector that cannot report its training positives: the labelled
+        images' detections matched to their ground truth (an approximation, see the hook)."""
+        train_set = DetectionTorchSet(self.data.pool, labelled_rows, for_training=True,
+                                      keep_difficult=self.data.train_difficult)
+        for position, det in self.detections(self.data.pool, labelled_rows):
+            _, target, _ = train_set[position]
+            classes, q = matched_difficulties(det, target, self.hook.xi)
+            tracker.update(classes, q)
+
+    def _class_frequency(self, train_set: DetectionTorchSet) -> np.ndarray:
+        """Fraction of the labelled training boxes in each class (C,) (PPAL's DCUS-Freq)."""
+        counts = np.zeros(self.data.num_classes)
+        for row in train_set.rows:
+            ann = self.data.pool.annotations[int(row)]
+            keep = np.ones(len(ann["labels"]), bool)
+            if not self.data.train_difficult:
+                keep &= ~np.asarray(ann.get("difficult", np.zeros(len(keep), bool)), bool)
+            np.add.at(counts, np.asarray(ann["labels"], np.int64)[keep], 1)
+        return counts / max(counts.sum(), 1)
 
     def detections(self, split: DetectionSplit, rows: np.ndarray, flipped: bool = False):
         """Yield (row position, detection dict of CPU tensors) for `rows` of `split`, in order.

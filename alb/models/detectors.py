@@ -31,6 +31,9 @@ from torch.nn import functional as F
 from torchvision.models.detection import backbone_utils
 from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes, roi_align
 
+from alb.engine.difficulty import paired_iou
+from alb.models import positives
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -133,6 +136,9 @@ class CenterNet(nn.Module):
     probs_kind = "sigmoid"
     score_is_probability = True
     stride = 4
+    supports_positives = True  # `losses` can record its positive predictions (PPAL's DCUS)
+    track_positives = False
+    positives = None
 
     def __init__(self, num_classes: int, backbone: str = "resnet18", image_size: int = 512,
                  neck_channels: tuple[int, int, int] = (256, 128, 64), head_channels: int = 64,
@@ -191,7 +197,7 @@ class CenterNet(nn.Module):
         device = scales.device
         heat = torch.zeros(len(targets), self.num_classes, out, out, device=device)
         grid = torch.arange(out, device=device, dtype=torch.float32)
-        index, flat, size, offset = [], [], [], []
+        index, flat, size, offset, classes = [], [], [], [], []
         for b, t in enumerate(targets):
             boxes = t["boxes"].to(device).float() * scales[b].repeat(2) / self.stride
             boxes = boxes.clamp(0, out - 1e-3)
@@ -208,15 +214,17 @@ class CenterNet(nn.Module):
                 flat.append(iy * out + ix)
                 size.append([w, h])
                 offset.append([cx.item() - ix, cy.item() - iy])
+                classes.append(label)
         as_tensor = lambda v, dt: torch.tensor(v, device=device, dtype=dt)  # noqa: E731
         return heat, as_tensor(index, torch.long), as_tensor(flat, torch.long), \
-            as_tensor(size, torch.float32).reshape(-1, 2), as_tensor(offset, torch.float32).reshape(-1, 2)
+            as_tensor(size, torch.float32).reshape(-1, 2), as_tensor(offset, torch.float32).reshape(-1, 2), \
+            as_tensor(classes, torch.long)
 
     def losses(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
         x, scales = self._batch(images)
         heat_logits, size, offset, _ = self._forward(x)
         out = heat_logits.shape[-1]
-        heat_t, index, flat, size_t, offset_t = self._targets(targets, scales, out)
+        heat_t, index, flat, size_t, offset_t, classes = self._targets(targets, scales, out)
         heat_logits = heat_logits.float()
         # Focal loss of CornerNet (alpha 2, beta 4), normalised by the number of objects.
         p = torch.sigmoid(heat_logits).clamp(1e-4, 1 - 1e-4)
@@ -232,7 +240,25 @@ class CenterNet(nn.Module):
             losses["offset"] = F.l1_loss(offset_p, offset_t, reduction="sum") / n
         else:
             losses["size"] = losses["offset"] = size.sum() * 0.0
+        if self.track_positives:
+            self.positives = self._positives(p, size, offset, index, flat, size_t, offset_t, classes)
         return losses
+
+    @torch.no_grad()
+    def _positives(self, p, size, offset, index, flat, size_t, offset_t, classes):
+        """(ground-truth class, P(b|gt), IoU(b, gt)) of each object's centre prediction: the
+        box decoded at the ground-truth centre against the ground-truth box (stride units)."""
+        if len(flat) == 0:
+            empty = p.new_zeros(0)
+            return classes, empty, empty
+        out = p.shape[-1]
+        prob = p.flatten(2)[index, classes, flat]
+        centre = torch.stack([flat % out, flat // out], dim=1).float()
+        pred_c, gt_c = centre + offset.float().flatten(2)[index, :, flat], centre + offset_t
+        pred_wh, gt_wh = size.float().flatten(2)[index, :, flat].clamp(min=0), size_t
+        pred = torch.cat([pred_c - pred_wh / 2, pred_c + pred_wh / 2], dim=1)
+        gt = torch.cat([gt_c - gt_wh / 2, gt_c + gt_wh / 2], dim=1)
+        return classes, prob, paired_iou(pred, gt)
 
     @torch.no_grad()
     def detect(self, images: list[torch.Tensor], al_outputs: bool = True) -> list[dict]:
@@ -432,6 +458,8 @@ class TorchvisionDetector(nn.Module):
         self.model.backbone.register_forward_hook(self._keep_maps)
         self.model.transform.register_forward_hook(self._keep_sizes)
         self.feature_dim = self._feature_width()
+        self.track_positives, self.positives = False, None
+        self.supports_positives = positives.install(self)  # DCUS during training (not SSD)
 
     def _keep_maps(self, module, inputs, output):
         if not self.training:

@@ -73,13 +73,15 @@ def ccms_similarity(box_features, offsets, labels, scores, rows, cols=None) -> n
     return (0.5 * (s_ab + s_ba)).cpu().numpy()
 
 
-def jaccard_similarity(labels, offsets, num_classes: int) -> np.ndarray:
-    """PPAL Tab. 1's "Jaccard" alternative: |A & B| / |A | B| of the predicted class sets
-    (n, n); 0 when both sets are empty."""
+def jaccard_similarity(labels, offsets, num_classes: int, rows=None) -> np.ndarray:
+    """PPAL Tab. 1's "Jaccard" alternative: |A & B| / |A | B| of the predicted class sets of
+    images `rows` (default: all), (len(rows), len(rows)); 0 when both sets are empty."""
     offsets = np.asarray(offsets)
     n = len(offsets) - 1
     present = np.zeros((n, num_classes), dtype=np.float32)
     present[np.repeat(np.arange(n), np.diff(offsets)), np.asarray(labels, dtype=np.int64)] = 1.0
+    if rows is not None:
+        present = present[np.asarray(rows, dtype=np.int64)]
     inter = present @ present.T
     sizes = present.sum(axis=1)
     union = sizes[:, None] + sizes[None, :] - inter

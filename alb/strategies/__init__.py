@@ -1,5 +1,6 @@
 """Strategies: one file each, built from `conf/strategy/<name>.yaml`."""
 
-from alb.strategies.base import LossPredictionHook, Strategy
+from alb.hooks import DifficultyHook, LossPredictionHook
+from alb.strategies.base import Strategy
 
-__all__ = ["LossPredictionHook", "Strategy"]
+__all__ = ["DifficultyHook", "LossPredictionHook", "Strategy"]

@@ -3,23 +3,11 @@ selection. It never sees a model; training-time needs go through a declared hook
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from alb import scoring
+from alb.hooks import DifficultyHook, LossPredictionHook
 from alb.records import Records
-
-
-@dataclass(frozen=True)
-class LossPredictionHook:
-    """Ask the trainer for a learning-loss module (Yoo & Kweon 2019): margin ranking loss
-    on pairs, `weight` times added to the task loss; the module's input is detached from the
-    backbone after `detach_fraction` of the epochs."""
-
-    weight: float = 1.0
-    margin: float = 1.0
-    detach_fraction: float = 0.6
 
 
 class Strategy:
@@ -31,7 +19,7 @@ class Strategy:
     mc_passes: int = 0  # > 0: the adapter computes `mc_probs` with this many dropout passes
     tasks: tuple[str, ...] = ("classification",)  # the tasks it has a version for
 
-    def training_hook(self) -> LossPredictionHook | None:
+    def training_hook(self) -> LossPredictionHook | DifficultyHook | None:
         return None
 
     def select(self, unlabelled: Records, labelled: Records, budget: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,5 +1,8 @@
 """DBAL (Zhdanov 2019): keep the beta*B most uncertain images, run k-means with B clusters
-weighted by uncertainty (scikit-learn), query the image nearest each centre."""
+weighted by uncertainty (scikit-learn), query the image nearest each centre.
+
+Detection: the uncertainty is the per-box `measure` reduced per image by `aggregate`, and
+the k-means runs on the detector's image features (the global average pool of the map)."""
 
 from __future__ import annotations
 
@@ -8,23 +11,31 @@ from sklearn.cluster import KMeans
 
 from alb import scoring
 from alb.select._backend import as_tensor, sq_norms
-from alb.strategies.base import Strategy
+from alb.strategies.base import Strategy, check_task, image_uncertainty
 
 
 class DBAL(Strategy):
-    fields = ("probs", "embedding")
+    tasks = ("classification", "detection")
 
-    def __init__(self, beta: int = 10, measure: str = "margin", max_iter: int = 100):
+    def __init__(self, beta: int = 10, measure: str = "margin", max_iter: int = 100, aggregate: str = "max",
+                 task: str = "classification"):
         if beta < 1:
             raise ValueError(f"beta must be >= 1, got {beta}")
-        self.beta, self.measure, self.max_iter = int(beta), measure, int(max_iter)
+        if aggregate not in scoring.AGGREGATES:
+            raise ValueError(f"aggregate must be one of {scoring.AGGREGATES}, got {aggregate!r}")
+        self.beta, self.measure, self.max_iter, self.aggregate = int(beta), measure, int(max_iter), aggregate
+        self.task = check_task(task, self.tasks)
+        self.fields = ("probs", "embedding") if task == "classification" else ("box_probs", "image_features")
 
     def select(self, unlabelled, labelled, budget, rng):
         if budget == 0:
             return np.empty(0, dtype=np.int64)
-        scores = scoring.uncertainty(unlabelled["probs"], self.measure)
+        if self.task == "classification":
+            scores, features = scoring.uncertainty(unlabelled["probs"], self.measure), unlabelled["embedding"]
+        else:
+            scores, features = image_uncertainty(unlabelled, self.measure, self.aggregate), unlabelled["image_features"]
         candidates = scoring.top_k(scores, min(unlabelled.n, self.beta * budget))
-        x = unlabelled["embedding"][candidates].astype(np.float64)
+        x = features[candidates].astype(np.float64)
         weights = np.maximum(scores[candidates], 1e-12)
         km = KMeans(n_clusters=budget, n_init=1, max_iter=self.max_iter,
                     random_state=int(rng.integers(2**31 - 1))).fit(x, sample_weight=weights)

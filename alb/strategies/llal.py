@@ -4,7 +4,8 @@ with a margin ranking loss; the images with the highest predicted loss are queri
 from __future__ import annotations
 
 from alb import scoring
-from alb.strategies.base import LossPredictionHook, Strategy
+from alb.hooks import LossPredictionHook
+from alb.strategies.base import Strategy
 
 
 class LearningLoss(Strategy):

@@ -1,22 +1,40 @@
 """NORIS (Hekimoglu et al.): least-confidence scores, reduced greedily by the similarity to
-what is already selected (Sum: Alg. 1; Max: Eq. 8 by default, supp. Alg. 2 as max_alg2)."""
+what is already selected (Sum: Alg. 1; Max: Eq. 8 by default, supp. Alg. 2 as max_alg2).
+
+Classification: Euclidean distances of penultimate embeddings. Detection (Sec. 3.3): the
+image score is the least confidence of its boxes reduced by `aggregate` (max by default,
+0 without detections), and the distance is Eq. 10, d_o(u, v) * ||f_u - f_v||^2 over the
+object features of the chosen map (`model.feature_level`, f4 for CenterNet), with the
+ablations of supplement Tab. 4 (`aggregate`, `metric`, `image_term`)."""
 
 from __future__ import annotations
 
 from alb import scoring
-from alb.select import noris_greedy
+from alb.select import ObjectDistances, noris_greedy
 from alb.select.noris import check_noris_params
-from alb.strategies.base import Strategy
+from alb.select.objects import check_object_params
+from alb.strategies.base import Strategy, check_task, image_uncertainty
 
 
 class NORIS(Strategy):
-    fields = ("probs", "embedding")
+    tasks = ("classification", "detection")
 
     def __init__(self, variant: str = "sum", similarity: str = "gaussian", alpha: float = 0.5,
-                 measure: str = "least_confidence"):
+                 measure: str = "least_confidence", aggregate: str = "max", metric: str = "euclidean",
+                 image_term: bool = True, task: str = "classification"):
         check_noris_params(variant, similarity, alpha)
+        check_object_params(aggregate, metric)
         self.variant, self.similarity, self.alpha, self.measure = variant, similarity, float(alpha), measure
+        self.aggregate, self.metric, self.image_term = aggregate, metric, bool(image_term)
+        self.task = check_task(task, self.tasks)
+        self.fields = (("probs", "embedding") if task == "classification"
+                       else ("box_probs", "box_features", "image_features"))
 
     def select(self, unlabelled, labelled, budget, rng):
-        scores = scoring.uncertainty(unlabelled["probs"], self.measure)
-        return noris_greedy(scores, unlabelled["embedding"], budget, self.variant, self.similarity, self.alpha)
+        if self.task == "classification":
+            scores = scoring.uncertainty(unlabelled["probs"], self.measure)
+            return noris_greedy(scores, unlabelled["embedding"], budget, self.variant, self.similarity, self.alpha)
+        scores = image_uncertainty(unlabelled, self.measure, self.aggregate)
+        distances = ObjectDistances(unlabelled["box_features"], unlabelled["offsets"], unlabelled["image_features"],
+                                    self.aggregate, self.metric, self.image_term)
+        return noris_greedy(scores, distances, budget, self.variant, self.similarity, self.alpha)
