@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from alb.engine.difficulty import paired_iou
 
 
-def _dense_positives(head, targets, head_outputs, anchors, matched_idxs, fcos: bool):
+def _dense_positives(coder, targets, head_outputs, anchors, matched_idxs, fcos: bool):
     """RetinaNet / FCOS: anchors with matched_idxs >= 0 are the positives."""
     classes, probs, ious = [], [], []
     for i, (target, matched) in enumerate(zip(targets, matched_idxs)):
@@ -29,7 +29,7 @@ def _dense_positives(head, targets, head_outputs, anchors, matched_idxs, fcos: b
         logits = head_outputs["cls_logits"][i][positive].float()
         regression = head_outputs["bbox_regression"][i][positive].float()
         anchor = anchors[i][positive]
-        boxes = head.box_coder.decode(regression, anchor) if fcos else head.box_coder.decode_single(regression, anchor)
+        boxes = coder.decode(regression, anchor) if fcos else coder.decode_single(regression, anchor)
         classes.append(labels)
         probs.append(torch.sigmoid(logits)[torch.arange(len(labels), device=labels.device), labels])
         ious.append(paired_iou(boxes, target["boxes"][gt].float()))
@@ -55,7 +55,8 @@ def install(detector) -> bool:
         def compute_loss(targets, head_outputs, anchors, matched_idxs):
             if detector.track_positives:
                 with torch.no_grad():
-                    detector.positives = _dense_positives(head, targets, head_outputs, anchors, matched_idxs, fcos)
+                    detector.positives = _dense_positives(model.box_coder, targets, head_outputs, anchors,
+                                                          matched_idxs, fcos)
             return original(targets, head_outputs, anchors, matched_idxs)
 
         head.compute_loss = compute_loss
