@@ -35,6 +35,7 @@ test-yolo: install
 
 bench: install
 	$(VENV)/bin/python benchmarks/bench_select.py
+	$(VENV)/bin/python benchmarks/bench_select_det.py
 	$(VENV)/bin/python benchmarks/bench_detectors.py
 	$(VENV)/bin/python benchmarks/bench_data_check.py
 

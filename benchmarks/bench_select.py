@@ -82,6 +82,8 @@ def measure(method: str, impl: str, n: int, dim: int, classes: int, budget: int)
     start = time.perf_counter()
     if method == "kcenter_greedy":
         picks = kcenter_greedy(features, labelled, budget) if impl == "alb" else naive_kcenter(features, labelled, budget)
+    elif method == "kcenter_bf16":  # "naive" here is the exact fp32 run, to compare the picks
+        picks = kcenter_greedy(features, labelled, budget, precision="bf16" if impl == "alb" else "fp32")
     elif method == "badge":
         f, p = features[unlabelled], probs[unlabelled]
         picks = badge_seeding(p, f, budget, rng) if impl == "alb" else naive_badge(f, p, budget, rng)
@@ -91,11 +93,11 @@ def measure(method: str, impl: str, n: int, dim: int, classes: int, budget: int)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"method": method, "impl": impl, "n": n, "seconds": seconds, "peak_mib": max(peak - before, 0) / 1024,
-            "picks_head": [int(i) for i in list(picks)[:5]]}
+            "picks": [int(i) for i in list(picks)]}
 
 
 def naive_bytes(method: str, n: int, dim: int, classes: int) -> int:
-    return n * dim * classes * 4 if method == "badge" else n * n * 4
+    return {"badge": n * dim * classes * 4, "kcenter_bf16": 0}.get(method, n * n * 4)
 
 
 def main() -> None:
@@ -104,7 +106,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--budget", type=int, default=2000)
-    parser.add_argument("--methods", nargs="+", default=["kcenter_greedy", "badge", "noris_sum"])
+    parser.add_argument("--methods", nargs="+", default=["kcenter_greedy", "kcenter_bf16", "badge", "noris_sum"])
     parser.add_argument("--one", nargs=3, metavar=("METHOD", "IMPL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -125,18 +127,22 @@ def main() -> None:
                 print(f"{method:15s} {impl:6s} n={n:6d} {rows[-1]['seconds']:8.2f} s "
                       f"{rows[-1]['peak_mib']:9.1f} MiB", file=sys.stderr)
     print(f"\nD={args.dim}, C={args.classes}, budget={args.budget}; peak = extra RSS over the inputs\n")
-    print("| method | N | alb s | alb peak MiB | naive s | naive peak MiB | speed-up |")
-    print("|---|---|---|---|---|---|---|")
+    print("kcenter_bf16: 'alb' is precision=bf16, 'naive' the exact fp32 run; same picks = shared prefix / budget\n")
+    print("| method | N | alb s | alb peak MiB | naive s | naive peak MiB | speed-up | same picks |")
+    print("|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         for method in args.methods:
             fast = next(r for r in rows if r["method"] == method and r["n"] == n and r["impl"] == "alb")
             slow = next(r for r in rows if r["method"] == method and r["n"] == n and r["impl"] == "naive")
             if slow["seconds"] is None:
-                naive, ratio = ("does not fit (> 6 GiB)", "-"), "-"
+                naive, ratio, same = ("does not fit (> 6 GiB)", "-"), "-", "-"
             else:
                 naive, ratio = (f"{slow['seconds']:.2f}", f"{slow['peak_mib']:.0f}"), f"{slow['seconds'] / fast['seconds']:.1f}x"
+                prefix = next((k for k, (a, b) in enumerate(zip(fast["picks"], slow["picks"])) if a != b), len(fast["picks"]))
+                overlap = len(set(fast["picks"]) & set(slow["picks"]))
+                same = "yes" if prefix == len(fast["picks"]) else f"first {prefix}, {overlap} in common"
             print(f"| {method} | {n} | {fast['seconds']:.2f} | {fast['peak_mib']:.0f} | {naive[0]} | "
-                  f"{naive[1] if slow['seconds'] is not None else '-'} | {ratio} |")
+                  f"{naive[1] if slow['seconds'] is not None else '-'} | {ratio} | {same} |")
 
 
 if __name__ == "__main__":

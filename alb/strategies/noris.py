@@ -5,11 +5,14 @@ Classification: Euclidean distances of penultimate embeddings. Detection (Sec. 3
 image score is the least confidence of its boxes reduced by `aggregate` (max by default,
 0 without detections), and the distance is Eq. 10, d_o(u, v) * ||f_u - f_v||^2 over the
 object features of the chosen map (`model.feature_level`, f4 for CenterNet), with the
-ablations of supplement Tab. 4 (`aggregate`, `metric`, `image_term`)."""
+ablations of supplement Tab. 4 (`aggregate`, `metric`, `image_term`). `min_score > 0` keeps
+only boxes scoring at least that as objects (the paper does not give a threshold; by
+default every box the detector returns after its own score threshold counts)."""
 
 from __future__ import annotations
 
 from alb import scoring
+from alb.records import keep_boxes
 from alb.select import ObjectDistances, noris_greedy
 from alb.select.noris import check_noris_params
 from alb.select.objects import check_object_params
@@ -21,19 +24,22 @@ class NORIS(Strategy):
 
     def __init__(self, variant: str = "sum", similarity: str = "gaussian", alpha: float = 0.5,
                  measure: str = "least_confidence", aggregate: str = "max", metric: str = "euclidean",
-                 image_term: bool = True, task: str = "classification"):
+                 image_term: bool = True, min_score: float = 0.0, task: str = "classification"):
         check_noris_params(variant, similarity, alpha)
         check_object_params(aggregate, metric)
         self.variant, self.similarity, self.alpha, self.measure = variant, similarity, float(alpha), measure
         self.aggregate, self.metric, self.image_term = aggregate, metric, bool(image_term)
+        self.min_score = float(min_score)
         self.task = check_task(task, self.tasks)
         self.fields = (("probs", "embedding") if task == "classification"
-                       else ("box_probs", "box_features", "image_features"))
+                       else ("box_probs", "box_features", "image_features", *(("scores",) if min_score > 0 else ())))
 
     def select(self, unlabelled, labelled, budget, rng):
         if self.task == "classification":
             scores = scoring.uncertainty(unlabelled["probs"], self.measure)
             return noris_greedy(scores, unlabelled["embedding"], budget, self.variant, self.similarity, self.alpha)
+        if self.min_score > 0:  # only confident detections count as objects (score and distance)
+            unlabelled = keep_boxes(unlabelled, unlabelled["scores"] >= self.min_score)
         scores = image_uncertainty(unlabelled, self.measure, self.aggregate)
         distances = ObjectDistances(unlabelled["box_features"], unlabelled["offsets"], unlabelled["image_features"],
                                     self.aggregate, self.metric, self.image_term)
