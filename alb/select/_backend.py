@@ -37,12 +37,17 @@ def storage(x: torch.Tensor, precision: str) -> torch.Tensor:
     return x if dtype is None or x.dtype == torch.float64 else x.to(dtype)
 
 
+def uses_numpy(x: torch.Tensor) -> bool:
+    """Whether the per-pick work on x runs in numpy: on the CPU in float32/float64, torch's
+    gemv measured about 3x slower than numpy's BLAS here (50k x 512: 6.8 ms against 2.4 ms
+    per row), and mixing torch's OpenMP threads with BLAS threads between picks made the
+    numpy gemv itself slower (k-center 50k: 24 s mixed, under 10 s all numpy)."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.layout == torch.strided
+
+
 def row_dots(x: torch.Tensor, i: int) -> torch.Tensor:
-    """x @ x[i] (N,). On the CPU in float32/float64 this goes through numpy's BLAS: torch's
-    CPU gemv measured about 3x slower here (50k x 512: 6.8 ms against 2.4 ms per row), and
-    the greedy selections are one gemv per pick."""
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.is_sparse \
-            and x.layout == torch.strided:
+    """x @ x[i] (N,), through numpy where `uses_numpy` (a zero-copy view back)."""
+    if uses_numpy(x):
         a = x.numpy()
         return torch.from_numpy(a @ a[i])
     return x @ x[i]
@@ -52,6 +57,13 @@ def sq_dists_to_row(x: torch.Tensor, x_sq: torch.Tensor, i: int) -> torch.Tensor
     """Squared Euclidean distances (N,) from every row of x to row i, via the
     ||a||^2 + ||b||^2 - 2ab expansion: one matrix-vector product, O(N*D). The result is
     float32 or float64 whatever x's storage (bf16 storage accumulates in float32)."""
+    if uses_numpy(x) and x_sq.dtype == x.dtype:
+        a, a_sq = x.numpy(), x_sq.numpy()
+        d = a @ a[i]
+        d *= -2.0
+        d += a_sq
+        d += a_sq[i]
+        return torch.from_numpy(np.maximum(d, 0.0, out=d))
     dots = row_dots(x, i).to(x_sq.dtype)
     return (x_sq + x_sq[i] - 2.0 * dots).clamp_(min=0.0)
 

@@ -25,6 +25,14 @@ def greedy_farthest(min_dist: torch.Tensor, dist_to: Callable[[int], torch.Tenso
     rows that may never be picked (labelled) at -1; `dist_to(i)` gives the (N,) distances to
     row i in the same units. Ties go to the lowest index."""
     picks = np.empty(budget, dtype=np.int64)
+    if min_dist.device.type == "cpu":  # numpy between the products (see _backend.uses_numpy)
+        best = min_dist.numpy()
+        for k in range(budget):
+            i = int(best.argmax())
+            picks[k] = i
+            np.minimum(best, dist_to(i).numpy().astype(best.dtype, copy=False), out=best)
+            best[i] = -1.0
+        return picks
     for k in range(budget):
         i = int(torch.argmax(min_dist))
         picks[k] = i

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from alb.select._backend import as_tensor, check_budget, row_dots, sq_dists_to_row, sq_norms
+from alb.select._backend import as_tensor, check_budget, sq_dists_to_row, sq_norms
 
 
 def d2_sampling(sq_dist_to: Callable[[int], torch.Tensor], n: int, budget: int, first: int,
@@ -88,7 +88,9 @@ def factorised_seeding(grad_factors, embeddings, budget: int, rng: np.random.Gen
         a, h = a[:, 0].contiguous(), h[:, 0].contiguous()
 
         def sq_dist_to(i: int) -> torch.Tensor:
-            return (g_sq + g_sq[i] - 2.0 * row_dots(a, i) * row_dots(h, i)).clamp_(min=0.0)
+            # torch's gemv here: the D^2 sampling between picks is torch, and interleaving
+            # numpy's BLAS threads with torch's measured 2.3x slower (BADGE 50k: 51 s vs 22 s)
+            return (g_sq + g_sq[i] - 2.0 * (a @ a[i]) * (h @ h[i])).clamp_(min=0.0)
     else:
         def sq_dist_to(i: int) -> torch.Tensor:
             cross = ((a * a[i]).sum(-1) * (h * h[i]).sum(-1)).sum(-1)  # (N,)
