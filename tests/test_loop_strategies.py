@@ -7,10 +7,10 @@ import pytest
 from alb.config import compose_config
 from alb.loop import run_experiment
 
-from test_strategies import STRATEGIES
+from test_strategies import CLASSIFICATION_STRATEGIES
 
 
-@pytest.mark.parametrize("name", STRATEGIES)
+@pytest.mark.parametrize("name", CLASSIFICATION_STRATEGIES)
 def test_strategy_in_the_loop(name, tiny_overrides):
     cfg = compose_config([*tiny_overrides, f"strategy={name}", "protocol.cycles=1", "trainer.epochs=1",
                           "strategy.subset=40" if name == "entropy_subset" else "seeds=1"])

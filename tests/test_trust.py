@@ -264,7 +264,7 @@ def test_detection_validation_split_is_held_out_and_used_for_early_stopping(tmp_
 
     def spy(*args, **kwargs):
         stats = original(*args, **kwargs)
-        seen.append((args[-1] if len(args) > 8 else kwargs.get("validate"), stats))
+        seen.append((args[8] if len(args) > 8 else kwargs.get("validate"), stats))
         return stats
     monkeypatch.setattr("alb.models.detection.fit_detector", spy)
     overrides = ["experiment=quickstart_det", "dataset.reader.n_pool=30", "dataset.reader.n_test=8",
