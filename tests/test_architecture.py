@@ -29,6 +29,7 @@ def modules(folder: str) -> list[Path]:
     ("select", ("alb.strategies", "alb.models", "alb.loop")),
     ("report.py", ("torch", "alb.models", "alb.loop", "alb.strategies")),
     ("scoring.py", ("torch", "alb.models")),
+    ("hooks.py", ("torch", "alb.models", "alb.engine", "alb.strategies")),
 ])
 def test_forbidden_imports(folder, forbidden):
     for path in modules(folder):

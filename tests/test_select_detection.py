@@ -237,3 +237,25 @@ def test_cdal_symmetric_kl_against_scipy():
             want = sum(0.5 * (kl(contexts[i, c], contexts[j, c]) + kl(contexts[j, c], contexts[i, c]))
                        for c in range(3) if present[i, c] and present[j, c])
             assert d[i, j] == pytest.approx(want, abs=1e-4)
+
+
+def test_ppal_image_uncertainty_is_eq_5_by_hand():
+    from alb.hooks import DifficultyHook
+    from alb.records import Records
+    from alb.strategies.ppal import PPAL
+    strategy = PPAL()
+    assert strategy.training_hook() == DifficultyHook(0.6, 0.99, "auto")
+    assert PPAL(uncertainty="entropy").training_hook() is None
+    # softmax head, 2 classes + background: image 0 has a class-0 box and a class-1 box, image 1 none
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.5, 0.4]])
+    meta = {"probs_kind": "softmax", "num_classes": 2, "class_difficulty": np.array([0.1, 0.9])}
+    records = Records(np.array(["a", "b"]), {"offsets": np.array([0, 2, 2]), "labels": np.array([0, 1]),
+                                             "box_probs": probs, "scores": np.array([0.7, 0.5])}, meta)
+    w = dcus_weights(meta["class_difficulty"], 0.3, 0.2)
+    h = -(probs * np.log(probs)).sum(1)
+    np.testing.assert_allclose(strategy.image_uncertainty(records), [w[0] * h[0] + w[1] * h[1], 0.0])
+    # sigmoid head: C' = 2, the binary entropy of the box's class probability
+    sig = Records(records.ids, {**records.fields, "box_probs": np.array([[0.7, 0.3], [0.2, 0.5]])},
+                  {**meta, "probs_kind": "sigmoid"})
+    binary = lambda p: -(p * np.log(p) + (1 - p) * np.log(1 - p))  # noqa: E731
+    np.testing.assert_allclose(strategy.image_uncertainty(sig), [w[0] * binary(0.7) + w[1] * binary(0.5), 0])
