@@ -176,3 +176,27 @@ def test_entropy_subset_picks_only_from_its_random_subset():
 def test_noris_alpha_must_be_positive():
     with pytest.raises(Exception, match="alpha must be > 0"):
         make("noris", "strategy.alpha=0")
+
+
+@pytest.mark.parametrize("override", ["strategy.uncertainty=random", "strategy.uncertainty=entropy",
+                                      "strategy.uncertainty=dcus_freq", "strategy.similarity=random",
+                                      "strategy.similarity=global", "strategy.similarity=jaccard",
+                                      "strategy.reference_code=true", "strategy.delta=1"])
+@pytest.mark.parametrize("probs_kind", ["sigmoid", "softmax"])
+def test_ppal_ablation_switches_select_validly(override, probs_kind):
+    strategy = make("ppal", "dataset=shapes", override)
+    unlabelled = only(synthetic_det_records(50, seed=3, probs_kind=probs_kind), strategy.fields)
+    picks = strategy.select(unlabelled, unlabelled, 9, np.random.default_rng(0))
+    assert len(set(picks.tolist())) == 9 and picks.min() >= 0 and picks.max() < 50
+    if override == "strategy.delta=1":  # the candidate pool is the budget: top-9 by Eq. 5
+        from alb.scoring import top_k
+        assert sorted(picks) == sorted(top_k(strategy.image_uncertainty(unlabelled), 9))
+
+
+@pytest.mark.parametrize("override", ["strategy.aggregate=mean", "strategy.metric=cosine", "strategy.image_term=false",
+                                      "strategy.min_score=0.5", "strategy.variant=max", "strategy.similarity=linear"])
+def test_noris_detection_ablations_select_validly(override):
+    strategy = make("noris", "dataset=shapes", override)
+    unlabelled = only(synthetic_det_records(40, seed=5), strategy.fields)
+    picks = strategy.select(unlabelled, unlabelled, 7, np.random.default_rng(0))
+    assert len(set(picks.tolist())) == 7 and picks.min() >= 0 and picks.max() < 40
