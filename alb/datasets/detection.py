@@ -127,10 +127,10 @@ class DetectionTorchSet(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int):
-        row = int(self.rows[i])
-        image = self.split.image(row).float().div_(255.0)
-        ann = self.split.annotations[row]
+    def target(self, i: int) -> dict[str, torch.Tensor]:
+        """Row i's boxes (k, 4) and labels (k,), without the flip and without reading the
+        image; training targets leave out crowd and (unless kept) difficult boxes."""
+        ann = self.split.annotations[int(self.rows[i])]
         boxes, labels = np.asarray(ann["boxes"], np.float32), np.asarray(ann["labels"], np.int64)
         if self.for_training:
             keep = np.ones(len(labels), bool)
@@ -139,11 +139,15 @@ class DetectionTorchSet(Dataset):
             if "crowd" in ann:
                 keep &= ~np.asarray(ann["crowd"], bool)
             boxes, labels = boxes[keep], labels[keep]
-        boxes = torch.as_tensor(boxes).reshape(-1, 4)
+        return {"boxes": torch.as_tensor(boxes).reshape(-1, 4), "labels": torch.as_tensor(labels)}
+
+    def __getitem__(self, i: int):
+        image = self.split.image(int(self.rows[i])).float().div_(255.0)
+        target = self.target(i)
         if self.flip and torch.rand(()) < self.flip:
             image = image.flip(-1)
-            boxes = flip_boxes(boxes, image.shape[-1])
-        return image, {"boxes": boxes, "labels": torch.as_tensor(labels)}, i
+            target["boxes"] = flip_boxes(target["boxes"], image.shape[-1])
+        return image, target, i
 
 
 def collate(batch):

@@ -92,30 +92,23 @@ class DetectorAdapter:
                 self.model.track_positives = False
         if tracker is not None:
             if not during:
-                self._post_training_difficulty(tracker, labelled_rows)
+                self._post_training_difficulty(tracker, train_set)
             self.hook_state = {"class_difficulty": tracker.difficulty.copy(),
                                "class_frequency": self._class_frequency(train_set),
                                "difficulty_source": "training" if during else "post"}
 
-    def _post_training_difficulty(self, tracker: DifficultyTracker, labelled_rows: np.ndarray) -> None:
+    def _post_training_difficulty(self, tracker: DifficultyTracker, train_set: DetectionTorchSet) -> None:
         """DCUS for a detector that cannot report its training positives: the labelled
-        images' detections matched to their ground truth (an approximation, see the hook)."""
-        train_set = DetectionTorchSet(self.data.pool, labelled_rows, for_training=True,
-                                      keep_difficult=self.data.train_difficult)
-        for position, det in self.detections(self.data.pool, labelled_rows):
-            _, target, _ = train_set[position]
-            classes, q = matched_difficulties(det, target, self.hook.xi)
+        images' detections matched to their training targets (an approximation, see the hook)."""
+        for position, det in self.detections(self.data.pool, train_set.rows):
+            classes, q = matched_difficulties(det, train_set.target(position), self.hook.xi)
             tracker.update(classes, q)
 
     def _class_frequency(self, train_set: DetectionTorchSet) -> np.ndarray:
         """Fraction of the labelled training boxes in each class (C,) (PPAL's DCUS-Freq)."""
         counts = np.zeros(self.data.num_classes)
-        for row in train_set.rows:
-            ann = self.data.pool.annotations[int(row)]
-            keep = np.ones(len(ann["labels"]), bool)
-            if not self.data.train_difficult:
-                keep &= ~np.asarray(ann.get("difficult", np.zeros(len(keep), bool)), bool)
-            np.add.at(counts, np.asarray(ann["labels"], np.int64)[keep], 1)
+        for i in range(len(train_set)):
+            np.add.at(counts, train_set.target(i)["labels"].numpy(), 1)
         return counts / max(counts.sum(), 1)
 
     def detections(self, split: DetectionSplit, rows: np.ndarray, flipped: bool = False):

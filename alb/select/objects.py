@@ -91,11 +91,12 @@ class ObjectDistances:
 
     def __call__(self, rows, cols=None) -> torch.Tensor:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        cols = np.arange(self.n) if cols is None else np.asarray(cols, dtype=np.int64).reshape(-1)
+        every_col = cols is None
+        cols = np.arange(self.n) if every_col else np.asarray(cols, dtype=np.int64).reshape(-1)
         device = self.f.device
         image_d = _pair_distances(self.f[rows], self.f[cols], self.metric, self.f_norm[rows], self.f_norm[cols])
         r_obj, r_pos = self._objects_of(rows)
-        if cols is None or len(cols) == self.n and np.array_equal(cols, np.arange(self.n)):
+        if every_col:
             c_obj, c_pos = torch.arange(len(self.o), device=device), self.owner
         else:
             c_obj, c_pos = self._objects_of(cols)
