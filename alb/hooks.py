@@ -4,8 +4,16 @@ honour it and hand back only arrays (a predicted loss per image, class difficult
 loop never branches on strategy types, and strategies never see a model.
 
 Each hook names the engine code that implements it:
-- LossPredictionHook: `alb.engine.train.fit_classifier` (the learning-loss module);
-- DifficultyHook: `alb.engine.difficulty` (PPAL's DCUS class difficulties).
+- LossPredictionHook: `alb.engine.train.fit_classifier` (the learning-loss module) and, for
+  detection, `alb.engine.loss_prediction` (the module on the detector's feature levels);
+- DifficultyHook: `alb.engine.difficulty` (PPAL's DCUS class difficulties);
+- PseudoLabelHook: `alb.models.detection.DetectorAdapter.pseudo_labels` and the detectors'
+  Eq. 8 losses (Elezi et al.'s pseudo-labels);
+- EnsembleHook: `alb.models.ensemble.EnsembleAdapter` (K members);
+- DropoutHook: `alb.models.dropout` (dropout before the detection heads, MC passes).
+
+Semi-supervised flip-consistency training is not a hook but a trainer setting
+(`trainer.ssl=consistency`), because it applies to every strategy of an experiment.
 """
 
 from __future__ import annotations
@@ -50,3 +58,50 @@ class DifficultyHook:
             raise ValueError(f"xi must lie in [0, 1], got {self.xi}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+
+
+@dataclass(frozen=True)
+class PseudoLabelHook:
+    """Ask for Elezi et al.'s pseudo-labels (Sec. 3.2, Alg. 1 line 5): after each cycle, the
+    boxes the model detects on the still-unlabelled images with a score >= `threshold`
+    (tau2) become hard labels for the next cycle's training, with the modified loss of Eq. 8
+    (a pseudo-labelled image's unlabelled regions are not trained as background). The loop
+    writes them to the seed folder (`pseudo_labels/cycle_<k>.csv`)."""
+
+    threshold: float = 0.99
+
+    def __post_init__(self):
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"the pseudo-label threshold tau2 must lie in (0, 1], got {self.threshold}")
+
+
+@dataclass(frozen=True)
+class EnsembleHook:
+    """Ask for `members` independently trained models (different seeds, same labelled set;
+    Beluch et al. 2018). The strategy receives `mc_probs (K, n, C)` (classification) or
+    `mc_box_probs (K, M, C')` (detection: member 0's boxes, each matched to every member's
+    detections). Member 0 is the model that is evaluated, so the learning curve is that of
+    one model, comparable with single-model strategies; training costs K times as much."""
+
+    members: int = 5
+
+    def __post_init__(self):
+        if self.members < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {self.members}")
+
+
+@dataclass(frozen=True)
+class DropoutHook:
+    """Ask the detector for dropout (rate `rate`) on what its prediction heads read, during
+    training and during `passes` MC passes at prediction (Gal & Ghahramani; the detection
+    form of the papers' MC-dropout baseline). The strategy receives `mc_box_probs (T, M, C')`:
+    the deterministic detections' boxes, each matched by IoU to every pass's detections."""
+
+    rate: float = 0.1
+    passes: int = 10
+
+    def __post_init__(self):
+        if not 0 < self.rate < 1:
+            raise ValueError(f"dropout rate must lie in (0, 1), got {self.rate}")
+        if self.passes < 2:
+            raise ValueError(f"MC dropout needs at least 2 passes, got {self.passes}")

@@ -19,8 +19,7 @@ from alb import pool as pool_lib
 from alb.config import build, check_requirement, compose_config, to_container
 from alb.datasets import build_dataset
 from alb.errors import UserError
-from alb.models.classification import ClassifierAdapter
-from alb.models.detection import DetectorAdapter
+from alb.models import make_adapter
 from alb.progress import make_progress
 from alb.records import Records
 from alb.results import (CYCLE_COLUMNS, TIMING_COLUMNS, RunDir, atomic_write_bytes, check_same_config, file_lock,
@@ -63,9 +62,6 @@ def build_strategy(cfg: DictConfig) -> Strategy:
     except Exception as err:  # hydra wraps the constructor's ValueError
         cause = err.__cause__ or err
         raise UserError(f"strategy {cfg.meta.strategy!r}: {cause}") from err
-
-
-ADAPTERS = {"classification": ClassifierAdapter, "detection": DetectorAdapter}
 
 
 def check_task(cfg: DictConfig, task: str, strategy: Strategy) -> None:
@@ -191,15 +187,17 @@ def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, dev
         console.print(f"  seed {seed}: complete ({n_done} cycles in {run_dir.cycles_path})")
         return
     if not selections:
-        initial = pool_lib.initial_rows(len(pool_ids), schedule.initial, seed)
+        initial = pool_lib.initial_rows(len(pool_ids), schedule.initial, pool_lib.initial_split_seed(cfg.protocol, seed))
         selections = [{"cycle": 0, "sample_id": pool_ids[r]} for r in initial]
     labelled = np.asarray(sorted(row_of[s["sample_id"]] for s in selections))  # ids checked by selections()
     if n_done:
         console.print(f"  seed {seed}: resuming after cycle {n_done - 1} ({len(labelled)} labelled)")
-    adapter = ADAPTERS[data.task](cfg.model, cfg.trainer, data, device, strategy.training_hook(), cfg.num_workers)
+    adapter = make_adapter(data.task, cfg.model, cfg.trainer, data, device, strategy.training_hook(), cfg.num_workers)
     if cfg.protocol.finetune and n_done:
         adapter.reset(pool_lib.train_seed(seed, 0))
         adapter.load_state_dict(torch.load(run_dir.state_path, map_location=device, weights_only=False))
+    if n_done:  # the pseudo-labels the next cycle trains on, as the previous run wrote them
+        adapter.set_pseudo_labels(run_dir.read_pseudo_labels(n_done, row_of, getattr(data, "num_classes", 0)))
     columns = CYCLE_COLUMNS + adapter.metric_names + TIMING_COLUMNS
     task = progress.add_task(f"{run_dir.path.parent.name} seed {seed}", total=total_cycles + 1, completed=n_done)
     for cycle in range(n_done, total_cycles + 1):
@@ -241,6 +239,12 @@ def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, dev
             infer_seconds = t2 - t1
             _check_selection(picks, budget, len(unlabelled), run_dir.path.parent.name)
             new_rows = unlabelled[picks]
+            t3 = time.perf_counter()
+            pseudo = adapter.pseudo_labels(np.setdiff1d(unlabelled, new_rows))  # None unless a hook asks
+            if pseudo is not None:
+                run_dir.write_pseudo_labels(cycle + 1, pseudo, pool_ids, data.class_names)
+                adapter.set_pseudo_labels(pseudo)
+            infer_seconds += time.perf_counter() - t3
         row = {"cycle": cycle, "n_labelled": len(labelled),
                "labelled_fraction": round(len(labelled) / len(pool_ids), 6), **metrics,
                "train_seconds": round(train_seconds, 3), "eval_seconds": round(eval_seconds, 3),

@@ -60,6 +60,19 @@ def initial_rows(pool_size: int, n_initial: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, 0]).permutation(pool_size)[:n_initial])
 
 
+INITIAL_SPLITS = ("per_seed", "shared")
+
+
+def initial_split_seed(protocol: DictConfig, seed: int) -> int:
+    """The seed that draws the initial labelled set: the run's seed (`per_seed`), or 0 for
+    every seed (`shared`: Elezi et al. train "three independent networks using the same
+    initial split")."""
+    split = protocol.get("initial_split", "per_seed")
+    if split not in INITIAL_SPLITS:
+        raise UserError(f"protocol.initial_split must be one of {INITIAL_SPLITS}, got {split!r}")
+    return 0 if split == "shared" else seed
+
+
 def selection_rng(seed: int, cycle: int) -> np.random.Generator:
     """The generator a strategy gets at a cycle: the same for every strategy, so random
     draws are paired across strategies."""

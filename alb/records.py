@@ -10,7 +10,10 @@ box field). Box fields: `boxes (M, 4)` xyxy pixels, `scores (M,)`, `labels (M,)`
 sum to 1; "sigmoid" -> C' = C independent scores), `box_features (M, D)`. Image field:
 `image_features (n, D)`. The same fields for the horizontally flipped image carry the
 prefix `flip_` (boxes mapped back to the unflipped frame; offsets in `flip_offsets`).
-Images with no detection are normal: offsets[i] == offsets[i+1].
+Images with no detection are normal: offsets[i] == offsets[i+1]. `mc_box_probs (T, M, C')`
+holds, for every box row, the class vector of its matched detection in each of T MC-dropout
+passes or ensemble members (the background row where a pass detected nothing there).
+`pred_loss (n,)`: the learning-loss module's predicted detector loss per image.
 """
 
 from __future__ import annotations
@@ -24,8 +27,13 @@ import numpy as np
 CLASSIFICATION_FIELDS = ("probs", "embedding", "mc_probs", "pred_loss")
 BOX_FIELDS = ("boxes", "scores", "labels", "box_probs", "box_features")
 FLIP = "flip_"
-DETECTION_FIELDS = (*BOX_FIELDS, "image_features", *(FLIP + f for f in BOX_FIELDS))
-_ROW_AXIS = {"mc_probs": 1}
+DETECTION_FIELDS = (*BOX_FIELDS, "image_features", *(FLIP + f for f in BOX_FIELDS), "mc_box_probs", "pred_loss")
+_ROW_AXIS = {"mc_probs": 1, "mc_box_probs": 1}
+
+
+def is_box_field(name: str) -> bool:
+    """Whether field `name` has one row per box (and so comes with its offsets)."""
+    return name.removeprefix(FLIP) in BOX_FIELDS or name == "mc_box_probs"
 
 
 def offsets_field(name: str) -> str:
@@ -49,12 +57,13 @@ class Records(Mapping):
                 if len(array) != n + 1 or array[0] != 0 or np.any(np.diff(array) < 0):
                     raise ValueError(f"{name} must be non-decreasing, start at 0 and have n + 1 = {n + 1} entries")
                 continue
-            if name.removeprefix(FLIP) in BOX_FIELDS:
+            if is_box_field(name):
                 offsets = self.fields.get(offsets_field(name))
                 if offsets is None:
                     raise ValueError(f"box field {name!r} needs {offsets_field(name)!r}")
-                if len(array) != offsets[-1]:
-                    raise ValueError(f"box field {name!r} has {len(array)} rows, offsets say {offsets[-1]}")
+                rows = array.shape[_ROW_AXIS.get(name, 0)]
+                if rows != offsets[-1]:
+                    raise ValueError(f"box field {name!r} has {rows} rows, offsets say {offsets[-1]}")
                 continue
             rows = array.shape[_ROW_AXIS.get(name, 0)]
             if rows != n:
@@ -91,7 +100,8 @@ def keep_boxes(records: Records, keep: np.ndarray) -> Records:
     keep = np.asarray(keep, dtype=bool)
     kept_before = np.concatenate([[0], np.cumsum(keep)])  # kept rows before each box row
     counts = np.diff(kept_before[records["offsets"]])
-    fields = {name: (array[keep] if name in BOX_FIELDS else array) for name, array in records.fields.items()}
+    fields = {name: (array[keep] if name in BOX_FIELDS else array[:, keep] if name == "mc_box_probs" else array)
+              for name, array in records.fields.items()}
     fields["offsets"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return Records(records.ids, fields, records.meta)
 

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 import yaml
 
 from alb.errors import UserError
@@ -32,6 +34,7 @@ from alb.errors import UserError
 CYCLE_COLUMNS = ["cycle", "n_labelled", "labelled_fraction"]
 TIMING_COLUMNS = ["train_seconds", "eval_seconds", "infer_seconds", "select_seconds"]
 SELECTION_COLUMNS = ["cycle", "sample_id"]
+PSEUDO_LABEL_COLUMNS = ["sample_id", "x1", "y1", "x2", "y2", "label", "class_name", "score"]
 # Keys of the resolved config that do not change results: a resumed run may differ in them.
 RUNTIME_KEYS = ("seeds", "progress", "device", "num_workers", "results_dir", "sweep", "reuse_cycle0")
 # Where the data lives, not what it is: moving it (another mount point, VOCdevkit or its
@@ -232,6 +235,39 @@ class RunDir:
                                 f"{self.selections_path} labels {total} samples up to cycle {cycle}; the two files "
                                 f"disagree (edited?): restore them or remove {self.path}")
         return kept
+
+    def pseudo_labels_path(self, cycle: int) -> Path:
+        return self.path / "pseudo_labels" / f"cycle_{cycle}.csv"
+
+    def write_pseudo_labels(self, cycle: int, pseudo: dict, pool_ids, class_names: list[str]) -> None:
+        """The pseudo-labels that cycle `cycle` trains on (Elezi et al.): one row per box,
+        pixels xyxy, written atomically before the previous cycle's row is committed."""
+        rows = [{"sample_id": pool_ids[r], "x1": f"{b[0]:.2f}", "y1": f"{b[1]:.2f}", "x2": f"{b[2]:.2f}",
+                 "y2": f"{b[3]:.2f}", "label": int(c), "class_name": class_names[int(c)], "score": f"{s:.6f}"}
+                for r, b, c, s in zip(pseudo["rows"], pseudo["boxes"], pseudo["labels"], pseudo["scores"])]
+        path = self.pseudo_labels_path(cycle)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_csv(path, PSEUDO_LABEL_COLUMNS, rows)
+
+    def read_pseudo_labels(self, cycle: int, row_of: dict[str, int], num_classes: int) -> dict | None:
+        """The pseudo-labels written for `cycle` as flat arrays (rows into the pool), or
+        None when there is no file; a damaged file is a UserError naming the line."""
+        path = self.pseudo_labels_path(cycle)
+        if not path.is_file():
+            return None
+        rows, boxes, labels, scores = [], [], [], []
+        for line, row in read_table(path, PSEUDO_LABEL_COLUMNS):
+            if row["sample_id"] not in row_of:
+                raise UserError(f"{path}, line {line}: sample {row['sample_id']!r} is not in the pool")
+            label = _number(path, line, row, "label", int)
+            if not 0 <= label < num_classes:
+                raise UserError(f"{path}, line {line}: label {label} outside 0..{num_classes - 1}")
+            rows.append(row_of[row["sample_id"]])
+            boxes.append([_number(path, line, row, k) for k in ("x1", "y1", "x2", "y2")])
+            labels.append(label)
+            scores.append(_number(path, line, row, "score"))
+        return {"rows": np.asarray(rows, np.int64), "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+                "labels": np.asarray(labels, np.int64), "scores": np.asarray(scores, np.float32)}
 
     def commit_cycle(self, row: dict, columns: list[str], selections: list[dict], new_selections: list[dict]) -> None:
         """Finish a cycle: selections first, then the cycles row (see module docstring)."""

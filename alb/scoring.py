@@ -97,3 +97,24 @@ def aggregate_boxes(values: np.ndarray, offsets: np.ndarray, how: str) -> np.nda
         return out
     np.add.at(out, owner, values)
     return out if how == "sum" else np.divide(out, counts, out=np.zeros_like(out), where=counts > 0)
+
+
+MEMBER_MEASURES = ("entropy", "bald", "variation_ratio")
+
+
+def member_uncertainty(stack: np.ndarray, measure: str, probs_kind: str = "softmax") -> np.ndarray:
+    """Uncertainty of (T, M, C) class vectors from T MC-dropout passes or ensemble members
+    -> (M,): "entropy" of the mean vector (Beluch et al.'s averaged entropy), "bald" the
+    mutual information H(mean) - mean H (the members' disagreement), "variation_ratio" the
+    share of members that disagree with the modal class (softmax rows only). Sigmoid rows are
+    C Bernoulli scores: their entropies are summed per class."""
+    stack = np.asarray(stack, np.float64)
+    if measure not in MEMBER_MEASURES:
+        raise ValueError(f"measure must be one of {MEMBER_MEASURES}, got {measure!r}")
+    if measure == "variation_ratio":
+        if probs_kind != "softmax":
+            raise ValueError("variation_ratio needs softmax class vectors")
+        return variation_ratio_mc(stack)
+    h = (lambda p: binary_entropy(p).sum(axis=-1)) if probs_kind == "sigmoid" else entropy
+    mean_entropy = h(stack.mean(axis=0))
+    return mean_entropy if measure == "entropy" else np.maximum(mean_entropy - h(stack).mean(axis=0), 0.0)

@@ -61,10 +61,27 @@ def synthetic_det_records(n: int, n_classes: int = 4, dim: int = 6, seed: int = 
     else:
         box_probs = fg = rng.random((m, n_classes))
     xy = rng.uniform(0, 50, (m, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 30, (m, 2))], axis=1)
     fields = {"offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-              "boxes": np.concatenate([xy, xy + rng.uniform(5, 30, (m, 2))], axis=1),
-              "labels": fg.argmax(axis=1), "scores": fg.max(axis=1), "box_probs": box_probs,
-              "box_features": rng.standard_normal((m, dim)), "image_features": rng.standard_normal((n, dim))}
+              "boxes": boxes, "labels": fg.argmax(axis=1), "scores": fg.max(axis=1), "box_probs": box_probs,
+              "box_features": rng.standard_normal((m, dim)), "image_features": rng.standard_normal((n, dim)),
+              "pred_loss": rng.random(n)}
+    # the flipped view (mapped back): the same boxes jittered, each kept with probability 0.8,
+    # class vectors mixed with fresh ones
+    kept = rng.random(m) < 0.8
+    owner = np.repeat(np.arange(n), counts)
+    flip_counts = np.bincount(owner[kept], minlength=n)
+    flip_probs = 0.5 * box_probs[kept] + 0.5 * (rng.dirichlet(np.ones(box_probs.shape[1]), size=int(kept.sum()))
+                                               if probs_kind == "softmax" else rng.random((int(kept.sum()), n_classes)))
+    flip_fg = flip_probs[:, :n_classes]
+    fields.update({"flip_offsets": np.concatenate([[0], np.cumsum(flip_counts)]).astype(np.int64),
+                   "flip_boxes": boxes[kept] + rng.normal(0, 2, (int(kept.sum()), 4)),
+                   "flip_box_probs": flip_probs, "flip_labels": flip_fg.argmax(axis=1),
+                   "flip_scores": flip_fg.max(axis=1), "flip_box_features": rng.standard_normal((int(kept.sum()), dim)),
+                   # three MC passes / members: the box's own vector mixed with noise
+                   "mc_box_probs": np.stack([0.7 * box_probs + 0.3 * (rng.dirichlet(np.ones(box_probs.shape[1]), size=m)
+                                                                     if probs_kind == "softmax" else rng.random((m, n_classes)))
+                                             for _ in range(3)])})
     # what a DifficultyHook leaves in the meta (PPAL's DCUS)
     hook_meta = {"class_difficulty": rng.uniform(0, 1, n_classes), "class_frequency": rng.dirichlet(np.ones(n_classes))}
     return Records(np.asarray([f"{prefix}{i}" for i in range(n)]), fields,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from alb.config import CONFIG_DIR, build, compose_config
-from alb.records import CLASSIFICATION_FIELDS, DETECTION_FIELDS, Records, offsets_field
+from alb.records import CLASSIFICATION_FIELDS, DETECTION_FIELDS, Records, is_box_field, offsets_field
 from alb.strategies.base import Strategy
 
 from conftest import synthetic_det_records, synthetic_records
@@ -21,8 +21,7 @@ def make(name: str, *overrides: str) -> Strategy:
 def only(records: Records, fields) -> Records:
     """Hand a strategy exactly the fields it declared (plus the offsets of box fields, which
     come with them): reading any other one fails."""
-    keep = set(fields) | {offsets_field(f) for f in fields if f.removeprefix("flip_") in DETECTION_FIELDS
-                          and f != "image_features"}
+    keep = set(fields) | {offsets_field(f) for f in fields if is_box_field(f)}
     return Records(records.ids, {k: records.fields[k] for k in keep}, records.meta)
 
 

@@ -117,11 +117,24 @@ def column_name(class_name: str) -> str:
 class DetectionTorchSet(Dataset):
     """Rows of a split as (image float (3, H, W) in [0, 1], target dict of tensors, row
     position). Training targets leave out crowd boxes, and difficult boxes unless
-    `keep_difficult`; `flip` is the probability of a horizontal flip."""
+    `keep_difficult`; `flip` is the probability of a horizontal flip.
+
+    `pseudo` (flat arrays `rows`, `boxes`, `labels`, as `DetectorAdapter.pseudo_labels` makes
+    them) adds the pseudo-labelled rows that are not among `rows`, after them; their targets
+    are the pseudo-labels and carry `pseudo: True` (Elezi's Eq. 8 loss)."""
 
     def __init__(self, split: DetectionSplit, rows: np.ndarray, flip: float = 0.0, for_training: bool = False,
-                 keep_difficult: bool = False):
-        self.split, self.rows, self.flip, self.for_training = split, np.asarray(rows, np.int64), flip, for_training
+                 keep_difficult: bool = False, pseudo: dict[str, np.ndarray] | None = None):
+        rows = np.asarray(rows, np.int64)
+        self.pseudo_targets: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if pseudo is not None and len(pseudo["rows"]):
+            pseudo_rows = np.setdiff1d(np.unique(pseudo["rows"]), rows)
+            for r in pseudo_rows:
+                mine = pseudo["rows"] == r
+                self.pseudo_targets[int(r)] = (np.asarray(pseudo["boxes"][mine], np.float32),
+                                               np.asarray(pseudo["labels"][mine], np.int64))
+            rows = np.concatenate([rows, pseudo_rows])
+        self.split, self.rows, self.flip, self.for_training = split, rows, flip, for_training
         self.keep_difficult = keep_difficult
 
     def __len__(self) -> int:
@@ -130,7 +143,12 @@ class DetectionTorchSet(Dataset):
     def target(self, i: int) -> dict[str, torch.Tensor]:
         """Row i's boxes (k, 4) and labels (k,), without the flip and without reading the
         image; training targets leave out crowd and (unless kept) difficult boxes."""
-        ann = self.split.annotations[int(self.rows[i])]
+        row = int(self.rows[i])
+        if row in self.pseudo_targets:
+            boxes, labels = self.pseudo_targets[row]
+            return {"boxes": torch.as_tensor(boxes).reshape(-1, 4), "labels": torch.as_tensor(labels),
+                    "pseudo": torch.tensor(True)}
+        ann = self.split.annotations[row]
         boxes, labels = np.asarray(ann["boxes"], np.float32), np.asarray(ann["labels"], np.int64)
         if self.for_training:
             keep = np.ones(len(labels), bool)

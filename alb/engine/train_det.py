@@ -1,5 +1,7 @@
 """Detection training: one loop for every detector behind the protocol (SGD/Adam, linear
-warm-up, step decay, gradient clipping, mixed precision on CUDA)."""
+warm-up, step decay, gradient clipping, mixed precision on CUDA), measured in epochs or in
+iterations (`trainer.iterations`), optionally semi-supervised (`trainer.ssl=consistency`:
+mini-batches mixing labelled and unlabelled images, `alb.engine.consistency`)."""
 
 from __future__ import annotations
 
@@ -9,18 +11,26 @@ from collections.abc import Callable
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from alb.datasets.detection import collate
+from alb.engine.consistency import flip_consistency
 from alb.engine.train import EarlyStopping, TrainStats, autocast, make_optimizer
+from alb.errors import UserError
 from alb.progress import Progress
+
+SSL_METHODS = (None, "consistency")
 
 
 def step_schedule(cfg: DictConfig, total_steps: int):
     """lr factor per step: linear warm-up over `warmup_steps`, then x`gamma` at each
-    milestone. Milestones are epochs of the nominal `epochs`; when `min_steps` stretches a
-    short run they keep their place as a fraction of the training."""
-    milestones = [round(m / max(cfg.epochs, 1) * total_steps) for m in cfg.milestones]
+    milestone. With `iterations` the milestones are iterations. Otherwise they are epochs of
+    the nominal `epochs`; when `min_steps` stretches a short run they keep their place as a
+    fraction of the training."""
+    if cfg.get("iterations"):
+        milestones = [int(m) for m in cfg.milestones]
+    else:
+        milestones = [round(m / max(cfg.epochs, 1) * total_steps) for m in cfg.milestones]
     warmup = int(cfg.get("warmup_steps", 0))
 
     def factor(step: int) -> float:
@@ -30,24 +40,132 @@ def step_schedule(cfg: DictConfig, total_steps: int):
     return factor
 
 
+def labelled_share(cfg: DictConfig) -> float | str:
+    """`trainer.ssl_labelled`: the labelled fraction of a semi-supervised mini-batch (Elezi:
+    0.5; supplement Tab. 6 also 0.25) or "random" (batches drawn from the whole pool)."""
+    share = cfg.get("ssl_labelled", 0.5)
+    if share == "random":
+        return share
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise UserError(f"trainer.ssl_labelled must be a fraction in (0, 1] or 'random', got {share!r}")
+    return float(share)
+
+
+class MixedBatches(Sampler):
+    """Index batches over `labelled` rows 0..L-1 followed by `unlabelled` rows L..L+U-1.
+    A fractional `share` puts round(share * batch_size) labelled images (at least 1) in every
+    batch, the rest unlabelled, each stream reshuffled whenever it runs out; "random" draws
+    every batch from one shuffled stream of all L + U rows. One epoch is one pass over the
+    labelled rows (over all rows for "random")."""
+
+    def __init__(self, labelled: int, unlabelled: int, batch_size: int, share: float | str,
+                 generator: torch.Generator):
+        self.labelled, self.unlabelled, self.generator = labelled, unlabelled, generator
+        if share == "random" or unlabelled == 0:
+            self.n_labelled = None if unlabelled else min(batch_size, labelled)
+            self.batch_size = batch_size
+            self.per_epoch = max(1, (labelled + unlabelled) // batch_size)
+        else:
+            self.n_labelled = min(max(1, round(share * batch_size)), batch_size)
+            self.batch_size = batch_size
+            self.per_epoch = max(1, math.ceil(labelled / self.n_labelled))
+        self._streams = {}
+
+    def _draw(self, name: str, size: int, count: int) -> list[int]:
+        out = []
+        while len(out) < count:
+            stream = self._streams.get(name)
+            if not stream:
+                stream = torch.randperm(size, generator=self.generator).tolist()
+                self._streams[name] = stream
+            take = min(count - len(out), len(stream))
+            out += stream[:take]
+            del stream[:take]
+        return out
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def __iter__(self):
+        for _ in range(self.per_epoch):
+            if self.n_labelled is None:  # "random": one stream over labelled + unlabelled
+                yield self._draw("all", self.labelled + self.unlabelled, self.batch_size)
+            else:
+                n_u = self.batch_size - self.n_labelled if self.unlabelled else 0
+                yield (self._draw("labelled", self.labelled, self.n_labelled)
+                       + [self.labelled + j for j in self._draw("unlabelled", self.unlabelled, n_u)])
+
+
+class _Joined(Dataset):
+    """Labelled rows (image, target, i) then unlabelled rows (image, None, i)."""
+
+    def __init__(self, labelled: Dataset, unlabelled: Dataset):
+        self.labelled, self.unlabelled = labelled, unlabelled
+
+    def __len__(self) -> int:
+        return len(self.labelled) + len(self.unlabelled)
+
+    def __getitem__(self, i: int):
+        if i < len(self.labelled):
+            return self.labelled[i]
+        image, _, _ = self.unlabelled[i - len(self.labelled)]
+        return image, None, i
+
+
+def _loader(train_set: Dataset, unlabelled_set: Dataset | None, cfg: DictConfig, generator: torch.Generator,
+            num_workers: int) -> DataLoader:
+    if unlabelled_set is None:
+        return DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
+                          num_workers=num_workers, collate_fn=collate, drop_last=len(train_set) > cfg.batch_size)
+    sampler = MixedBatches(len(train_set), len(unlabelled_set), cfg.batch_size, labelled_share(cfg), generator)
+    return DataLoader(_Joined(train_set, unlabelled_set), batch_sampler=sampler, num_workers=num_workers,
+                      collate_fn=collate)
+
+
+def training_length(cfg: DictConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs, total optimiser steps): `iterations` steps when set (the last epoch cut
+    short), else `epochs`, stretched to reach `min_steps`."""
+    iterations = cfg.get("iterations")
+    if iterations:
+        if int(iterations) < 1:
+            raise UserError(f"trainer.iterations must be >= 1 (or null for epochs), got {iterations}")
+        return math.ceil(int(iterations) / steps_per_epoch), int(iterations)
+    epochs = max(int(cfg.epochs), math.ceil(cfg.get("min_steps", 0) / steps_per_epoch))
+    return epochs, epochs * steps_per_epoch
+
+
 def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: torch.device, seed: int,
                  progress: Progress | None = None, num_workers: int = 0, label: str = "train",
                  validate: Callable[[], float] | None = None,
-                 on_step: Callable[[], None] | None = None) -> TrainStats:
+                 on_step: Callable[[], None] | None = None, unlabelled_set: Dataset | None = None,
+                 extra_loss: Callable[[int, int], dict] | None = None, extra_params: list | None = None) -> TrainStats:
     """Train `model` (a detector with `losses(images, targets)`) on `train_set`, a
     `DetectionTorchSet`. With `trainer.patience`, `validate()` (the headline metric on the
     held-out split; else minus the training loss) is taken after every epoch, training
     stops after `patience` epochs without improvement and the best epoch's weights are kept.
     `on_step()` runs after every optimiser step (a training hook reading what the step left
-    on the model, e.g. DCUS's positive predictions)."""
+    on the model, e.g. DCUS's positive predictions).
+
+    With `trainer.ssl=consistency`, `unlabelled_set` (images whose targets are unused) fills
+    part of every mini-batch and adds `ssl_weight` x L_con (Eq. 5) to the supervised loss
+    of the labelled part (Eq. 6).
+
+    `extra_loss(step, total_steps)` adds terms computed from what the supervised forward left
+    on the model (a training hook's module, e.g. learning loss), whose parameters
+    `extra_params` are optimised with the detector's."""
+    ssl = cfg.get("ssl")
+    if ssl not in SSL_METHODS:
+        raise UserError(f"trainer.ssl must be one of {SSL_METHODS}, got {ssl!r}")
+    if ssl is None:
+        unlabelled_set = None
+    elif unlabelled_set is not None and not len(unlabelled_set):
+        unlabelled_set = None
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
-                        num_workers=num_workers, collate_fn=collate,
-                        drop_last=len(train_set) > cfg.batch_size)
+    loader = _loader(train_set, unlabelled_set, cfg, generator, num_workers)
     steps_per_epoch = max(len(loader), 1)
-    epochs = max(int(cfg.epochs), math.ceil(cfg.get("min_steps", 0) / steps_per_epoch))
-    total_steps = epochs * steps_per_epoch
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    epochs, total_steps = training_length(cfg, steps_per_epoch)
+    ssl_weight, top_k = float(cfg.get("ssl_weight", 1.0)), cfg.get("ssl_top_k", 100)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad] + list(extra_params or []), cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, step_schedule(cfg, total_steps))
     use_amp = bool(cfg.amp) and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -61,10 +179,20 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
         model.train()
         total, count = 0.0, 0
         for images, targets, _ in loader:
+            if steps == total_steps:
+                break
             images = [im.to(device, non_blocking=True) for im in images]
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            labelled = [k for k, t in enumerate(targets) if t is not None]
             with autocast(device, use_amp):
-                losses = model.losses(images, targets)
+                losses = {}
+                if labelled:
+                    losses = model.losses([images[k] for k in labelled],
+                                          [{n: v.to(device) for n, v in targets[k].items()} for k in labelled])
+                    if extra_loss is not None:
+                        losses.update(extra_loss(steps, total_steps))
+                if len(labelled) < len(images):
+                    losses["consistency"] = ssl_weight * flip_consistency(
+                        model, [im for im, t in zip(images, targets) if t is None], top_k)
             loss = sum(v.float() for v in losses.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{label}: the detection loss became {float(loss)} at step {steps} "

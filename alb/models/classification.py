@@ -27,6 +27,8 @@ class ClassifierAdapter:
 
     def __init__(self, model_cfg: DictConfig, trainer_cfg: DictConfig, data: ClassificationData,
                  device: torch.device, hook: LossPredictionHook | None = None, num_workers: int = 0):
+        if hook is not None and not isinstance(hook, LossPredictionHook):
+            raise UserError(f"the strategy's training hook {hook!r} has no classification version")
         self.model_cfg, self.cfg, self.data, self.device = model_cfg, trainer_cfg, data, device
         self.hook, self.num_workers = hook, num_workers
         self.model: Classifier | None = None
@@ -59,6 +61,13 @@ class ClassifierAdapter:
         torch.manual_seed(seed)
         fit_classifier(self.model, train_set, self.cfg, self.device, seed, self.loss_module, self.hook,
                        val_set, progress, self.num_workers, label)
+
+    def pseudo_labels(self, rows: np.ndarray) -> None:
+        return None  # pseudo-labels are a detection method (Elezi et al.)
+
+    def set_pseudo_labels(self, pseudo) -> None:
+        if pseudo is not None:
+            raise ValueError("classification has no pseudo-labels")
 
     def evaluate(self) -> dict[str, float]:
         test_set = TorchSplit(self.data.test, np.arange(len(self.data.test)), self.data)

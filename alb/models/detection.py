@@ -15,9 +15,15 @@ from alb.engine.difficulty import DifficultyTracker, box_difficulty, matched_dif
 from alb.engine.train import autocast
 from alb.engine.train_det import fit_detector
 from alb.errors import UserError
-from alb.hooks import DifficultyHook
+from alb.engine.train import loss_ranking
+from alb.hooks import DifficultyHook, DropoutHook, LossPredictionHook, PseudoLabelHook
+from alb.models.classifiers import LossPredictionModule
+from alb.models.dropout import install_head_dropout
 from alb.progress import Progress
 from alb.records import BOX_FIELDS, DETECTION_FIELDS, FLIP
+from alb.select.matching import match_boxes, matched_probs
+
+DETECTION_HOOKS = (DifficultyHook, PseudoLabelHook, DropoutHook, LossPredictionHook)
 
 
 DESCRIPTIVE_KEYS = ("task", "requires", "install")
@@ -39,29 +45,54 @@ class DetectorAdapter:
 
     def __init__(self, model_cfg: DictConfig, trainer_cfg: DictConfig, data: DetectionData, device: torch.device,
                  hook=None, num_workers: int = 0):
-        if hook is not None and not isinstance(hook, DifficultyHook):
+        if hook is not None and not isinstance(hook, DETECTION_HOOKS):
             raise UserError(f"the strategy's training hook {hook!r} has no detection version yet")
         self.model_cfg, self.cfg, self.data, self.device = model_cfg, trainer_cfg, data, device
         self.hook, self.num_workers = hook, num_workers
         self.model = None
+        self.dropout = None
+        self.loss_module: LossPredictionModule | None = None
         self.metric_names = data.metric_names()
         self.hook_state: dict[str, np.ndarray] = {}  # what the hook produced in the last fit
+        self.pseudo: dict[str, np.ndarray] | None = None  # pseudo-labels for the next fit
+
+    @property
+    def model_name(self) -> str:
+        return str(self.model_cfg.get("arch", self.model_cfg.get("_target_")))
+
+    def _refuse(self, capability: str, what: str, which: str) -> None:
+        if not getattr(self.model, capability, False):
+            raise UserError(f"{what} is not supported on model {self.model_name} (it is on {which}); "
+                            "choose one of those models or leave the setting out")
 
     def reset(self, seed: int) -> None:
         torch.manual_seed(seed)
         self.model = build(detector_kwargs(self.model_cfg), num_classes=self.data.num_classes).to(self.device)
-        if self.hook is not None and self.hook.mode == "training" and not getattr(self.model, "supports_positives", False):
-            raise UserError(f"strategy hook {self.hook!r}: model {self.model_cfg.get('arch', self.model_cfg._target_)} "
-                            "cannot record positive predictions during training (RetinaNet, FCOS, Faster R-CNN and "
-                            "CenterNet can); use mode=post (computed after training on the labelled set) or auto")
+        if isinstance(self.hook, DifficultyHook) and self.hook.mode == "training":
+            self._refuse("supports_positives", f"strategy hook {self.hook!r} (positives recorded in training; "
+                         "mode=post or auto computes them after training)", "RetinaNet, FCOS, Faster R-CNN, CenterNet")
+        if self.cfg.get("ssl"):
+            self._refuse("supports_consistency", f"trainer.ssl={self.cfg.ssl}", "CenterNet, RetinaNet, SSD")
+        if isinstance(self.hook, PseudoLabelHook):
+            self._refuse("supports_pseudo_labels", "pseudo-labels with Elezi's Eq. 8 loss", "CenterNet, RetinaNet, SSD")
+        self.dropout = (install_head_dropout(self.model, self.hook.rate) if isinstance(self.hook, DropoutHook)
+                        else None)
+        self.loss_module = None
+        if isinstance(self.hook, LossPredictionHook):
+            self._refuse("supports_loss_prediction", "learning loss for detection (per-image losses and "
+                         "multi-level features)", "CenterNet")
+            self.loss_module = LossPredictionModule(self.model.level_channels).to(self.device)
         self.hook_state = {}
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "hook_state": dict(self.hook_state)}
+        return {"model": self.model.state_dict(), "hook_state": dict(self.hook_state),
+                "loss_module": self.loss_module.state_dict() if self.loss_module is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.hook_state = dict(state.get("hook_state") or {})
+        if self.loss_module is not None:
+            self.loss_module.load_state_dict(state["loss_module"])
 
     @property
     def records_meta(self) -> dict:
@@ -69,12 +100,16 @@ class DetectorAdapter:
 
     def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train") -> None:
         train_set = DetectionTorchSet(self.data.pool, labelled_rows, flip=self.cfg.flip, for_training=True,
-                                      keep_difficult=self.data.train_difficult)
+                                      keep_difficult=self.data.train_difficult, pseudo=self.pseudo)
+        unlabelled_set = None
+        if self.cfg.get("ssl"):
+            unlabelled = np.setdiff1d(np.arange(len(self.data.pool)), labelled_rows)
+            unlabelled_set = DetectionTorchSet(self.data.pool, unlabelled, flip=self.cfg.flip)
         validate = (lambda: self.evaluate(self.data.val)["map"]) if self.data.val is not None else None
         tracker, on_step = None, None
-        during = (self.hook is not None and self.hook.mode != "post"
-                  and getattr(self.model, "supports_positives", False))
-        if self.hook is not None:
+        difficulty = isinstance(self.hook, DifficultyHook)
+        during = difficulty and self.hook.mode != "post" and getattr(self.model, "supports_positives", False)
+        if difficulty:
             tracker = DifficultyTracker(self.data.num_classes, self.hook.momentum)
         if during:
             def on_step():
@@ -84,18 +119,56 @@ class DetectorAdapter:
                     self.model.positives = None
 
             self.model.track_positives = True
+        extra_loss = self._learning_loss() if self.loss_module is not None else None
         try:
             fit_detector(self.model, train_set, self.cfg, self.device, seed, progress, self.num_workers, label,
-                         validate, on_step)
+                         validate, on_step, unlabelled_set, extra_loss,
+                         list(self.loss_module.parameters()) if self.loss_module is not None else None)
         finally:
-            if during:
-                self.model.track_positives = False
+            self.model.track_positives = self.model.track_image_losses = False
         if tracker is not None:
             if not during:
                 self._post_training_difficulty(tracker, train_set)
             self.hook_state = {"class_difficulty": tracker.difficulty.copy(),
                                "class_frequency": self._class_frequency(train_set),
                                "difficulty_source": "training" if during else "post"}
+
+    def _learning_loss(self):
+        """Yoo & Kweon's detection form: the module predicts each image's detector loss from
+        the multi-level maps, trained with the margin ranking loss; its input is detached
+        from the detector after `detach_fraction` of the steps."""
+        hook, module = self.hook, self.loss_module
+        self.model.track_image_losses = True
+        module.train()
+
+        def extra_loss(step: int, total_steps: int) -> dict:
+            maps = self.model.level_maps
+            if step >= hook.detach_fraction * total_steps:
+                maps = [m.detach() for m in maps]
+            predicted = module([m.float() for m in maps]).float()
+            return {"loss_prediction": hook.weight * loss_ranking(predicted, self.model.image_losses, hook.margin)}
+
+        return extra_loss
+
+    def pseudo_labels(self, rows: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Elezi's pseudo-labels (PseudoLabelHook) from the current model on pool `rows`: every
+        detection with score >= tau2, as flat arrays `rows (P,)`, `boxes (P, 4)`, `labels (P,)`,
+        `scores (P,)`. None when the strategy did not ask for them."""
+        if not isinstance(self.hook, PseudoLabelHook):
+            return None
+        found = {"rows": [], "boxes": [], "labels": [], "scores": []}
+        for position, det in self.detections(self.data.pool, rows):
+            keep = det["scores"] >= self.hook.threshold
+            found["rows"].append(np.full(int(keep.sum()), rows[position], np.int64))
+            for key in ("boxes", "labels", "scores"):
+                found[key].append(det[key][keep].numpy())
+        empty = {"rows": np.zeros(0, np.int64), "boxes": np.zeros((0, 4), np.float32),
+                 "labels": np.zeros(0, np.int64), "scores": np.zeros(0, np.float32)}
+        return {k: np.concatenate(v) if v else empty[k] for k, v in found.items()}
+
+    def set_pseudo_labels(self, pseudo: dict[str, np.ndarray] | None) -> None:
+        """Pseudo-labels (as `pseudo_labels` returns them) to train on in the next `fit`."""
+        self.pseudo = pseudo
 
     def _post_training_difficulty(self, tracker: DifficultyTracker, train_set: DetectionTorchSet) -> None:
         """DCUS for a detector that cannot report its training positives: the labelled
@@ -143,12 +216,21 @@ class DetectorAdapter:
         unknown = set(fields) - set(DETECTION_FIELDS)
         if unknown:
             raise ValueError(f"unknown detection fields {sorted(unknown)}; known: {DETECTION_FIELDS}")
-        if mc_passes:
-            raise UserError("MC-dropout fields have no detection version yet")
+        if "pred_loss" in fields:
+            if self.loss_module is None:
+                raise ValueError("pred_loss needs the learning-loss module (a strategy with a LossPredictionHook)")
+            fields = tuple(f for f in fields if f != "pred_loss")
+            out_loss = self._predicted_loss(rows)
+        else:
+            out_loss = None
+        if "mc_box_probs" in fields and self.dropout is None:
+            raise ValueError("mc_box_probs needs dropout before the heads (a strategy with a DropoutHook)")
         out: dict[str, np.ndarray] = {}
+        if "mc_box_probs" in fields:  # the passes match the deterministic boxes
+            fields = tuple(dict.fromkeys([*fields, "boxes", "box_probs"]))
         for flipped in (False, True):
             prefix = FLIP if flipped else ""
-            wanted = [f.removeprefix(prefix) for f in fields if f.startswith(FLIP) == flipped]
+            wanted = [f.removeprefix(prefix) for f in fields if f.startswith(FLIP) == flipped and f != "mc_box_probs"]
             if not wanted:
                 continue
             per_image = {f: [] for f in wanted}
@@ -165,7 +247,44 @@ class DetectorAdapter:
                     out[prefix + f] = torch.cat(per_image[f]).numpy() if counts else _empty(f, self)
             if any(f in BOX_FIELDS for f in wanted):
                 out[prefix + "offsets"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        if "mc_box_probs" in fields:
+            out["mc_box_probs"] = self._mc_box_probs(rows, out, self.hook.passes, seed)
+        if out_loss is not None:
+            out["pred_loss"] = out_loss
         return out
+
+    @torch.no_grad()
+    def _predicted_loss(self, rows: np.ndarray) -> np.ndarray:
+        """(n,) the learning-loss module's predicted loss per pool row."""
+        self.model.eval()
+        self.loss_module.eval()
+        loader = DataLoader(DetectionTorchSet(self.data.pool, rows), batch_size=self.cfg.eval_batch_size,
+                            num_workers=self.num_workers, collate_fn=collate)
+        predicted = []
+        for images, _, _ in loader:
+            with autocast(self.device, self.cfg.amp):
+                maps = self.model.feature_levels([im.to(self.device) for im in images])
+                predicted.append(self.loss_module([m.float() for m in maps]).float().cpu())
+        return torch.cat(predicted).numpy() if predicted else np.zeros(0, np.float32)
+
+    def _mc_box_probs(self, rows: np.ndarray, out: dict, passes: int, seed: int) -> np.ndarray:
+        """(T, M, C'): each deterministic box's class vector in T dropout passes, from the
+        pass's detection of largest IoU with it (the background row if it has none)."""
+        torch.manual_seed(seed)
+        self.dropout.active = True
+        try:
+            stacked = []
+            for _ in range(passes):
+                dets = [det for _, det in self.detections(self.data.pool, rows)]
+                pass_offsets = np.concatenate([[0], np.cumsum([len(d["scores"]) for d in dets])]).astype(np.int64)
+                pass_boxes = torch.cat([d["boxes"] for d in dets]).numpy() if dets else np.zeros((0, 4))
+                pass_probs = (torch.cat([d["box_probs"] for d in dets]).numpy() if dets
+                              else np.zeros((0, out["box_probs"].shape[1]), np.float32))
+                match, _ = match_boxes(out["boxes"], out["offsets"], pass_boxes, pass_offsets)
+                stacked.append(matched_probs(match, pass_probs, self.model.probs_kind))
+        finally:
+            self.dropout.active = False
+        return np.stack(stacked) if stacked else np.zeros((0, *out["box_probs"].shape), np.float32)
 
 
 def _empty(field: str, adapter: DetectorAdapter) -> np.ndarray:

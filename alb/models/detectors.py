@@ -137,8 +137,13 @@ class CenterNet(nn.Module):
     score_is_probability = True
     stride = 4
     supports_positives = True  # `losses` can record its positive predictions (PPAL's DCUS)
+    supports_consistency = True  # `dense_predictions` for flip-consistency training
+    supports_pseudo_labels = True  # Eq. 8 of Elezi et al. in `losses`
+    supports_loss_prediction = True  # `losses` can leave per-image losses and the level maps
     track_positives = False
     positives = None
+    track_image_losses = False
+    image_losses = level_maps = None
 
     def __init__(self, num_classes: int, backbone: str = "resnet18", image_size: int = 512,
                  neck_channels: tuple[int, int, int] = (256, 128, 64), head_channels: int = 64,
@@ -168,6 +173,7 @@ class CenterNet(nn.Module):
             return nn.Sequential(nn.Conv2d(cin, head_channels, 3, padding=1), nn.ReLU(inplace=True),
                                  nn.Conv2d(head_channels, cout, 1))
         self.heatmap, self.size, self.offset = head(num_classes), head(2), head(2)
+        self.head_input = nn.Identity()  # what the three heads read: where MC dropout goes
         nn.init.constant_(self.heatmap[-1].bias, -2.19)  # prior 0.1, as the paper
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
@@ -189,7 +195,13 @@ class CenterNet(nn.Module):
             if self.skips is not None:
                 y = y + self.skips[k](backbone_maps[(16, 8, 4)[k]])
             maps[name] = y
+        y = self.head_input(y)
         return self.heatmap(y), self.size(y), self.offset(y), maps
+
+    @property
+    def dropout_site(self) -> nn.Module:
+        """The module whose input every head reads (MC dropout is applied there)."""
+        return self.head_input
 
     def _targets(self, targets: list[dict], scales: torch.Tensor, out: int):
         """Heat map (B, C, out, out), and per object: batch index, flat centre index, size
@@ -220,9 +232,22 @@ class CenterNet(nn.Module):
             as_tensor(size, torch.float32).reshape(-1, 2), as_tensor(offset, torch.float32).reshape(-1, 2), \
             as_tensor(classes, torch.long)
 
+    LEVELS = ("f1", "f2", "f3", "f4")
+
+    @property
+    def level_channels(self) -> list[int]:
+        """Channels of the multi-level maps a learning-loss module reads (f1..f4)."""
+        return [self.channels[k] for k in self.LEVELS]
+
+    def feature_levels(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The maps f1..f4 of a batch (for the learning-loss module at prediction)."""
+        x, _ = self._batch(images)
+        maps = self._forward(x)[3]
+        return [maps[k] for k in self.LEVELS]
+
     def losses(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
         x, scales = self._batch(images)
-        heat_logits, size, offset, _ = self._forward(x)
+        heat_logits, size, offset, maps = self._forward(x)
         out = heat_logits.shape[-1]
         heat_t, index, flat, size_t, offset_t, classes = self._targets(targets, scales, out)
         heat_logits = heat_logits.float()
@@ -230,7 +255,11 @@ class CenterNet(nn.Module):
         p = torch.sigmoid(heat_logits).clamp(1e-4, 1 - 1e-4)
         positive = heat_t.eq(1).float()
         pos_loss = -(torch.log(p) * (1 - p) ** 2 * positive).sum()
-        neg_loss = -(torch.log(1 - p) * p ** 2 * (1 - heat_t) ** 4 * (1 - positive)).sum()
+        # Elezi Eq. 8: a pseudo-labelled image has only positives; what its pseudo-labels do
+        # not cover is not penalised as background.
+        background = torch.tensor([0.0 if bool(t.get("pseudo", False)) else 1.0 for t in targets],
+                                  device=p.device).view(-1, 1, 1, 1)
+        neg_loss = -(torch.log(1 - p) * p ** 2 * (1 - heat_t) ** 4 * (1 - positive) * background).sum()
         n = max(len(flat), 1)
         losses = {"heatmap": (pos_loss + neg_loss) / n}
         if len(flat):
@@ -242,7 +271,25 @@ class CenterNet(nn.Module):
             losses["size"] = losses["offset"] = size.sum() * 0.0
         if self.track_positives:
             self.positives = self._positives(p, size, offset, index, flat, size_t, offset_t, classes)
+        if self.track_image_losses:  # learning loss: the loss each image would have alone
+            self.level_maps = [maps[k] for k in self.LEVELS]
+            self.image_losses = self._image_losses(p, heat_t, positive, background, size, offset, index, flat,
+                                                   size_t, offset_t, len(targets))
         return losses
+
+    @torch.no_grad()
+    def _image_losses(self, p, heat_t, positive, background, size, offset, index, flat, size_t, offset_t, b):
+        """(B,): the loss of `losses` computed for each image on its own (normalised by its
+        own object count)."""
+        pos = -(torch.log(p) * (1 - p) ** 2 * positive).sum(dim=(1, 2, 3))
+        neg = -(torch.log(1 - p) * p ** 2 * (1 - heat_t) ** 4 * (1 - positive) * background).sum(dim=(1, 2, 3))
+        objects = torch.bincount(index, minlength=b).float().clamp(min=1) if len(flat) else p.new_ones(b)
+        box = p.new_zeros(b)
+        if len(flat):
+            size_l1 = (size.float().flatten(2)[index, :, flat] - size_t).abs().sum(1)
+            offset_l1 = (offset.float().flatten(2)[index, :, flat] - offset_t).abs().sum(1)
+            box = box.index_add(0, index, self.size_weight * size_l1 + offset_l1)
+        return (pos + neg + box) / objects
 
     @torch.no_grad()
     def _positives(self, p, size, offset, index, flat, size_t, offset_t, classes):
@@ -259,6 +306,22 @@ class CenterNet(nn.Module):
         pred = torch.cat([pred_c - pred_wh / 2, pred_c + pred_wh / 2], dim=1)
         gt = torch.cat([gt_c - gt_wh / 2, gt_c + gt_wh / 2], dim=1)
         return classes, prob, paired_iou(pred, gt)
+
+    def dense_predictions(self, images: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every output cell as a prediction, with gradients: per image, boxes (h*w, 4) decoded
+        at each cell in the input image's pixels, and the cell's sigmoid class scores (h*w, C)."""
+        x, scales = self._batch(images)
+        heat_logits, size, offset, _ = self._forward(x)
+        b, c, h, w = heat_logits.shape
+        ys, xs = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
+        out = []
+        for i in range(b):
+            off, wh = offset[i].float().flatten(1), size[i].float().flatten(1).clamp(min=0)
+            cx, cy = (xs.flatten() + off[0]) * self.stride, (ys.flatten() + off[1]) * self.stride
+            bw, bh = wh[0] * self.stride, wh[1] * self.stride
+            boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=1) / scales[i].repeat(2)
+            out.append((boxes, torch.sigmoid(heat_logits[i].float()).flatten(1).T))
+        return out
 
     @torch.no_grad()
     def detect(self, images: list[torch.Tensor], al_outputs: bool = True) -> list[dict]:
@@ -408,6 +471,65 @@ def fixed_input_size(model_node) -> int | None:
     return FIXED_INPUT_SIZE.get(model_node.get("arch"))
 
 
+def _pseudo(targets) -> list[bool]:
+    return [bool(t.get("pseudo", False)) for t in targets]
+
+
+def _install_pseudo_label_loss(model: nn.Module, arch: str) -> None:
+    """Elezi Eq. 8 on the instance: anchors of a pseudo-labelled image that match no
+    pseudo-label are not trained as background. Batches without a pseudo-labelled image go
+    through torchvision's own loss unchanged."""
+    if arch.startswith("retinanet"):
+        head, original = model.head, model.head.compute_loss  # may already carry the DCUS wrapper
+
+        def compute_loss(targets, head_outputs, anchors, matched_idxs):
+            pseudo = _pseudo(targets)
+            if any(pseudo):  # background (-1) becomes "ignored" (-2, between the IoU thresholds)
+                matched_idxs = [torch.where(m == -1, torch.full_like(m, -2), m) if p else m
+                                for m, p in zip(matched_idxs, pseudo)]
+            return original(targets, head_outputs, anchors, matched_idxs)
+
+        head.compute_loss = compute_loss
+        return
+    original = model.compute_loss
+
+    def ssd_compute_loss(targets, head_outputs, anchors, matched_idxs):
+        pseudo = _pseudo(targets)
+        if not any(pseudo):
+            return original(targets, head_outputs, anchors, matched_idxs)
+        return _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo)
+
+    model.compute_loss = ssd_compute_loss
+
+
+def _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo):
+    """SSD's MultiBox loss (smooth L1 on matched anchors, cross-entropy on them and on the
+    hardest `neg_to_pos_ratio` x positives background anchors) with no hard negatives taken
+    from a pseudo-labelled image: Eq. 8."""
+    logits = head_outputs["cls_logits"]
+    n_foreground, box_losses, classes = 0, [], []
+    for target, regression, image_logits, image_anchors, matched in zip(
+            targets, head_outputs["bbox_regression"], logits, anchors, matched_idxs):
+        foreground = torch.where(matched >= 0)[0]
+        gt = matched[foreground]
+        n_foreground += len(foreground)
+        encoded = model.box_coder.encode_single(target["boxes"][gt], image_anchors[foreground])
+        box_losses.append(F.smooth_l1_loss(regression[foreground], encoded, reduction="sum"))
+        image_classes = torch.zeros(len(image_logits), dtype=torch.long, device=image_logits.device)
+        image_classes[foreground] = target["labels"][gt]
+        classes.append(image_classes)
+    classes = torch.stack(classes)  # (B, A), 0 = background
+    ce = F.cross_entropy(logits.flatten(0, 1), classes.flatten(), reduction="none").view_as(classes)
+    is_foreground = classes > 0
+    allowed = torch.tensor([not p for p in pseudo], device=ce.device)[:, None]
+    n_negative = model.neg_to_pos_ratio * is_foreground.sum(1, keepdim=True) * allowed
+    ranked = ce.masked_fill(is_foreground, -float("inf")).argsort(1, descending=True).argsort(1)
+    hard_negative = ranked < n_negative
+    scale = max(1, n_foreground)
+    return {"bbox_regression": torch.stack(box_losses).sum() / scale,
+            "classification": (ce[is_foreground].sum() + ce[hard_negative].sum()) / scale}
+
+
 def _retinanet_resnet18(num_classes: int, **kwargs) -> nn.Module:
     from torchvision.models.detection.retinanet import RetinaNet, _default_anchorgen
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
@@ -460,6 +582,36 @@ class TorchvisionDetector(nn.Module):
         self.feature_dim = self._feature_width()
         self.track_positives, self.positives = False, None
         self.supports_positives = positives.install(self)  # DCUS during training (not SSD)
+        # Elezi et al.: flip consistency needs every anchor's prediction, Eq. 8 a loss that can
+        # leave a pseudo-labelled image's background out (RetinaNet and SSD; see the README)
+        self.supports_consistency = self.supports_pseudo_labels = arch.startswith(("retinanet", "ssd"))
+        if self.supports_pseudo_labels:
+            _install_pseudo_label_loss(self.model, arch)
+
+    @property
+    def dropout_site(self) -> nn.Module:
+        """The module whose input the prediction heads read (MC dropout is applied there)."""
+        return self.model.roi_heads.box_predictor if self.arch.startswith("fasterrcnn") else self.model.head
+
+    def dense_predictions(self, images: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """RetinaNet / SSD: every anchor as a prediction, with gradients: per image, the
+        decoded boxes (A, 4) in the input image's pixels and the class vectors (A, C')
+        (sigmoid scores, or softmax with background last)."""
+        if not self.supports_consistency:
+            raise ValueError(f"{self.arch} has no dense predictions")
+        image_list, _ = self.model.transform(images)
+        features = self.model.backbone(image_list.tensors)
+        features = list((OrderedDict([("0", features)]) if isinstance(features, torch.Tensor) else features).values())
+        head_outputs = self.model.head(features)
+        anchors = self.model.anchor_generator(image_list, features)
+        out = []
+        for i, image in enumerate(images):
+            boxes = self.model.box_coder.decode_single(head_outputs["bbox_regression"][i].float(), anchors[i])
+            logits = head_outputs["cls_logits"][i].float()
+            probs = torch.sigmoid(logits) if self.probs_kind == "sigmoid" else _background_last(F.softmax(logits, -1))
+            (h, w), (oh, ow) = image_list.image_sizes[i], image.shape[-2:]
+            out.append((boxes * boxes.new_tensor([ow / w, oh / h, ow / w, oh / h]), probs))
+        return out
 
     def _keep_maps(self, module, inputs, output):
         if not self.training:
@@ -484,8 +636,7 @@ class TorchvisionDetector(nn.Module):
         return maps[self.feature_level].shape[1]
 
     def losses(self, images, targets):
-        shifted = [{"boxes": t["boxes"], "labels": t["labels"] + (1 if self.probs_kind == "softmax" else 0)}
-                   for t in targets]
+        shifted = [{**t, "labels": t["labels"] + (1 if self.probs_kind == "softmax" else 0)} for t in targets]
         return self.model(images, shifted)
 
     @torch.no_grad()
