@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-cls run-det test test-yolo bench clean
+.PHONY: install run run-cls run-det run-ssl test test-yolo bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ run-det: install
 	$(VENV)/bin/alb sweep experiment=quickstart_det
 	$(VENV)/bin/alb report results/quickstart_det
 
+# Elezi et al. in minutes: flip-consistency SSL + pseudo-labels, random vs consistency x 3 seeds.
+run-ssl: install
+	$(VENV)/bin/alb sweep experiment=quickstart_ssl
+	$(VENV)/bin/alb report results/quickstart_ssl
+
 test: install
 	$(VENV)/bin/python -m pytest -q
 
@@ -40,4 +45,4 @@ bench: install
 	$(VENV)/bin/python benchmarks/bench_data_check.py
 
 clean:
-	rm -rf results/quickstart results/quickstart_det build *.egg-info
+	rm -rf results/quickstart results/quickstart_det results/quickstart_ssl build *.egg-info

@@ -27,7 +27,8 @@ import numpy as np
 CLASSIFICATION_FIELDS = ("probs", "embedding", "mc_probs", "pred_loss")
 BOX_FIELDS = ("boxes", "scores", "labels", "box_probs", "box_features")
 FLIP = "flip_"
-DETECTION_FIELDS = (*BOX_FIELDS, "image_features", *(FLIP + f for f in BOX_FIELDS), "mc_box_probs", "pred_loss")
+HOOK_FIELDS = ("mc_box_probs", "pred_loss")  # detection fields that need a training hook (dropout, learning loss)
+DETECTION_FIELDS = (*BOX_FIELDS, "image_features", *(FLIP + f for f in BOX_FIELDS), *HOOK_FIELDS)
 _ROW_AXIS = {"mc_probs": 1, "mc_box_probs": 1}
 
 

@@ -374,3 +374,62 @@ def test_pseudo_labels_are_written_each_cycle_and_read_back_on_resume(tmp_path, 
     assert len(received[0]["rows"]) == len(written)
     resumed = pd.read_csv(folder / "cycles.csv")
     pd.testing.assert_series_equal(resumed["map"], full["map"])
+
+
+# ensembles, MC dropout, learning loss ------------------------------------------------------
+
+def test_ensemble_member_zero_is_the_single_model_and_every_member_is_trained(tiny_overrides, monkeypatch):
+    from alb.models.classification import ClassifierAdapter
+    single = run_experiment(compose_config([*tiny_overrides, "strategy=entropy", "protocol.cycles=1",
+                                            "trainer.epochs=40", "trainer.batch_size=8"]))[0]
+    seeds = []
+    original = ClassifierAdapter.fit
+    monkeypatch.setattr(ClassifierAdapter, "fit", lambda self, rows, seed, *a, **k: seeds.append(seed)
+                        or original(self, rows, seed, *a, **k))
+    ensemble = run_experiment(compose_config([*tiny_overrides, "strategy=ensemble", "strategy.members=3",
+                                              "protocol.cycles=1", "trainer.epochs=40", "trainer.batch_size=8"]))[0]
+    a, b = pd.read_csv(single / "cycles.csv"), pd.read_csv(ensemble / "cycles.csv")
+    assert a.accuracy[0] == b.accuracy[0]  # member 0 is trained exactly as the single model
+    assert len(seeds) == 6 and len(set(seeds[:3])) == 3  # 3 members x 2 cycles, each its own seed
+
+
+def test_head_dropout_is_off_in_eval_and_on_in_mc_passes():
+    from alb.models.dropout import install_head_dropout
+    torch.manual_seed(0)
+    model = CenterNet(num_classes=2, backbone="tiny", image_size=64, neck_channels=(16, 16, 16), head_channels=8,
+                      score_threshold=0.0)
+    image = [torch.rand(3, 64, 64)]
+    with torch.no_grad():  # batch-norm statistics of a real input (fresh ones shrink the maps to ~1e-7)
+        for _ in range(3):
+            model.dense_predictions(image)
+    dropout = install_head_dropout(model, 0.5)
+    model.eval()
+    with torch.no_grad():
+        first, second = model.dense_predictions(image)[0][1], model.dense_predictions(image)[0][1]
+        torch.testing.assert_close(first, second)
+        dropout.active = True
+        third = model.dense_predictions(image)[0][1]
+    assert (first - third).abs().max() > 1e-4
+
+
+def test_centernet_image_losses_add_up_to_the_batch_loss_of_one_image():
+    torch.manual_seed(0)
+    model = CenterNet(num_classes=2, backbone="tiny", image_size=64, neck_channels=(16, 16, 16), head_channels=8)
+    model.track_image_losses = True
+    target = {"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0], [30.0, 30.0, 60.0, 50.0]]), "labels": torch.tensor([0, 1])}
+    losses = model.losses([torch.rand(3, 64, 64)], [target])
+    assert model.image_losses.shape == (1,)
+    assert model.image_losses[0].item() == pytest.approx(sum(v.item() for v in losses.values()), rel=1e-5)
+    assert [m.shape[1] for m in model.level_maps] == model.level_channels
+    model.losses([torch.rand(3, 64, 64)] * 2, [target, {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}])
+    assert model.image_losses.shape == (2,) and (model.image_losses > 0).all()
+
+
+def test_learning_loss_for_detection_is_refused_on_a_detector_without_per_image_losses():
+    cfg = compose_config(["experiment=quickstart_det", "model=retinanet_resnet18"])
+    from alb.datasets.detection import DetectionData
+    from alb.hooks import LossPredictionHook
+    adapter = DetectorAdapter(cfg.model, cfg.trainer, DetectionData(tiny_split(2), tiny_split(2), ["a", "b"]),
+                              torch.device("cpu"), LossPredictionHook())
+    with pytest.raises(UserError, match="learning loss for detection .* is not supported"):
+        adapter.reset(0)
