@@ -20,6 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+
+def cycle0_key(hook) -> str:
+    """What of a hook the cycle-0 model depends on: its repr, unless the hook leaves the
+    first training unchanged (`changes_cycle0 = False`), so such strategies reuse the plain
+    cycle-0 model."""
+    return repr(None) if hook is None or not getattr(hook, "changes_cycle0", True) else repr(hook)
+
 DIFFICULTY_MODES = ("auto", "training", "post")
 
 
@@ -69,6 +76,8 @@ class PseudoLabelHook:
     writes them to the seed folder (`pseudo_labels/cycle_<k>.csv`)."""
 
     threshold: float = 0.99
+    # cycle 0 trains on no pseudo-labels: its model is the plain one, shared through the cache
+    changes_cycle0 = False
 
     def __post_init__(self):
         if not 0 < self.threshold <= 1:

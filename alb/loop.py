@@ -19,6 +19,7 @@ from alb import pool as pool_lib
 from alb.config import build, check_requirement, compose_config, to_container
 from alb.datasets import build_dataset
 from alb.errors import UserError
+from alb.hooks import cycle0_key
 from alb.models import make_adapter
 from alb.progress import make_progress
 from alb.records import Records
@@ -108,7 +109,7 @@ class Cycle0Cache:
         self.base["device"] = device.type  # CPU and CUDA training give different weights
 
     def path(self, seed: int, initial_ids: list[str], hook) -> Path:
-        return self.folder / f"{_digest(self.base, seed, initial_ids, repr(hook))}.pt"
+        return self.folder / f"{_digest(self.base, seed, initial_ids, cycle0_key(hook))}.pt"
 
     def lock(self, path: Path):
         return file_lock(path.with_suffix(".lock"), wait=True) if self.enabled else nullcontext(True)

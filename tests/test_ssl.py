@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from alb import pool as pool_lib
-from alb.config import build, compose_config
+from alb.config import compose_config
 from alb.datasets.detection import DetectionSplit, DetectionTorchSet
 from alb.engine.consistency import flip_consistency, symmetric_kl
 from alb.engine.train_det import MixedBatches, fit_detector, step_schedule
@@ -433,3 +433,9 @@ def test_learning_loss_for_detection_is_refused_on_a_detector_without_per_image_
                               torch.device("cpu"), LossPredictionHook())
     with pytest.raises(UserError, match="learning loss for detection .* is not supported"):
         adapter.reset(0)
+
+
+def test_pseudo_label_strategies_share_the_plain_cycle0_model_but_other_hooks_do_not():
+    from alb.hooks import DifficultyHook, EnsembleHook, cycle0_key
+    assert cycle0_key(PseudoLabelHook(0.5)) == cycle0_key(None)
+    assert len({cycle0_key(None), cycle0_key(DifficultyHook()), cycle0_key(EnsembleHook(3))}) == 3

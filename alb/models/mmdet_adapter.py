@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from alb.errors import UserError
-from alb.models.detectors import pool_features, probing, resize_square
+from alb.models.roi import pool_features, probing, resize_square
 
 
 def _mmdet():

@@ -27,7 +27,7 @@ from torchvision.ops import clip_boxes_to_image
 
 from alb.config import cache_root
 from alb.errors import UserError
-from alb.models.detectors import pool_features, probing, resize_square
+from alb.models.roi import pool_features, probing, resize_square
 
 ANCHOR = "anchor"  # feature_level: the kept anchor's own head-input cell (Ultralytics' get_obj_feats)
 FONTS = ("Arial.ttf", "Arial.Unicode.ttf")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from alb.scoring import aggregate_boxes, box_uncertainty
+from alb.scoring import aggregate_boxes
 from alb.select.matching import match_boxes, matched_probs
 
 _EPS = 1e-6

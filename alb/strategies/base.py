@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from alb import scoring
-from alb.hooks import DifficultyHook, LossPredictionHook
+from alb.hooks import DifficultyHook, DropoutHook, EnsembleHook, LossPredictionHook, PseudoLabelHook
 from alb.records import Records
 
 
@@ -19,7 +19,8 @@ class Strategy:
     mc_passes: int = 0  # > 0: the adapter computes `mc_probs` with this many dropout passes
     tasks: tuple[str, ...] = ("classification",)  # the tasks it has a version for
 
-    def training_hook(self) -> LossPredictionHook | DifficultyHook | None:
+    def training_hook(self) -> LossPredictionHook | DifficultyHook | PseudoLabelHook | DropoutHook | EnsembleHook | None:
+        """What the strategy needs from training (alb.hooks), or None."""
         return None
 
     def select(self, unlabelled: Records, labelled: Records, budget: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,0 +1,330 @@
+"""torchvision's detectors behind the protocol of `alb.models.detectors`, with
+`postprocess_detections` replaced on the instance by a copy that carries the candidate index
+through top-k and NMS (so each kept box's class vector is the one it came from), dense
+predictions for flip-consistency training and Elezi's Eq. 8 loss for pseudo-labels."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torchvision
+from torch import nn
+from torch.nn import functional as F
+from torchvision.models.detection import backbone_utils
+from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
+
+from alb.models import positives
+from alb.models.roi import pool_features, probing
+
+
+def _dense_postprocess(head, sink: list, centerness: bool):
+    """RetinaNet / FCOS `postprocess_detections` that also records, per kept box, the
+    sigmoid class vector of the anchor it came from (torchvision's logic otherwise)."""
+
+    def postprocess(head_outputs, anchors, image_shapes):
+        detections = []
+        for index, image_shape in enumerate(image_shapes):
+            boxes_all, scores_all, labels_all, probs_all = [], [], [], []
+            levels = zip(head_outputs["bbox_regression"], head_outputs["cls_logits"], anchors[index],
+                         head_outputs["bbox_ctrness"] if centerness else head_outputs["cls_logits"])
+            for regression, logits, level_anchors, ctr in levels:
+                regression, logits, ctr = regression[index], logits[index], ctr[index]
+                num_classes = logits.shape[-1]
+                probs = torch.sigmoid(logits)
+                scores = torch.sqrt(probs * torch.sigmoid(ctr)).flatten() if centerness else probs.flatten()
+                candidates = torch.where(scores > head.score_thresh)[0]
+                scores = scores[candidates]
+                scores, order = scores.topk(min(head.topk_candidates, candidates.numel()))
+                candidates = candidates[order]
+                anchor = torch.div(candidates, num_classes, rounding_mode="floor")
+                decode = head.box_coder.decode if centerness else head.box_coder.decode_single
+                boxes = decode(regression[anchor], level_anchors[anchor]).reshape(-1, 4)
+                boxes_all.append(clip_boxes_to_image(boxes, image_shape))
+                scores_all.append(scores)
+                labels_all.append(candidates % num_classes)
+                probs_all.append(probs[anchor])
+            boxes, scores = torch.cat(boxes_all), torch.cat(scores_all)
+            labels, probs = torch.cat(labels_all), torch.cat(probs_all)
+            keep = batched_nms(boxes, scores, labels, head.nms_thresh)[: head.detections_per_img]
+            detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+            sink.append(probs[keep])
+        return detections
+
+    return postprocess
+
+
+def _background_last(probs: torch.Tensor) -> torch.Tensor:
+    """torchvision puts background at index 0; the protocol puts it last."""
+    return torch.cat([probs[:, 1:], probs[:, :1]], dim=1)
+
+
+def _ssd_postprocess(head, sink: list):
+    """SSD `postprocess_detections` that records the softmax vector of each kept anchor."""
+
+    def postprocess(head_outputs, image_anchors, image_shapes):
+        all_probs = F.softmax(head_outputs["cls_logits"], dim=-1)
+        detections = []
+        for regression, probs, anchors, image_shape in zip(head_outputs["bbox_regression"], all_probs,
+                                                           image_anchors, image_shapes):
+            boxes = clip_boxes_to_image(head.box_coder.decode_single(regression, anchors), image_shape)
+            kept_boxes, kept_scores, kept_labels, kept_anchor = [], [], [], []
+            for label in range(1, probs.shape[-1]):
+                candidates = torch.where(probs[:, label] > head.score_thresh)[0]
+                score, order = probs[candidates, label].topk(min(head.topk_candidates, candidates.numel()))
+                candidates = candidates[order]
+                kept_boxes.append(boxes[candidates])
+                kept_scores.append(score)
+                kept_labels.append(torch.full_like(candidates, label))
+                kept_anchor.append(candidates)
+            b, s = torch.cat(kept_boxes), torch.cat(kept_scores)
+            labels, anchor = torch.cat(kept_labels), torch.cat(kept_anchor)
+            keep = batched_nms(b, s, labels, head.nms_thresh)[: head.detections_per_img]
+            detections.append({"boxes": b[keep], "scores": s[keep], "labels": labels[keep]})
+            sink.append(_background_last(probs[anchor[keep]]))
+        return detections
+
+    return postprocess
+
+
+def _roi_postprocess(roi_heads, sink: list):
+    """Faster R-CNN box-head postprocess: flatten proposal x class candidates, keep each
+    candidate's proposal index through NMS, record that proposal's softmax vector."""
+
+    def postprocess(class_logits, box_regression, proposals, image_shapes):
+        num_classes = class_logits.shape[-1]
+        per_image = [len(p) for p in proposals]
+        pred_boxes = roi_heads.box_coder.decode(box_regression, proposals).split(per_image)
+        pred_probs = F.softmax(class_logits, -1).split(per_image)
+        out_boxes, out_scores, out_labels = [], [], []
+        for boxes, probs, image_shape in zip(pred_boxes, pred_probs, image_shapes):
+            boxes = clip_boxes_to_image(boxes, image_shape)[:, 1:].reshape(-1, 4)
+            labels = torch.arange(1, num_classes, device=probs.device).repeat(len(probs))
+            proposal = torch.arange(len(probs), device=probs.device).repeat_interleave(num_classes - 1)
+            scores = probs[:, 1:].reshape(-1)
+            keep = torch.where(scores > roi_heads.score_thresh)[0]
+            keep = keep[remove_small_boxes(boxes[keep], min_size=1e-2)]
+            keep = keep[batched_nms(boxes[keep], scores[keep], labels[keep], roi_heads.nms_thresh)]
+            keep = keep[: roi_heads.detections_per_img]
+            out_boxes.append(boxes[keep])
+            out_scores.append(scores[keep])
+            out_labels.append(labels[keep])
+            sink.append(_background_last(probs[proposal[keep]]))
+        return out_boxes, out_scores, out_labels
+
+    return postprocess
+
+
+ARCHITECTURES = ("fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn", "retinanet_resnet18_fpn",
+                 "retinanet_resnet50_fpn", "fcos_resnet50_fpn", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large")
+# torchvision's SSD transforms resize to this whatever image_size says.
+FIXED_INPUT_SIZE = {"ssd300_vgg16": 300, "ssdlite320_mobilenet_v3_large": 320}
+
+
+def fixed_input_size(model_node) -> int | None:
+    """The input size a model config cannot change (SSD), else None."""
+    return FIXED_INPUT_SIZE.get(model_node.get("arch"))
+
+
+def _pseudo(targets) -> list[bool]:
+    return [bool(t.get("pseudo", False)) for t in targets]
+
+
+def _install_pseudo_label_loss(model: nn.Module, arch: str) -> None:
+    """Elezi Eq. 8 on the instance: anchors of a pseudo-labelled image that match no
+    pseudo-label are not trained as background. Batches without a pseudo-labelled image go
+    through torchvision's own loss unchanged."""
+    if arch.startswith("retinanet"):
+        head, original = model.head, model.head.compute_loss  # may already carry the DCUS wrapper
+
+        def compute_loss(targets, head_outputs, anchors, matched_idxs):
+            pseudo = _pseudo(targets)
+            if any(pseudo):  # background (-1) becomes "ignored" (-2, between the IoU thresholds)
+                matched_idxs = [torch.where(m == -1, torch.full_like(m, -2), m) if p else m
+                                for m, p in zip(matched_idxs, pseudo)]
+            return original(targets, head_outputs, anchors, matched_idxs)
+
+        head.compute_loss = compute_loss
+        return
+    original = model.compute_loss
+
+    def ssd_compute_loss(targets, head_outputs, anchors, matched_idxs):
+        pseudo = _pseudo(targets)
+        if not any(pseudo):
+            return original(targets, head_outputs, anchors, matched_idxs)
+        return _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo)
+
+    model.compute_loss = ssd_compute_loss
+
+
+def _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo):
+    """SSD's MultiBox loss (smooth L1 on matched anchors, cross-entropy on them and on the
+    hardest `neg_to_pos_ratio` x positives background anchors) with no hard negatives taken
+    from a pseudo-labelled image: Eq. 8."""
+    logits = head_outputs["cls_logits"]
+    n_foreground, box_losses, classes = 0, [], []
+    for target, regression, image_logits, image_anchors, matched in zip(
+            targets, head_outputs["bbox_regression"], logits, anchors, matched_idxs):
+        foreground = torch.where(matched >= 0)[0]
+        gt = matched[foreground]
+        n_foreground += len(foreground)
+        encoded = model.box_coder.encode_single(target["boxes"][gt], image_anchors[foreground])
+        box_losses.append(F.smooth_l1_loss(regression[foreground], encoded, reduction="sum"))
+        image_classes = torch.zeros(len(image_logits), dtype=torch.long, device=image_logits.device)
+        image_classes[foreground] = target["labels"][gt]
+        classes.append(image_classes)
+    classes = torch.stack(classes)  # (B, A), 0 = background
+    ce = F.cross_entropy(logits.flatten(0, 1), classes.flatten(), reduction="none").view_as(classes)
+    is_foreground = classes > 0
+    allowed = torch.tensor([not p for p in pseudo], device=ce.device)[:, None]
+    n_negative = model.neg_to_pos_ratio * is_foreground.sum(1, keepdim=True) * allowed
+    ranked = ce.masked_fill(is_foreground, -float("inf")).argsort(1, descending=True).argsort(1)
+    hard_negative = ranked < n_negative
+    scale = max(1, n_foreground)
+    return {"bbox_regression": torch.stack(box_losses).sum() / scale,
+            "classification": (ce[is_foreground].sum() + ce[hard_negative].sum()) / scale}
+
+
+def _retinanet_resnet18(num_classes: int, **kwargs) -> nn.Module:
+    from torchvision.models.detection.retinanet import RetinaNet, _default_anchorgen
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    backbone = backbone_utils.resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5,
+                                                  returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
+    return RetinaNet(backbone, num_classes, anchor_generator=_default_anchorgen(), **kwargs)
+
+
+class TorchvisionDetector(nn.Module):
+    """A torchvision detection model behind the protocol. `feature_level` names the
+    backbone output used for RoI and image features ("0" = the finest FPN level)."""
+
+    def __init__(self, num_classes: int, arch: str = "retinanet_resnet18_fpn", image_size: int = 512,
+                 feature_level: str = "0", score_threshold: float = 0.05, max_detections: int = 100):
+        super().__init__()
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown torchvision detector {arch!r}; expected one of {ARCHITECTURES}")
+        self.arch, self.num_classes, self.feature_level = arch, num_classes, feature_level
+        two_stage_or_ssd = arch.startswith(("fasterrcnn", "ssd"))
+        self.probs_kind = "softmax" if two_stage_or_ssd else "sigmoid"
+        self.score_is_probability = not arch.startswith("fcos")
+        n = num_classes + 1 if two_stage_or_ssd else num_classes
+        if arch.startswith("fasterrcnn"):
+            kwargs = dict(min_size=image_size, max_size=image_size, box_score_thresh=score_threshold,
+                          box_detections_per_img=max_detections)
+        elif arch.startswith("ssd"):
+            kwargs = dict(score_thresh=score_threshold, detections_per_img=max_detections)
+        else:
+            kwargs = dict(min_size=image_size, max_size=image_size, score_thresh=score_threshold,
+                          detections_per_img=max_detections)
+        if arch == "retinanet_resnet18_fpn":
+            self.model = _retinanet_resnet18(n, **kwargs)
+        else:
+            builder = getattr(torchvision.models.detection, arch)
+            self.model = builder(weights=None, weights_backbone=None, num_classes=n, **kwargs)
+        self._probs: list[torch.Tensor] = []
+        self._maps: OrderedDict | None = None
+        self._batch_shape: tuple[int, int] | None = None
+        self._sizes: list[tuple[int, int]] = []
+        if arch.startswith("fasterrcnn"):
+            self._patched = (self.model.roi_heads, _roi_postprocess(self.model.roi_heads, self._probs))
+        elif arch.startswith("ssd"):
+            self._patched = (self.model, _ssd_postprocess(self.model, self._probs))
+        else:
+            self._patched = (self.model, _dense_postprocess(self.model, self._probs, arch.startswith("fcos")))
+        self._patched[0].postprocess_detections = self._patched[1]
+        self.model.backbone.register_forward_hook(self._keep_maps)
+        self.model.transform.register_forward_hook(self._keep_sizes)
+        self.feature_dim = self._feature_width()
+        self.track_positives, self.positives = False, None
+        self.supports_positives = positives.install(self)  # DCUS during training (not SSD)
+        # Elezi et al.: flip consistency needs every anchor's prediction, Eq. 8 a loss that can
+        # leave a pseudo-labelled image's background out (RetinaNet and SSD; see the README)
+        self.supports_consistency = self.supports_pseudo_labels = arch.startswith(("retinanet", "ssd"))
+        if self.supports_pseudo_labels:
+            _install_pseudo_label_loss(self.model, arch)
+
+    @property
+    def dropout_site(self) -> nn.Module:
+        """The module whose input the prediction heads read (MC dropout is applied there)."""
+        return self.model.roi_heads.box_predictor if self.arch.startswith("fasterrcnn") else self.model.head
+
+    def dense_predictions(self, images: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """RetinaNet / SSD: every anchor as a prediction, with gradients: per image, the
+        decoded boxes (A, 4) in the input image's pixels and the class vectors (A, C')
+        (sigmoid scores, or softmax with background last)."""
+        if not self.supports_consistency:
+            raise ValueError(f"{self.arch} has no dense predictions")
+        image_list, _ = self.model.transform(images)
+        features = self.model.backbone(image_list.tensors)
+        features = list((OrderedDict([("0", features)]) if isinstance(features, torch.Tensor) else features).values())
+        head_outputs = self.model.head(features)
+        anchors = self.model.anchor_generator(image_list, features)
+        out = []
+        for i, image in enumerate(images):
+            boxes = self.model.box_coder.decode_single(head_outputs["bbox_regression"][i].float(), anchors[i])
+            logits = head_outputs["cls_logits"][i].float()
+            probs = torch.sigmoid(logits) if self.probs_kind == "sigmoid" else _background_last(F.softmax(logits, -1))
+            (h, w), (oh, ow) = image_list.image_sizes[i], image.shape[-2:]
+            out.append((boxes * boxes.new_tensor([ow / w, oh / h, ow / w, oh / h]), probs))
+        return out
+
+    def _keep_maps(self, module, inputs, output):
+        if not self.training:
+            self._maps = output if isinstance(output, dict) else OrderedDict([("0", output)])
+
+    def _keep_sizes(self, module, inputs, output):
+        image_list = output[0]
+        self._batch_shape = tuple(image_list.tensors.shape[-2:])
+        self._sizes = list(image_list.image_sizes)
+
+    def _feature_width(self) -> int:
+        """Channels of the `feature_level` map: FPN backbones say it; SSD backbones are probed
+        once with a blank 320 px image."""
+        width = getattr(self.model.backbone, "out_channels", None)
+        if isinstance(width, int):
+            return width
+        with probing(self.model.backbone) as backbone:
+            maps = backbone(torch.zeros(1, 3, 320, 320))
+        if self.feature_level not in maps:
+            raise ValueError(f"feature_level {self.feature_level!r} is not a backbone output of {self.arch}; "
+                             f"available: {list(maps)}")
+        return maps[self.feature_level].shape[1]
+
+    def losses(self, images, targets):
+        shifted = [{**t, "labels": t["labels"] + (1 if self.probs_kind == "softmax" else 0)} for t in targets]
+        return self.model(images, shifted)
+
+    @torch.no_grad()
+    def detect(self, images: list[torch.Tensor], al_outputs: bool = True) -> list[dict]:
+        """`al_outputs=False`: torchvision's own postprocess, boxes, scores and labels only
+        (for measuring the overhead of the AL outputs)."""
+        self._probs.clear()
+        owner, patched = self._patched
+        if not al_outputs:
+            del owner.postprocess_detections  # the class's own method
+            try:
+                outputs = self.model(images)
+            finally:
+                owner.postprocess_detections = patched
+            return [{"boxes": o["boxes"], "scores": o["scores"],
+                     "labels": o["labels"] - (1 if self.probs_kind == "softmax" else 0)} for o in outputs]
+        outputs = self.model(images)
+        if self.feature_level not in self._maps:
+            raise ValueError(f"feature_level {self.feature_level!r} is not a backbone output of {self.arch}; "
+                             f"available: {list(self._maps)}")
+        feature_map = self._maps[self.feature_level]
+        map_scale = feature_map.shape[-1] / self._batch_shape[1]
+        resized = []  # kept boxes in the resized frame the backbone saw
+        for i, out in enumerate(outputs):
+            (h, w), (oh, ow) = self._sizes[i], images[i].shape[-2:]
+            resized.append(out["boxes"] * torch.tensor([w / ow, h / oh, w / ow, h / oh], device=out["boxes"].device))
+        box_features = pool_features(feature_map, resized, map_scale)
+        results = []
+        for i, (out, probs, feats) in enumerate(zip(outputs, self._probs, box_features)):
+            h, w = self._sizes[i]
+            valid = feature_map[i, :, : max(1, round(h * map_scale)), : max(1, round(w * map_scale))]
+            results.append({"boxes": out["boxes"], "scores": out["scores"],
+                            "labels": out["labels"] - (1 if self.probs_kind == "softmax" else 0),
+                            "box_probs": probs, "box_features": feats,
+                            "image_feature": valid.float().mean(dim=(1, 2))})
+        return results
