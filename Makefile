@@ -43,6 +43,7 @@ bench: install
 	$(VENV)/bin/python benchmarks/bench_select_det.py
 	$(VENV)/bin/python benchmarks/bench_detectors.py
 	$(VENV)/bin/python benchmarks/bench_data_check.py
+	$(VENV)/bin/python benchmarks/bench_ssl.py
 
 clean:
 	rm -rf results/quickstart results/quickstart_det results/quickstart_ssl build *.egg-info
