@@ -242,8 +242,9 @@ class RunDir:
     def write_pseudo_labels(self, cycle: int, pseudo: dict, pool_ids, class_names: list[str]) -> None:
         """The pseudo-labels that cycle `cycle` trains on (Elezi et al.): one row per box,
         pixels xyxy, written atomically before the previous cycle's row is committed."""
-        rows = [{"sample_id": pool_ids[r], "x1": f"{b[0]:.2f}", "y1": f"{b[1]:.2f}", "x2": f"{b[2]:.2f}",
-                 "y2": f"{b[3]:.2f}", "label": int(c), "class_name": class_names[int(c)], "score": f"{s:.6f}"}
+        # %.9g round-trips float32 exactly: a resumed run trains on the very same targets
+        rows = [{"sample_id": pool_ids[r], **{k: f"{float(v):.9g}" for k, v in zip(("x1", "y1", "x2", "y2"), b)},
+                 "label": int(c), "class_name": class_names[int(c)], "score": f"{float(s):.9g}"}
                 for r, b, c, s in zip(pseudo["rows"], pseudo["boxes"], pseudo["labels"], pseudo["scores"])]
         path = self.pseudo_labels_path(cycle)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from alb.progress import Progress
 from alb.records import BOX_FIELDS, DETECTION_FIELDS, FLIP
 from alb.select.matching import match_boxes, matched_probs
 
+MIN_PSEUDO_SIZE = 1.0  # pixels: smaller pseudo-boxes are dropped (torchvision refuses empty ones)
 DETECTION_HOOKS = (DifficultyHook, PseudoLabelHook, DropoutHook, LossPredictionHook)
 
 
@@ -80,7 +81,7 @@ class DetectorAdapter:
         self.loss_module = None
         if isinstance(self.hook, LossPredictionHook):
             self._refuse("supports_loss_prediction", "learning loss for detection (per-image losses and "
-                         "multi-level features)", "CenterNet")
+                         "multi-level features)", "CenterNet, SSD")
             self.loss_module = LossPredictionModule(self.model.level_channels).to(self.device)
         self.hook_state = {}
 
@@ -152,13 +153,15 @@ class DetectorAdapter:
 
     def pseudo_labels(self, rows: np.ndarray) -> dict[str, np.ndarray] | None:
         """Elezi's pseudo-labels (PseudoLabelHook) from the current model on pool `rows`: every
-        detection with score >= tau2, as flat arrays `rows (P,)`, `boxes (P, 4)`, `labels (P,)`,
-        `scores (P,)`. None when the strategy did not ask for them."""
+        detection with score >= tau2 and at least `MIN_PSEUDO_SIZE` pixels wide and high (a
+        degenerate box cannot be a training target), as flat arrays `rows (P,)`, `boxes (P, 4)`,
+        `labels (P,)`, `scores (P,)`. None when the strategy did not ask for them."""
         if not isinstance(self.hook, PseudoLabelHook):
             return None
         found = {"rows": [], "boxes": [], "labels": [], "scores": []}
         for position, det in self.detections(self.data.pool, rows):
-            keep = det["scores"] >= self.hook.threshold
+            size = det["boxes"][:, 2:] - det["boxes"][:, :2]
+            keep = (det["scores"] >= self.hook.threshold) & (size >= MIN_PSEUDO_SIZE).all(dim=1)
             found["rows"].append(np.full(int(keep.sum()), rows[position], np.int64))
             for key in ("boxes", "labels", "scores"):
                 found[key].append(det[key][keep].numpy())

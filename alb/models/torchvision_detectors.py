@@ -130,10 +130,12 @@ def _pseudo(targets) -> list[bool]:
     return [bool(t.get("pseudo", False)) for t in targets]
 
 
-def _install_pseudo_label_loss(model: nn.Module, arch: str) -> None:
+def _install_pseudo_label_loss(detector: "TorchvisionDetector") -> None:
     """Elezi Eq. 8 on the instance: anchors of a pseudo-labelled image that match no
-    pseudo-label are not trained as background. Batches without a pseudo-labelled image go
-    through torchvision's own loss unchanged."""
+    pseudo-label are not trained as background. SSD also leaves each image's own loss on the
+    detector while `track_image_losses` (learning loss). Batches without a pseudo-labelled
+    image, and without that tracking, go through torchvision's own loss unchanged."""
+    model, arch = detector.model, detector.arch
     if arch.startswith("retinanet"):
         head, original = model.head, model.head.compute_loss  # may already carry the DCUS wrapper
 
@@ -150,17 +152,21 @@ def _install_pseudo_label_loss(model: nn.Module, arch: str) -> None:
 
     def ssd_compute_loss(targets, head_outputs, anchors, matched_idxs):
         pseudo = _pseudo(targets)
-        if not any(pseudo):
+        if not any(pseudo) and not detector.track_image_losses:
             return original(targets, head_outputs, anchors, matched_idxs)
-        return _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo)
+        losses, per_image = _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo, per_image=True)
+        if detector.track_image_losses:
+            detector.image_losses = per_image.detach()
+        return losses
 
     model.compute_loss = ssd_compute_loss
 
 
-def _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo):
+def _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo, per_image: bool = False):
     """SSD's MultiBox loss (smooth L1 on matched anchors, cross-entropy on them and on the
     hardest `neg_to_pos_ratio` x positives background anchors) with no hard negatives taken
-    from a pseudo-labelled image: Eq. 8."""
+    from a pseudo-labelled image: Eq. 8. `per_image`: also each image's loss on its own,
+    normalised by its own positives, (B,)."""
     logits = head_outputs["cls_logits"]
     n_foreground, box_losses, classes = 0, [], []
     for target, regression, image_logits, image_anchors, matched in zip(
@@ -181,8 +187,12 @@ def _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo):
     ranked = ce.masked_fill(is_foreground, -float("inf")).argsort(1, descending=True).argsort(1)
     hard_negative = ranked < n_negative
     scale = max(1, n_foreground)
-    return {"bbox_regression": torch.stack(box_losses).sum() / scale,
-            "classification": (ce[is_foreground].sum() + ce[hard_negative].sum()) / scale}
+    losses = {"bbox_regression": torch.stack(box_losses).sum() / scale,
+              "classification": (ce[is_foreground].sum() + ce[hard_negative].sum()) / scale}
+    if not per_image:
+        return losses
+    own = (torch.stack(box_losses) + (ce * (is_foreground | hard_negative)).sum(1)) / is_foreground.sum(1).clamp(min=1)
+    return losses, own
 
 
 def _retinanet_resnet18(num_classes: int, **kwargs) -> nn.Module:
@@ -232,6 +242,7 @@ class TorchvisionDetector(nn.Module):
         else:
             self._patched = (self.model, _dense_postprocess(self.model, self._probs, arch.startswith("fcos")))
         self._patched[0].postprocess_detections = self._patched[1]
+        self.track_image_losses, self.image_losses, self.level_maps = False, None, None
         self.model.backbone.register_forward_hook(self._keep_maps)
         self.model.transform.register_forward_hook(self._keep_sizes)
         self.feature_dim = self._feature_width()
@@ -240,8 +251,10 @@ class TorchvisionDetector(nn.Module):
         # Elezi et al.: flip consistency needs every anchor's prediction, Eq. 8 a loss that can
         # leave a pseudo-labelled image's background out (RetinaNet and SSD; see the README)
         self.supports_consistency = self.supports_pseudo_labels = arch.startswith(("retinanet", "ssd"))
+        # learning loss (Yoo & Kweon's detection form, on SSD): per-image losses + the backbone's maps
+        self.supports_loss_prediction = arch.startswith("ssd")
         if self.supports_pseudo_labels:
-            _install_pseudo_label_loss(self.model, arch)
+            _install_pseudo_label_loss(self)
 
     @property
     def dropout_site(self) -> nn.Module:
@@ -271,6 +284,23 @@ class TorchvisionDetector(nn.Module):
     def _keep_maps(self, module, inputs, output):
         if not self.training:
             self._maps = output if isinstance(output, dict) else OrderedDict([("0", output)])
+        elif self.track_image_losses:
+            self.level_maps = list(output.values()) if isinstance(output, dict) else [output]
+
+    @property
+    def level_channels(self) -> list[int]:
+        """Channels of every backbone map (SSD: six levels), the learning-loss module's input."""
+        if not self.supports_loss_prediction:
+            raise ValueError(f"{self.arch} has no learning-loss levels")
+        with probing(self.model.backbone) as backbone:
+            maps = backbone(torch.zeros(1, 3, 300, 300, device=next(self.parameters()).device))
+        return [m.shape[1] for m in maps.values()]
+
+    def feature_levels(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Every backbone map of a batch (for the learning-loss module at prediction)."""
+        image_list, _ = self.model.transform(images)
+        maps = self.model.backbone(image_list.tensors)
+        return list(maps.values()) if isinstance(maps, dict) else [maps]
 
     def _keep_sizes(self, module, inputs, output):
         image_list = output[0]
