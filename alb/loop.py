@@ -148,6 +148,10 @@ def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
     data = build_dataset(cfg.dataset, cfg.progress)
     check_task(cfg, data.task, strategy)
     schedule = pool_lib.budget_schedule(cfg.protocol, len(data.pool))
+    pool_lib.initial_split_seed(cfg.protocol, 0)  # a bad protocol.initial_split stops here
+    # the model supports what the trainer and the strategy's hook ask (SSL, pseudo-labels, ...)
+    make_adapter(data.task, cfg.model, cfg.trainer, data, torch.device("cpu"), strategy.training_hook(),
+                 cfg.num_workers).check_support()
     record_config(exp_dir / "experiment.yaml", shared, experiment_what)
     cache = Cycle0Cache(exp_dir / ".cycle0", cfg, cfg.reuse_cycle0 and not cfg.protocol.finetune, device)
     console.print(f"[bold]{cfg.name}[/] / {label}: {data.name} pool {len(data.pool)}, test {len(data.test)}, "

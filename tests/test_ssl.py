@@ -458,3 +458,11 @@ def test_pseudo_label_strategies_share_the_plain_cycle0_model_but_other_hooks_do
     from alb.hooks import DifficultyHook, EnsembleHook, cycle0_key
     assert cycle0_key(PseudoLabelHook(0.5)) == cycle0_key(None)
     assert len({cycle0_key(None), cycle0_key(DifficultyHook()), cycle0_key(EnsembleHook(3))}) == 3
+
+
+def test_a_refused_training_setting_writes_nothing(tmp_path):
+    cfg = compose_config([*DET_TINY, "model=fasterrcnn_mobilenet_v3", "trainer.ssl=consistency", "strategy=random",
+                          f"results_dir={tmp_path / 'results'}"])
+    with pytest.raises(UserError, match="trainer.ssl=consistency is not supported on model"):
+        run_experiment(cfg)
+    assert not (tmp_path / "results").exists()

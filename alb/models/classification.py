@@ -62,6 +62,9 @@ class ClassifierAdapter:
         fit_classifier(self.model, train_set, self.cfg, self.device, seed, self.loss_module, self.hook,
                        val_set, progress, self.num_workers, label)
 
+    def check_support(self) -> None:
+        """Nothing to check before training (detection checks its detector's capabilities)."""
+
     def pseudo_labels(self, rows: np.ndarray) -> None:
         return None  # pseudo-labels are a detection method (Elezi et al.)
 

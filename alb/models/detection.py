@@ -13,7 +13,7 @@ from alb.config import build, check_requirement
 from alb.datasets.detection import DetectionData, DetectionSplit, DetectionTorchSet, collate, flip_boxes
 from alb.engine.difficulty import DifficultyTracker, box_difficulty, matched_difficulties
 from alb.engine.train import autocast
-from alb.engine.train_det import fit_detector
+from alb.engine.train_det import SSL_METHODS, fit_detector, labelled_share
 from alb.errors import UserError
 from alb.engine.train import loss_ranking
 from alb.hooks import DifficultyHook, DropoutHook, LossPredictionHook, PseudoLabelHook
@@ -61,28 +61,46 @@ class DetectorAdapter:
     def model_name(self) -> str:
         return str(self.model_cfg.get("arch", self.model_cfg.get("_target_")))
 
-    def _refuse(self, capability: str, what: str, which: str) -> None:
-        if not getattr(self.model, capability, False):
+    def _refuse(self, model, capability: str, what: str, which: str) -> None:
+        if not getattr(model, capability, False):
             raise UserError(f"{what} is not supported on model {self.model_name} (it is on {which}); "
                             "choose one of those models or leave the setting out")
+
+    def _check(self, model) -> None:
+        """What the trainer settings and the strategy's hook ask of `model`: a UserError when
+        it cannot (before any training: see `check_support`)."""
+        if isinstance(self.hook, DifficultyHook) and self.hook.mode == "training":
+            self._refuse(model, "supports_positives", f"strategy hook {self.hook!r} (positives recorded in "
+                         "training; mode=post or auto computes them after training)",
+                         "RetinaNet, FCOS, Faster R-CNN, CenterNet")
+        if self.cfg.get("ssl") not in SSL_METHODS:
+            raise UserError(f"trainer.ssl must be one of {SSL_METHODS}, got {self.cfg.get('ssl')!r}")
+        if self.cfg.get("ssl"):
+            self._refuse(model, "supports_consistency", f"trainer.ssl={self.cfg.ssl}", "CenterNet, RetinaNet, SSD")
+            labelled_share(self.cfg)
+        if isinstance(self.hook, PseudoLabelHook):
+            self._refuse(model, "supports_pseudo_labels", "pseudo-labels with Elezi's Eq. 8 loss",
+                         "CenterNet, RetinaNet, SSD")
+        if isinstance(self.hook, LossPredictionHook):
+            self._refuse(model, "supports_loss_prediction", "learning loss for detection (per-image losses and "
+                         "multi-level features)", "CenterNet, SSD")
+        if isinstance(self.hook, DropoutHook) and getattr(model, "dropout_site", None) is None:
+            raise UserError(f"MC dropout is not supported on model {self.model_name} (it has no dropout site)")
+
+    def check_support(self) -> None:
+        """Build the detector once on the CPU and check that it supports what is asked, so a
+        run is refused before it writes anything."""
+        torch.manual_seed(0)
+        self._check(build(detector_kwargs(self.model_cfg), num_classes=self.data.num_classes))
 
     def reset(self, seed: int) -> None:
         torch.manual_seed(seed)
         self.model = build(detector_kwargs(self.model_cfg), num_classes=self.data.num_classes).to(self.device)
-        if isinstance(self.hook, DifficultyHook) and self.hook.mode == "training":
-            self._refuse("supports_positives", f"strategy hook {self.hook!r} (positives recorded in training; "
-                         "mode=post or auto computes them after training)", "RetinaNet, FCOS, Faster R-CNN, CenterNet")
-        if self.cfg.get("ssl"):
-            self._refuse("supports_consistency", f"trainer.ssl={self.cfg.ssl}", "CenterNet, RetinaNet, SSD")
-        if isinstance(self.hook, PseudoLabelHook):
-            self._refuse("supports_pseudo_labels", "pseudo-labels with Elezi's Eq. 8 loss", "CenterNet, RetinaNet, SSD")
+        self._check(self.model)
         self.dropout = (install_head_dropout(self.model, self.hook.rate) if isinstance(self.hook, DropoutHook)
                         else None)
-        self.loss_module = None
-        if isinstance(self.hook, LossPredictionHook):
-            self._refuse("supports_loss_prediction", "learning loss for detection (per-image losses and "
-                         "multi-level features)", "CenterNet, SSD")
-            self.loss_module = LossPredictionModule(self.model.level_channels).to(self.device)
+        self.loss_module = (LossPredictionModule(self.model.level_channels).to(self.device)
+                            if isinstance(self.hook, LossPredictionHook) else None)
         self.hook_state = {}
 
     def state_dict(self) -> dict:

@@ -29,6 +29,9 @@ class EnsembleAdapter:
     def records_meta(self) -> dict:
         return self.members[0].records_meta
 
+    def check_support(self) -> None:
+        self.members[0].check_support()
+
     def reset(self, seed: int) -> None:
         for k, member in enumerate(self.members):
             member.reset(member_seed(seed, k))
