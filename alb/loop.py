@@ -18,6 +18,7 @@ from rich.console import Console
 from alb import pool as pool_lib
 from alb.config import build, check_requirement, compose_config, to_container
 from alb.datasets import build_dataset
+from alb.environment import environment
 from alb.errors import UserError
 from alb.hooks import cycle0_key
 from alb.models import make_adapter
@@ -191,6 +192,7 @@ def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, dev
     if n_done > total_cycles:
         console.print(f"  seed {seed}: complete ({n_done} cycles in {run_dir.cycles_path})")
         return
+    run_dir.record_environment(environment(device), n_done)  # who computes the cycles from n_done on
     if not selections:
         initial = pool_lib.initial_rows(len(pool_ids), schedule.initial, pool_lib.initial_split_seed(cfg.protocol, seed))
         selections = [{"cycle": 0, "sample_id": pool_ids[r]} for r in initial]
@@ -203,7 +205,7 @@ def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, dev
         adapter.load_state_dict(torch.load(run_dir.state_path, map_location=device, weights_only=False))
     if n_done:  # the pseudo-labels the next cycle trains on, as the previous run wrote them
         adapter.set_pseudo_labels(run_dir.read_pseudo_labels(n_done, row_of, getattr(data, "num_classes", 0)))
-    columns = CYCLE_COLUMNS + adapter.metric_names + TIMING_COLUMNS
+    columns = CYCLE_COLUMNS + adapter.cost_columns + adapter.metric_names + TIMING_COLUMNS
     task = progress.add_task(f"{run_dir.path.parent.name} seed {seed}", total=total_cycles + 1, completed=n_done)
     for cycle in range(n_done, total_cycles + 1):
         if cycle == 0:
@@ -251,7 +253,8 @@ def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, dev
                 adapter.set_pseudo_labels(pseudo)
             infer_seconds += time.perf_counter() - t3
         row = {"cycle": cycle, "n_labelled": len(labelled),
-               "labelled_fraction": round(len(labelled) / len(pool_ids), 6), **metrics,
+               "labelled_fraction": round(len(labelled) / len(pool_ids), 6), **adapter.labelling_cost(labelled),
+               **metrics,
                "train_seconds": round(train_seconds, 3), "eval_seconds": round(eval_seconds, 3),
                "infer_seconds": round(infer_seconds, 3),
                "select_seconds": round(select_seconds, 3)}

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from scipy import stats
 
+from alb.environment import COMPARED
 from alb.errors import UserError, warn_data
-from alb.results import CYCLE_COLUMNS, TIMING_COLUMNS
+from alb.results import COST_COLUMNS, CYCLE_COLUMNS, TIMING_COLUMNS
 
 PPM_MODES = ("paired-t", "ji2023")
 JI2023_THRESHOLD = 2.920  # Ji et al.'s fixed critical value (t, 2 dof, one-sided 0.05)
@@ -48,7 +50,7 @@ def load_results(directory: Path) -> Results:
     if not frames:
         raise UserError(f"no results under {directory}; expected {directory}/<strategy>/seed_<k>/cycles.csv")
     frame = pd.concat(frames, ignore_index=True)
-    metrics = [c for c in frame.columns if c not in {"strategy", "seed", *CYCLE_COLUMNS, *TIMING_COLUMNS}
+    metrics = [c for c in frame.columns if c not in {"strategy", "seed", *CYCLE_COLUMNS, *TIMING_COLUMNS, *COST_COLUMNS}
                and pd.api.types.is_numeric_dtype(frame[c])]
     all_seeds = sorted(frame.seed.unique())
     notes = []
@@ -60,6 +62,38 @@ def load_results(directory: Path) -> Results:
         if last.nunique() > 1:
             notes.append(f"{strategy}: seeds stop at different cycles { {int(k): int(v) for k, v in last.items()} }")
     return Results(frame, metrics, notes)
+
+
+def load_environments(directory: Path) -> pd.DataFrame:
+    """One row per (strategy, seed, session) from every `<strategy>/seed_<k>/env.yaml`:
+    the compared keys (device, driver, torch, cuda, cudnn) and alb's commit."""
+    rows = []
+    for path in sorted(Path(directory).glob("*/seed_*/env.yaml")):
+        try:
+            sessions = (yaml.safe_load(path.read_text()) or {}).get("sessions") or []
+        except (yaml.YAMLError, AttributeError) as err:
+            raise UserError(f"cannot read {path}: {err}") from err
+        for session in sessions:
+            rows.append({"strategy": path.parent.parent.name, "seed": int(path.parent.name.removeprefix("seed_")),
+                         **{k: session.get(k) for k in (*COMPARED, "git_commit")}})
+    return pd.DataFrame(rows, columns=["strategy", "seed", *COMPARED, "git_commit"])
+
+
+def environment_notes(envs: pd.DataFrame) -> tuple[list[str], str | None]:
+    """Markdown lines listing the environments of a comparison, and a warning when its seeds
+    ran in more than one (different GPUs or library versions change results by themselves)."""
+    if envs.empty:
+        return [], None
+    keyed = envs.fillna("-").astype(str)
+    combos = keyed.groupby(list(COMPARED)).agg(seed_folders=("seed", "size"),
+                                               alb_commits=("git_commit", lambda c: ", ".join(sorted(set(c)))))
+    lines = ["## Environment", "", combos.reset_index().to_markdown(index=False)]
+    if len(combos) < 2:
+        return lines, None
+    differing = [k for k in COMPARED if keyed[k].nunique() > 1]
+    warning = (f"the seeds of this comparison ran in {len(combos)} environments (differing in "
+               f"{', '.join(differing)}): some differences may come from that alone")
+    return lines + ["", f"**Warning:** {warning}."], warning
 
 
 def summarise(results: Results) -> pd.DataFrame:
@@ -123,6 +157,16 @@ def _t_statistic(a: np.ndarray, b: np.ndarray, mode: str, alpha: float) -> float
     return 1.0 if t > JI2023_THRESHOLD else -1.0 if t < -JI2023_THRESHOLD else 0.0
 
 
+def ji2023_note(n_seeds: int) -> str | None:
+    """Ji et al.'s 2.920 is the one-sided 5% critical value of t with 2 degrees of freedom,
+    i.e. for 3 seeds; with another count it is not that test's threshold any more."""
+    if n_seeds == 3:
+        return None
+    right = f"{stats.t.ppf(0.95, n_seeds - 1):.3f}" if n_seeds > 1 else "undefined"
+    return (f"--ppm-mode ji2023 compares t with the fixed {JI2023_THRESHOLD}, the one-sided 5% critical value "
+            f"for 3 seeds; these results have {n_seeds} seeds, for which it would be {right}")
+
+
 def phi(P: pd.DataFrame) -> pd.Series:
     """Column mean of the PPM, diagonal included: how often a strategy loses (lower is better)."""
     return P.mean(axis=0)
@@ -140,20 +184,33 @@ def labels_to_reach(n_labelled: np.ndarray, curve: np.ndarray, target: float) ->
     return float("nan")
 
 
-def savings(summary: pd.DataFrame, metric: str, reference: float | None = None) -> pd.DataFrame:
+def savings(summary: pd.DataFrame, metric: str, reference: float | None = None,
+            boxes: pd.Series | None = None) -> pd.DataFrame:
     """Labels each strategy needs to reach 80/90/95% of `reference` (default: the best final
-    mean of any strategy), and the saving against random."""
+    mean of any strategy), and the saving against random. `boxes` (mean annotated boxes per
+    (strategy, cycle), detection) adds the same in boxes: the box count at which the curve
+    reaches the level, interpolated like the image count."""
     table = summary[summary.metric == metric]
     if reference is None:
         reference = table.sort_values("cycle").groupby("strategy")["mean"].last().max()
     rows = []
     for level in SAVING_LEVELS:
-        needed = {s: labels_to_reach(g.n_labelled.to_numpy(float), g["mean"].to_numpy(float), level * reference)
-                  for s, g in table.sort_values("cycle").groupby("strategy")}
-        base = needed.get("random", float("nan"))
+        needed, needed_boxes = {}, {}
+        for s, g in table.sort_values("cycle").groupby("strategy"):
+            curve = g["mean"].to_numpy(float)
+            needed[s] = labels_to_reach(g.n_labelled.to_numpy(float), curve, level * reference)
+            if boxes is not None:
+                needed_boxes[s] = labels_to_reach(boxes.loc[s].reindex(g.cycle).to_numpy(float), curve,
+                                                  level * reference)
+        base, base_boxes = needed.get("random", float("nan")), needed_boxes.get("random", float("nan"))
         for strategy, n in needed.items():
-            rows.append({"strategy": strategy, "level": level, "target": level * reference, "labels_needed": n,
-                         "saving_vs_random": base - n, "saving_fraction_vs_random": (base - n) / base})
+            row = {"strategy": strategy, "level": level, "target": level * reference, "labels_needed": n,
+                   "saving_vs_random": base - n, "saving_fraction_vs_random": (base - n) / base}
+            if boxes is not None:
+                b = needed_boxes[strategy]
+                row.update(boxes_needed=b, box_saving_vs_random=base_boxes - b,
+                           box_saving_fraction_vs_random=(base_boxes - b) / base_boxes)
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -245,11 +302,15 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
               for s, g in results.frame.groupby("strategy")}
     P = penalty_matrix(scores, ppm_mode, alpha)
     phis = phi(P)
+    n_seeds = int(results.frame.groupby("strategy").seed.nunique().max())
+    ji_note = ji2023_note(n_seeds) if ppm_mode == "ji2023" else None
     P.rename_axis("strategy").to_csv(out / "ppm.csv")
     phis.rename_axis("strategy").rename("phi").to_csv(out / "phi.csv")
     aulc = area_under_curve(results, metric)
     aulc.to_csv(out / "aulc.csv", index=False)
-    save = savings(summary, metric)
+    boxes = (results.frame.groupby(["strategy", "cycle"]).n_boxes_labelled.mean()
+             if "n_boxes_labelled" in results.frame and results.frame.n_boxes_labelled.notna().all() else None)
+    save = savings(summary, metric, boxes=boxes)
     save.to_csv(out / "savings.csv", index=False)
     tex = _wide(summary, metric, pm=" $\\pm$ ")
     tex.columns = [str(c).replace("_", "\\_") for c in tex.columns]
@@ -257,14 +318,22 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
     lines = [f"# {directory.name}: {metric} (mean ± std over seeds)", "", wide.to_markdown(index=False), "",
              f"## Pairwise penalty matrix ({ppm_mode}; row beats column)", "", P.round(3).to_markdown(), "",
              "Φ (column mean, lower is better): " + ", ".join(f"{k} {v:.3f}" for k, v in phis.sort_values().items()),
+             *(["", f"**Warning:** {ji_note}."] if ji_note else []),
              "", "## Area under the learning curve", "", aulc.to_markdown(index=False, floatfmt=".4f"), "",
              "## Labels needed to reach x% of the best final mean", "",
              save.to_markdown(index=False, floatfmt=".3f")]
     if results.missing:
         lines += ["", "## Missing runs", "", *[f"- {note}" for note in results.missing]]
+    env_lines, env_warning = environment_notes(load_environments(directory))
+    if env_lines:
+        lines += ["", *env_lines]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     plot_curves(summary, metric, out)
     plot_ppm(P, phis, out)
     for note in results.missing:
         warn_data(note, directory)
+    if env_warning:
+        warn_data(env_warning, directory)
+    if ji_note:
+        warn_data(ji_note, directory)
     return out

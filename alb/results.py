@@ -33,6 +33,7 @@ from alb.errors import UserError
 
 CYCLE_COLUMNS = ["cycle", "n_labelled", "labelled_fraction"]
 TIMING_COLUMNS = ["train_seconds", "eval_seconds", "infer_seconds", "select_seconds"]
+COST_COLUMNS = ["n_boxes_labelled"]  # detection: annotated boxes in the labelled set (box-level budgets)
 SELECTION_COLUMNS = ["cycle", "sample_id"]
 PSEUDO_LABEL_COLUMNS = ["sample_id", "x1", "y1", "x2", "y2", "label", "class_name", "score"]
 # Keys of the resolved config that do not change results: a resumed run may differ in them.
@@ -235,6 +236,30 @@ class RunDir:
                                 f"{self.selections_path} labels {total} samples up to cycle {cycle}; the two files "
                                 f"disagree (edited?): restore them or remove {self.path}")
         return kept
+
+    @property
+    def env_path(self) -> Path:
+        return self.path / "env.yaml"
+
+    def record_environment(self, env: dict, first_cycle: int) -> None:
+        """Add this process's environment to `env.yaml` (a list: one entry per process that
+        worked in the folder, with the first cycle it ran)."""
+        sessions = self.environments()
+        sessions.append({"first_cycle": first_cycle, **env})
+        atomic_write_text(self.env_path, yaml.safe_dump({"sessions": sessions}, sort_keys=False))
+
+    def environments(self) -> list[dict]:
+        """The sessions recorded in `env.yaml` ([] without one)."""
+        if not self.env_path.is_file():
+            return []
+        try:
+            data = yaml.safe_load(self.env_path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"{self.env_path} is not valid YAML ({err}); restore it or remove it") from None
+        sessions = data.get("sessions") if isinstance(data, dict) else None
+        if not isinstance(sessions, list):
+            raise UserError(f"{self.env_path}: expected a mapping with a `sessions` list")
+        return sessions
 
     def pseudo_labels_path(self, cycle: int) -> Path:
         return self.path / "pseudo_labels" / f"cycle_{cycle}.csv"

@@ -23,7 +23,8 @@ def test_tiny_detection_sweep_and_report_through_the_cli(tmp_path):
     result = alb_cli("sweep", *args, cwd=tmp_path, env_extra={"ALB_CACHE_DIR": str(env_dir)})
     assert result.returncode == 0, result.stderr
     cycles = pd.read_csv(tmp_path / "det" / "entropy" / "seed_1" / "cycles.csv")
-    assert list(cycles.columns[:6]) == ["cycle", "n_labelled", "labelled_fraction", "map", "map_area", "ap_circle"]
+    assert list(cycles.columns[:7]) == ["cycle", "n_labelled", "labelled_fraction", "n_boxes_labelled", "map", "map_area",
+                                       "ap_circle"]
     assert list(cycles.n_labelled) == [6, 10, 14]
     assert cycles["map"].between(0, 1).all()
     selections = pd.read_csv(tmp_path / "det" / "coreset" / "seed_0" / "selections.csv")

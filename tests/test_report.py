@@ -111,3 +111,52 @@ def test_latex_table_escapes_names_and_uses_pm(tmp_path):
     fake_results(tmp_path, ["random", "entropy_subset"])
     tex = (write_report(tmp_path) / "summary.tex").read_text()
     assert "entropy\\_subset" in tex and "$\\pm$" in tex and "±" not in tex
+
+
+def test_ji2023_warns_when_the_seed_count_is_not_three(tmp_path):
+    fake_results(tmp_path, ["random", "entropy"], seeds=(0, 1, 2, 3, 4))
+    with pytest.warns(UserWarning, match=r"5 seeds, for which it would be 2\.132"):
+        out = write_report(tmp_path, ppm_mode="ji2023")
+    assert "fixed 2.92" in (out / "summary.md").read_text()
+    assert stats.t.ppf(0.95, 2) == pytest.approx(2.920, abs=1e-3)  # the constant is the 3-seed value
+    three = tmp_path / "three"
+    fake_results(three, ["random", "entropy"])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_report(three, ppm_mode="ji2023")
+
+
+def test_savings_in_boxes_on_a_hand_made_case():
+    from alb.report import savings
+    summary = pd.DataFrame({"strategy": ["random"] * 3 + ["a"] * 3, "cycle": [0, 1, 2] * 2,
+                            "n_labelled": [100, 200, 300] * 2, "metric": "map",
+                            "mean": [0.2, 0.4, 0.6, 0.2, 0.5, 0.6], "std": 0.0, "n_seeds": 3})
+    boxes = pd.Series([300.0, 500.0, 700.0, 300.0, 800.0, 1300.0],
+                      index=pd.MultiIndex.from_product([["random", "a"], [0, 1, 2]], names=["strategy", "cycle"]))
+    table = savings(summary, "map", reference=0.6, boxes=boxes).set_index(["strategy", "level"])
+    # 0.8 x 0.6 = 0.48. random: 0.4 -> 0.6 between cycles 1 and 2, 40% of the way: 240 images,
+    # 500 + 0.4 x 200 = 580 boxes. a: 0.2 -> 0.5 between cycles 0 and 1, 28/30 of the way:
+    # 193.3 images, 300 + 28/30 x 500 = 766.7 boxes
+    assert table.loc[("random", 0.8), "labels_needed"] == pytest.approx(240)
+    assert table.loc[("a", 0.8), "labels_needed"] == pytest.approx(100 + 280 / 3)
+    assert table.loc[("random", 0.8), "boxes_needed"] == pytest.approx(580)
+    assert table.loc[("a", 0.8), "boxes_needed"] == pytest.approx(300 + 28 / 30 * 500)
+    assert table.loc[("a", 0.8), "saving_vs_random"] > 0  # fewer images ...
+    assert table.loc[("a", 0.8), "box_saving_vs_random"] == pytest.approx(580 - (300 + 28 / 30 * 500))  # ... more boxes
+    assert table.loc[("a", 0.8), "box_saving_vs_random"] < 0
+
+
+def test_report_lists_environments_and_warns_when_seeds_differ(tmp_path):
+    import yaml
+    fake_results(tmp_path, ["random", "entropy"])
+    base = {"device": "NVIDIA H100", "driver": "550", "torch": "2.11.0", "cuda": "13.0", "cudnn": 91000,
+            "git_commit": "abc"}
+    for s in ("random", "entropy"):
+        for seed in (0, 1, 2):
+            env = {**base, "device": "NVIDIA A100"} if (s, seed) == ("entropy", 2) else base
+            (tmp_path / s / f"seed_{seed}" / "env.yaml").write_text(yaml.safe_dump({"sessions": [env]}))
+    with pytest.warns(UserWarning, match="ran in 2 environments \\(differing in device\\)"):
+        out = write_report(tmp_path)
+    text = (out / "summary.md").read_text()
+    assert "## Environment" in text and "NVIDIA A100" in text and "NVIDIA H100" in text

@@ -114,7 +114,8 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
                 per_sample = F.cross_entropy(model.head(embedding), y, reduction="none")
                 loss = per_sample.mean()
                 if loss_module is not None:
-                    inputs = maps if epoch < detach_epoch else [m.detach() for m in maps]
+                    # LLAL's code detaches when epoch > 120 (0-based) of 200: 121 epochs attached
+                    inputs = maps if epoch <= detach_epoch else [m.detach() for m in maps]
                     loss = loss + hook.weight * loss_ranking(loss_module(inputs).float(), per_sample, hook.margin)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

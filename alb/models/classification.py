@@ -23,6 +23,7 @@ class ClassifierAdapter:
     task = "classification"
     metric = "accuracy"
     metric_names = ["accuracy"]
+    cost_columns: list[str] = []
     records_meta: dict = {}
 
     def __init__(self, model_cfg: DictConfig, trainer_cfg: DictConfig, data: ClassificationData,
@@ -61,6 +62,9 @@ class ClassifierAdapter:
         torch.manual_seed(seed)
         fit_classifier(self.model, train_set, self.cfg, self.device, seed, self.loss_module, self.hook,
                        val_set, progress, self.num_workers, label)
+
+    def labelling_cost(self, rows: np.ndarray) -> dict[str, int]:
+        return {}  # one label per image: n_labelled is the cost
 
     def check_support(self) -> None:
         """Nothing to check before training (detection checks its detector's capabilities)."""

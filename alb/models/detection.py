@@ -43,6 +43,7 @@ def detector_kwargs(model_cfg: DictConfig) -> dict:
 class DetectorAdapter:
     task = "detection"
     metric = "map"
+    cost_columns = ["n_boxes_labelled"]
 
     def __init__(self, model_cfg: DictConfig, trainer_cfg: DictConfig, data: DetectionData, device: torch.device,
                  hook=None, num_workers: int = 0):
@@ -103,6 +104,11 @@ class DetectorAdapter:
                             if isinstance(self.hook, LossPredictionHook) else None)
         self.hook_state = {}
 
+    def labelling_cost(self, rows: np.ndarray) -> dict[str, int]:
+        """What labelling `rows` costs beyond the image count: the annotated boxes (difficult
+        and crowd ones included: an annotator draws them too)."""
+        return {"n_boxes_labelled": int(sum(len(self.data.pool.annotations[int(r)]["boxes"]) for r in rows))}
+
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "hook_state": dict(self.hook_state),
                 "loss_module": self.loss_module.state_dict() if self.loss_module is not None else None}
@@ -162,7 +168,7 @@ class DetectorAdapter:
 
         def extra_loss(step: int, total_steps: int) -> dict:
             maps = self.model.level_maps
-            if step >= hook.detach_fraction * total_steps:
+            if step > hook.detach_fraction * total_steps:  # as LLAL's "epoch > 120 of 200"
                 maps = [m.detach() for m in maps]
             predicted = module([m.float() for m in maps]).float()
             return {"loss_prediction": hook.weight * loss_ranking(predicted, self.model.image_losses, hook.margin)}

@@ -24,10 +24,14 @@ class EnsembleAdapter:
         self.members = members
         first = members[0]
         self.task, self.metric, self.metric_names = first.task, first.metric, first.metric_names
+        self.cost_columns = first.cost_columns
 
     @property
     def records_meta(self) -> dict:
         return self.members[0].records_meta
+
+    def labelling_cost(self, rows: np.ndarray) -> dict[str, int]:
+        return self.members[0].labelling_cost(rows)
 
     def check_support(self) -> None:
         self.members[0].check_support()
