@@ -57,9 +57,13 @@ def run(overrides: Overrides = None, wait: Wait = False) -> None:
         console.print(f"results: {folders[0].parent}")
 
 
+DryRun = Annotated[bool, typer.Option("--dry-run", help="list the jobs and the training images each would "
+                                                         "process, and run nothing")]
+
+
 @app.command()
 @_user_errors
-def sweep(overrides: Overrides = None, wait: Wait = False) -> None:
+def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = False) -> None:
     """Run every combination of comma lists / range() overrides, e.g.
     `alb sweep strategy=random,entropy seeds=3` (plus any grid in the preset's `sweep:`)."""
     from alb.config import compose_config
@@ -69,6 +73,9 @@ def sweep(overrides: Overrides = None, wait: Wait = False) -> None:
     fixed = [o for o in expand_sweep(overrides)[0] if o.split("=", 1)[0] in
              {"experiment", "+experiment"}]  # the preset may define the grid
     jobs = expand_sweep(overrides, compose_config(fixed).sweep)
+    if dry_run:
+        _dry_run(jobs)
+        return
     console.print(f"sweep: {len(jobs)} job(s)")
     folders = []
     for k, job in enumerate(jobs):
@@ -76,6 +83,33 @@ def sweep(overrides: Overrides = None, wait: Wait = False) -> None:
         folders += run_experiment(compose_config(job), wait=wait)
     if folders:
         console.print(f"results: {folders[0].parent.parent}")
+
+
+def _dry_run(jobs: list[list[str]]) -> None:
+    """One row per job: its overrides, seeds, and the training images it would process."""
+    from alb.config import compose_config
+    from alb.datasets import build_dataset
+    from alb.hooks import EnsembleHook
+    from alb.loop import build_strategy, seed_list
+    from alb.sweep import planned_training_images
+
+    table = Table(title=f"sweep: {len(jobs)} job(s), nothing run")
+    for column in ("job", "overrides", "seeds", "training images per seed", "training images"):
+        table.add_column(column, justify="right" if "images" in column or column == "seeds" else "left")
+    pool_sizes, total = {}, 0
+    for k, job in enumerate(jobs):
+        cfg = compose_config(job)
+        key = repr(sorted((cfg.dataset or {}).items()))
+        if key not in pool_sizes:  # the pool size: read (and checked) once per dataset setting
+            pool_sizes[key] = len(build_dataset(cfg.dataset, False).pool)
+        hook = build_strategy(cfg).training_hook()
+        members = hook.members if isinstance(hook, EnsembleHook) else 1
+        per_seed = sum(planned_training_images(cfg, pool_sizes[key], members))
+        seeds = len(seed_list(cfg.seeds))
+        total += per_seed * seeds
+        table.add_row(str(k + 1), " ".join(job), str(seeds), f"{per_seed:,}", f"{per_seed * seeds:,}")
+    Console().print(table)
+    Console().print(f"total training images: {total:,}")
 
 
 @app.command()

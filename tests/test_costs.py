@@ -41,3 +41,46 @@ def test_classification_cycles_have_no_box_column(tiny_overrides):
     (folder,) = run_experiment(compose_config([*tiny_overrides, "strategy=random", "protocol.cycles=1"]))
     assert "n_boxes_labelled" not in pd.read_csv(folder / "cycles.csv").columns
     assert (folder / "env.yaml").is_file()
+
+
+def _count_images(monkeypatch):
+    from alb.models.centernet import CenterNet
+    seen = {"labelled": 0, "unlabelled": 0}
+    losses = CenterNet.losses
+
+    def counting(self, images, targets):
+        seen["labelled"] += len(images)
+        return losses(self, images, targets)
+
+    monkeypatch.setattr(CenterNet, "losses", counting)
+    import alb.engine.train_det as train_det
+    consistency = train_det.flip_consistency
+
+    def counting_consistency(model, images, top_k):
+        seen["unlabelled"] += len(images)
+        return consistency(model, images, top_k)
+
+    monkeypatch.setattr(train_det, "flip_consistency", counting_consistency)
+    return seen
+
+
+def test_dry_run_plan_matches_the_images_a_run_trains_on(tmp_path, monkeypatch):
+    from alb.sweep import planned_training_images
+    for extra in ([], ["trainer.ssl=consistency"], ["trainer.iterations=7", "trainer.milestones=[5]"]):
+        seen = _count_images(monkeypatch)
+        cfg = compose_config([*DET_TINY, "strategy=random", "seeds=1", "trainer.min_steps=5", *extra,
+                              f"results_dir={tmp_path / str(len(extra))}", f"name=plan{len(extra)}", "reuse_cycle0=false"])
+        run_experiment(cfg)
+        planned = planned_training_images(cfg, len(build_dataset(cfg.dataset, False).pool))
+        assert sum(planned) == seen["labelled"] + seen["unlabelled"], extra
+        monkeypatch.undo()
+
+
+def test_sweep_dry_run_lists_the_jobs_and_runs_nothing(tmp_path):
+    from conftest import alb_cli
+    result = alb_cli("sweep", "experiment=quickstart_det", "--dry-run", f"results_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "sweep: 6 job(s), nothing run" in result.stdout
+    # 60, 120, 180, 240 labelled, batch 16, >= 10 epochs and >= 100 steps: 102, 105, 110, 150 steps
+    assert "7,472" in result.stdout and "total training images: 134,496" in result.stdout
+    assert not any(tmp_path.iterdir())

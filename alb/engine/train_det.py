@@ -122,6 +122,15 @@ def _loader(train_set: Dataset, unlabelled_set: Dataset | None, cfg: DictConfig,
                       collate_fn=collate)
 
 
+def steps_per_epoch(cfg: DictConfig, n_labelled: int, n_unlabelled: int = 0) -> int:
+    """Optimiser steps in one epoch, as the loaders of `fit_detector` make them (also
+    `fit_classifier`'s, which never has unlabelled images): plain training drops the last
+    incomplete batch when there is more than one batch; SSL batches are `MixedBatches`."""
+    if cfg.get("ssl") and n_unlabelled:
+        return len(MixedBatches(n_labelled, n_unlabelled, cfg.batch_size, labelled_share(cfg), torch.Generator()))
+    return max(n_labelled // cfg.batch_size if n_labelled > cfg.batch_size else 1, 1)
+
+
 def training_length(cfg: DictConfig, steps_per_epoch: int) -> tuple[int, int]:
     """(epochs, total optimiser steps): `iterations` steps when set (the last epoch cut
     short), else `epochs`, stretched to reach `min_steps`."""
