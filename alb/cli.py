@@ -114,13 +114,20 @@ def _dry_run(jobs: list[list[str]]) -> None:
 
 @app.command()
 @_user_errors
-def report(directory: Annotated[Path, typer.Argument(help="results/<experiment>")],
+def report(directories: Annotated[list[Path], typer.Argument(help="results/<experiment> (several: also a pooled PPM)")],
            ppm_mode: Annotated[str, typer.Option(help="paired-t (Ash et al.) or ji2023 (Ji et al.'s code)")] = "paired-t",
-           alpha: Annotated[float, typer.Option(help="significance level of the paired t-test")] = 0.05) -> None:
-    """Tables, pairwise penalty matrix, learning curves and labelling-cost savings."""
-    from alb.report import write_report
-    out = write_report(directory, ppm_mode=ppm_mode, alpha=alpha)
-    console.print(f"report: {out}")
+           alpha: Annotated[float, typer.Option(help="significance level of the paired t-test")] = 0.05,
+           out: Annotated[Optional[Path], typer.Option(help="where the pooled PPM of several experiments goes "
+                                                            "(default: <parent of the first>/pooled_report)")] = None
+           ) -> None:
+    """Tables, pairwise penalty matrix, learning curves and labelling-cost savings; with several
+    experiments, each one's report and one PPM pooled over them (Ash et al.)."""
+    from alb.report import write_pooled_report, write_report
+    for directory in directories:
+        console.print(f"report: {write_report(directory, ppm_mode=ppm_mode, alpha=alpha)}")
+    if len(directories) > 1:
+        pooled = write_pooled_report(directories, out or directories[0].parent / "pooled_report", ppm_mode, alpha)
+        console.print(f"pooled PPM: {pooled}")
 
 
 @app.command("list")

@@ -167,6 +167,44 @@ def ji2023_note(n_seeds: int) -> str | None:
             f"for 3 seeds; these results have {n_seeds} seeds, for which it would be {right}")
 
 
+def ppm_scores(results: Results, metric: str) -> dict[str, pd.DataFrame]:
+    """strategy -> (seed x cycle) table of `metric`, cycle 0 left out: the PPM's input."""
+    return {s: g[g.cycle > 0].pivot_table(index="seed", columns="cycle", values=metric)
+            for s, g in results.frame.groupby("strategy")}
+
+
+def pooled_penalty_matrix(matrices: list[pd.DataFrame]) -> pd.DataFrame:
+    """Several experiments' PPMs pooled as Ash et al. do: the sum of the matrices, each already
+    normalised by its own number of labelled-set sizes, so an entry is at most the number of
+    experiments; a pair counts only in the experiments that ran both strategies."""
+    names = sorted(set().union(*(set(P.index) for P in matrices)))
+    return sum(P.reindex(index=names, columns=names, fill_value=0.0) for P in matrices)
+
+
+def write_pooled_report(directories: list[Path], out: Path, ppm_mode: str = "paired-t",
+                        alpha: float = 0.05) -> Path:
+    """One PPM over several experiments (e.g. UWE Fig. 5c, "PPM over (a) and (b)"): each
+    experiment's headline metric, pooled with `pooled_penalty_matrix`."""
+    matrices, lines = [], []
+    for directory in directories:
+        results = load_results(Path(directory))
+        metric = results.metrics[0]
+        matrices.append(penalty_matrix(ppm_scores(results, metric), ppm_mode, alpha))
+        lines.append(f"- {directory}: {metric}, strategies {', '.join(sorted(results.frame.strategy.unique()))}")
+    P = pooled_penalty_matrix(matrices)
+    phis = phi(P)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    P.rename_axis("strategy").to_csv(out / "pooled_ppm.csv")
+    phis.rename_axis("strategy").rename("phi").to_csv(out / "pooled_phi.csv")
+    text = [f"# Pooled PPM over {len(directories)} experiments ({ppm_mode}; row beats column)", "", *lines, "",
+            P.round(3).to_markdown(), "", f"Entries are at most {len(directories)} (one per experiment).", "",
+            "Φ (column mean, lower is better): " + ", ".join(f"{k} {v:.3f}" for k, v in phis.sort_values().items())]
+    (out / "pooled.md").write_text("\n".join(text) + "\n")
+    plot_ppm(P, phis, out, "pooled_ppm.png")
+    return out
+
+
 def phi(P: pd.DataFrame) -> pd.Series:
     """Column mean of the PPM, diagonal included: how often a strategy loses (lower is better)."""
     return P.mean(axis=0)
@@ -263,7 +301,7 @@ def plot_curves(summary: pd.DataFrame, metric: str, out: Path) -> None:
     plt.close(fig)
 
 
-def plot_ppm(P: pd.DataFrame, phis: pd.Series, out: Path) -> None:
+def plot_ppm(P: pd.DataFrame, phis: pd.Series, out: Path, name: str = "ppm.png") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -278,7 +316,7 @@ def plot_ppm(P: pd.DataFrame, phis: pd.Series, out: Path) -> None:
     ax.set_xlabel("loser")
     ax.set_ylabel("winner")
     fig.tight_layout()
-    fig.savefig(out / "ppm.png", dpi=150)
+    fig.savefig(out / name, dpi=150)
     plt.close(fig)
 
 
@@ -298,9 +336,7 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
     summary = summarise(results)
     summary.to_csv(out / "summary.csv", index=False)
     wide = _wide(summary, metric)
-    scores = {s: g[g.cycle > 0].pivot_table(index="seed", columns="cycle", values=metric)
-              for s, g in results.frame.groupby("strategy")}
-    P = penalty_matrix(scores, ppm_mode, alpha)
+    P = penalty_matrix(ppm_scores(results, metric), ppm_mode, alpha)
     phis = phi(P)
     n_seeds = int(results.frame.groupby("strategy").seed.nunique().max())
     ji_note = ji2023_note(n_seeds) if ppm_mode == "ji2023" else None

@@ -160,3 +160,20 @@ def test_report_lists_environments_and_warns_when_seeds_differ(tmp_path):
         out = write_report(tmp_path)
     text = (out / "summary.md").read_text()
     assert "## Environment" in text and "NVIDIA A100" in text and "NVIDIA H100" in text
+
+
+def test_pooled_ppm_is_the_sum_of_each_experiments_ppm_by_hand(tmp_path):
+    from alb.report import pooled_penalty_matrix, write_pooled_report
+    a = pd.DataFrame([[0, 1.0], [0, 0]], index=["x", "y"], columns=["x", "y"])          # x beats y everywhere
+    b = pd.DataFrame([[0, 0, 0.5], [0.5, 0, 0], [0, 0, 0]], index=["x", "y", "z"], columns=["x", "y", "z"])
+    P = pooled_penalty_matrix([a, b])
+    assert list(P.index) == ["x", "y", "z"]
+    assert P.loc["x", "y"] == 1.0 and P.loc["y", "x"] == 0.5 and P.loc["x", "z"] == 0.5 and P.loc["z", "x"] == 0
+    # through result folders: noris clearly best in both experiments
+    fake_results(tmp_path / "e1", ["random", "noris"], offset={"noris": 0.05})
+    fake_results(tmp_path / "e2", ["random", "noris", "entropy"], offset={"noris": 0.05})
+    out = write_pooled_report([tmp_path / "e1", tmp_path / "e2"], tmp_path / "pooled")
+    pooled = pd.read_csv(out / "pooled_ppm.csv").set_index("strategy")
+    assert pooled.loc["noris", "random"] == pytest.approx(2.0)  # wins every size of both experiments
+    assert pooled.loc["noris", "entropy"] == pytest.approx(1.0)  # entropy ran in e2 only
+    assert (out / "pooled_ppm.png").is_file() and "at most 2" in (out / "pooled.md").read_text()
