@@ -118,13 +118,21 @@ def report(directories: Annotated[list[Path], typer.Argument(help="results/<expe
            ppm_mode: Annotated[str, typer.Option(help="paired-t (Ash et al.) or ji2023 (Ji et al.'s code)")] = "paired-t",
            alpha: Annotated[float, typer.Option(help="significance level of the paired t-test")] = 0.05,
            out: Annotated[Optional[Path], typer.Option(help="where the pooled PPM of several experiments goes "
-                                                            "(default: <parent of the first>/pooled_report)")] = None
+                                                            "(default: <parent of the first>/pooled_report)")] = None,
+           levels: Annotated[str, typer.Option(help="fractions of the reference for savings.csv")] = "0.8,0.9,0.95"
            ) -> None:
     """Tables, pairwise penalty matrix, learning curves and labelling-cost savings; with several
     experiments, each one's report and one PPM pooled over them (Ash et al.)."""
+    from alb.errors import UserError
     from alb.report import write_pooled_report, write_report
+    try:
+        fractions = tuple(float(v) for v in levels.split(","))
+    except ValueError:
+        raise UserError(f"--levels must be comma-separated fractions like 0.7,0.8,0.9, got {levels!r}") from None
+    if not all(0 < f <= 1 for f in fractions):
+        raise UserError(f"--levels must lie in (0, 1], got {levels!r}")
     for directory in directories:
-        console.print(f"report: {write_report(directory, ppm_mode=ppm_mode, alpha=alpha)}")
+        console.print(f"report: {write_report(directory, ppm_mode=ppm_mode, alpha=alpha, levels=fractions)}")
     if len(directories) > 1:
         pooled = write_pooled_report(directories, out or directories[0].parent / "pooled_report", ppm_mode, alpha)
         console.print(f"pooled PPM: {pooled}")

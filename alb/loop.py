@@ -181,6 +181,37 @@ def _try_lock(run_dir: RunDir) -> bool:
 
 def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, device, cache: Cycle0Cache,
              progress) -> None:
+    """The AL cycles of one seed, then (with `protocol.full_reference`) the fully trained model."""
+    _run_cycles(cfg, seed, data, strategy, schedule, run_dir, device, cache, progress)
+    if cfg.protocol.get("full_reference") and not run_dir.full_reference_path.is_file():
+        _full_reference(cfg, seed, data, run_dir, device, cache, progress)
+
+
+def _full_reference(cfg, seed, data, run_dir: RunDir, device, cache: Cycle0Cache, progress) -> None:
+    """Train once on the whole pool (the "fully trained" model labelling-cost savings are
+    measured against, as NORIS reports them) and write `full_reference.csv`. It is cached like
+    cycle 0 (same key: the whole pool as the initial set, no hook, the cycle-0 training seed),
+    so every strategy of an experiment shares one per seed."""
+    rows = np.arange(len(data.pool))
+    adapter = make_adapter(data.task, cfg.model, cfg.trainer, data, device, None, cfg.num_workers)
+    path = cache.path(seed, list(data.pool.ids), None)
+    with cache.lock(path):
+        cached = cache.load(path)
+        if cached is None:
+            train_seconds = _train(adapter, cfg, seed, 0, rows, progress)
+            cache.save(path, {"state": adapter.state_dict(), "train_seconds": train_seconds})
+        else:
+            adapter.reset(pool_lib.train_seed(seed, 0))
+            adapter.load_state_dict(cached["state"])
+            train_seconds = cached["train_seconds"]
+    metrics = adapter.evaluate()
+    run_dir.write_full_reference({"n_labelled": len(rows), **adapter.labelling_cost(rows), **metrics,
+                                  "train_seconds": round(train_seconds, 3)})
+    console.print(f"  seed {seed} full reference: {len(rows)} labelled, {adapter.metric} {metrics[adapter.metric]:.4f}")
+
+
+def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, device, cache: Cycle0Cache,
+                progress) -> None:
     pool_ids = np.asarray(data.pool.ids)
     row_of = {sid: i for i, sid in enumerate(pool_ids)}
     done = run_dir.completed_rows()

@@ -222,8 +222,26 @@ def labels_to_reach(n_labelled: np.ndarray, curve: np.ndarray, target: float) ->
     return float("nan")
 
 
+def full_reference(directory: Path, metric: str) -> tuple[float, int] | None:
+    """The fully trained model's `metric` (`protocol.full_reference`): the mean over seeds of
+    every `<strategy>/seed_<k>/full_reference.csv` (one model per seed, shared by the
+    strategies), and the number of seeds; None when no run wrote one."""
+    per_seed = {}
+    for path in sorted(Path(directory).glob("*/seed_*/full_reference.csv")):
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise UserError(f"cannot read {path}: {err}") from err
+        if metric not in frame.columns or len(frame) != 1:
+            raise UserError(f"{path}: expected one row with a {metric!r} column")
+        per_seed.setdefault(int(path.parent.name.removeprefix("seed_")), float(frame[metric].iloc[0]))
+    if not per_seed:
+        return None
+    return float(np.mean(list(per_seed.values()))), len(per_seed)
+
+
 def savings(summary: pd.DataFrame, metric: str, reference: float | None = None,
-            boxes: pd.Series | None = None) -> pd.DataFrame:
+            boxes: pd.Series | None = None, levels: tuple[float, ...] = SAVING_LEVELS) -> pd.DataFrame:
     """Labels each strategy needs to reach 80/90/95% of `reference` (default: the best final
     mean of any strategy), and the saving against random. `boxes` (mean annotated boxes per
     (strategy, cycle), detection) adds the same in boxes: the box count at which the curve
@@ -232,7 +250,7 @@ def savings(summary: pd.DataFrame, metric: str, reference: float | None = None,
     if reference is None:
         reference = table.sort_values("cycle").groupby("strategy")["mean"].last().max()
     rows = []
-    for level in SAVING_LEVELS:
+    for level in levels:
         needed, needed_boxes = {}, {}
         for s, g in table.sort_values("cycle").groupby("strategy"):
             curve = g["mean"].to_numpy(float)
@@ -327,7 +345,8 @@ def _wide(summary: pd.DataFrame, metric: str, pm: str = " ± ") -> pd.DataFrame:
     return wide.reset_index().rename_axis(columns=None)
 
 
-def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.05) -> Path:
+def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.05,
+                 levels: tuple[float, ...] = SAVING_LEVELS) -> Path:
     directory = Path(directory)
     results = load_results(directory)
     out = directory / "report"
@@ -346,7 +365,15 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
     aulc.to_csv(out / "aulc.csv", index=False)
     boxes = (results.frame.groupby(["strategy", "cycle"]).n_boxes_labelled.mean()
              if "n_boxes_labelled" in results.frame and results.frame.n_boxes_labelled.notna().all() else None)
-    save = savings(summary, metric, boxes=boxes)
+    full = full_reference(directory, metric)
+    save = savings(summary, metric, reference=full[0] if full else None, boxes=boxes, levels=levels)
+    if full:
+        reference_line = (f"Reference: the fully trained model (`protocol.full_reference`, the whole pool), "
+                          f"{metric} {full[0]:.4f}, mean of {full[1]} seeds.")
+    else:
+        best = summary[summary.metric == metric].sort_values("cycle").groupby("strategy")["mean"].last().max()
+        reference_line = (f"Reference: the best final mean of any strategy ({metric} {best:.4f}); run with "
+                          "`protocol.full_reference=true` to measure against the model trained on the whole pool.")
     save.to_csv(out / "savings.csv", index=False)
     tex = _wide(summary, metric, pm=" $\\pm$ ")
     tex.columns = [str(c).replace("_", "\\_") for c in tex.columns]
@@ -356,7 +383,7 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
              "Φ (column mean, lower is better): " + ", ".join(f"{k} {v:.3f}" for k, v in phis.sort_values().items()),
              *(["", f"**Warning:** {ji_note}."] if ji_note else []),
              "", "## Area under the learning curve", "", aulc.to_markdown(index=False, floatfmt=".4f"), "",
-             "## Labels needed to reach x% of the best final mean", "",
+             "## Labels needed to reach x% of the reference", "", reference_line, "",
              save.to_markdown(index=False, floatfmt=".3f")]
     if results.missing:
         lines += ["", "## Missing runs", "", *[f"- {note}" for note in results.missing]]

@@ -238,6 +238,14 @@ class RunDir:
         return kept
 
     @property
+    def full_reference_path(self) -> Path:
+        return self.path / "full_reference.csv"
+
+    def write_full_reference(self, row: dict) -> None:
+        """The model trained on the whole pool (`protocol.full_reference`): one row."""
+        write_csv(self.full_reference_path, list(row), [row])
+
+    @property
     def env_path(self) -> Path:
         return self.path / "env.yaml"
 

@@ -177,3 +177,32 @@ def test_pooled_ppm_is_the_sum_of_each_experiments_ppm_by_hand(tmp_path):
     assert pooled.loc["noris", "random"] == pytest.approx(2.0)  # wins every size of both experiments
     assert pooled.loc["noris", "entropy"] == pytest.approx(1.0)  # entropy ran in e2 only
     assert (out / "pooled_ppm.png").is_file() and "at most 2" in (out / "pooled.md").read_text()
+
+
+def test_savings_use_the_full_reference_when_runs_wrote_one(tmp_path):
+    fake_results(tmp_path, ["random", "noris"], offset={"noris": 0.05})
+    out = write_report(tmp_path)
+    assert "the best final mean of any strategy" in (out / "summary.md").read_text()
+    for s in ("random", "noris"):
+        for seed, value in zip((0, 1, 2), (0.79, 0.80, 0.81)):
+            pd.DataFrame({"n_labelled": [1000], "accuracy": [value]}).to_csv(
+                tmp_path / s / f"seed_{seed}" / "full_reference.csv", index=False)
+    out = write_report(tmp_path, levels=(0.7, 0.9))
+    save = pd.read_csv(out / "savings.csv")
+    assert sorted(set(save.level)) == [0.7, 0.9]
+    assert save.target.tolist() == pytest.approx([0.7 * 0.8] * 2 + [0.9 * 0.8] * 2)
+    assert "the fully trained model" in (out / "summary.md").read_text()
+
+
+def test_full_reference_run_trains_on_the_whole_pool_once_per_seed(tiny_overrides):
+    from alb.config import compose_config
+    from alb.loop import run_experiment
+    first = run_experiment(compose_config([*tiny_overrides, "strategy=random", "protocol.full_reference=true",
+                                           "protocol.cycles=1"]))[0]
+    second = run_experiment(compose_config([*tiny_overrides, "strategy=entropy", "protocol.full_reference=true",
+                                            "protocol.cycles=1"]))[0]
+    a, b = pd.read_csv(first / "full_reference.csv"), pd.read_csv(second / "full_reference.csv")
+    assert a.n_labelled[0] == 1257  # the digits pool
+    pd.testing.assert_frame_equal(a, b)  # the second strategy loads the cached model
+    report = write_report(first.parent.parent)
+    assert "the fully trained model" in (report / "summary.md").read_text()
