@@ -96,6 +96,61 @@ def environment_notes(envs: pd.DataFrame) -> tuple[list[str], str | None]:
     return lines + ["", f"**Warning:** {warning}."], warning
 
 
+def strategy_parameters(directory: Path) -> pd.DataFrame:
+    """One row per strategy label: its strategy name and parameters, from the first seed's
+    `config.yaml` (the resolved config alb wrote)."""
+    rows = []
+    for label_dir in sorted(p for p in Path(directory).iterdir() if p.is_dir()):
+        configs = sorted(label_dir.glob("seed_*/config.yaml"))
+        if not configs:
+            continue
+        try:
+            config = yaml.safe_load(configs[0].read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"cannot read {configs[0]}: {err}") from err
+        params = {k: v for k, v in (config.get("strategy") or {}).items() if k not in ("_target_", "task")}
+        name = (config.get("meta") or {}).get("strategy") or label_dir.name.split("-")[0]
+        rows.append({"strategy": label_dir.name, "name": name,
+                     **{k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
+                        for k, v in params.items()}})
+    return pd.DataFrame(rows)
+
+
+def sweep_tables(summary: pd.DataFrame, aulc: pd.DataFrame, params: pd.DataFrame, metric: str) -> dict:
+    """For every strategy run with more than one setting: its swept parameters (those that
+    differ between its labels) against the final-cycle mean of `metric` and the AULC
+    (NORIS Tab. 3, PPAL Tab. 2), best first. -> {name: DataFrame}."""
+    if params.empty:
+        return {}
+    final = (summary[summary.metric == metric].sort_values("cycle").groupby("strategy")
+             .agg(final_mean=("mean", "last"), final_std=("std", "last")))
+    tables = {}
+    for name, group in params.groupby("name"):
+        if len(group) < 2:
+            continue
+        swept = sorted(c for c in group.columns if c not in ("strategy", "name")
+                       and group[c].astype(str).nunique() > 1)
+        table = group[["strategy", *swept]].set_index("strategy").join(final).join(
+            aulc.set_index("strategy")[["aulc_mean", "aulc_std"]])
+        tables[name] = table.sort_values("final_mean", ascending=False).reset_index()
+    return tables
+
+
+def _sweep_markdown(name: str, table: pd.DataFrame, metric: str) -> list[str]:
+    """A sweep's table with the best setting (highest final mean) marked, and, for two swept
+    parameters, the pivot of the final mean (rows: the first, columns: the second)."""
+    swept = [c for c in table.columns if c not in ("strategy", "final_mean", "final_std", "aulc_mean", "aulc_std")]
+    shown = table.copy()
+    shown.insert(0, "best", ["**best**"] + [""] * (len(shown) - 1))
+    lines = [f"## Sweep: {name} (final-cycle {metric} and AULC, best first)", "",
+             shown.to_markdown(index=False, floatfmt=".4f")]
+    if len(swept) == 2:
+        pivot = table.pivot_table(index=swept[0], columns=swept[1], values="final_mean", aggfunc="first")
+        lines += ["", f"Final {metric} by {swept[0]} (rows) and {swept[1]} (columns):", "",
+                  pivot.to_markdown(floatfmt=".4f")]
+    return lines
+
+
 def summarise(results: Results) -> pd.DataFrame:
     """Mean and sample std (ddof=1) over seeds, per strategy, cycle and metric."""
     long = results.frame.melt(id_vars=["strategy", "seed", "cycle", "n_labelled"], value_vars=results.metrics,
@@ -387,6 +442,9 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
              save.to_markdown(index=False, floatfmt=".3f")]
     if results.missing:
         lines += ["", "## Missing runs", "", *[f"- {note}" for note in results.missing]]
+    for name, table in sweep_tables(summary, aulc, strategy_parameters(directory), metric).items():
+        table.to_csv(out / f"sweep_{name}.csv", index=False)
+        lines += ["", *_sweep_markdown(name, table, metric)]
     env_lines, env_warning = environment_notes(load_environments(directory))
     if env_lines:
         lines += ["", *env_lines]

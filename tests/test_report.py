@@ -206,3 +206,27 @@ def test_full_reference_run_trains_on_the_whole_pool_once_per_seed(tiny_override
     pd.testing.assert_frame_equal(a, b)  # the second strategy loads the cached model
     report = write_report(first.parent.parent)
     assert "the fully trained model" in (report / "summary.md").read_text()
+
+
+def test_sweep_report_tabulates_the_swept_parameters_with_the_best_marked(tiny_overrides):
+    from alb.config import compose_config
+    from alb.loop import run_experiment
+    tiny_overrides = [*tiny_overrides, "trainer.epochs=40", "trainer.batch_size=8"]  # above chance: no ties
+    for alpha in (0.2, 0.5):
+        for similarity in ("gaussian", "linear"):
+            folder = run_experiment(compose_config([*tiny_overrides, "strategy=noris", f"strategy.alpha={alpha}",
+                                                    f"strategy.similarity={similarity}", "protocol.cycles=1",
+                                                    "seeds=2"]))[0]
+    run_experiment(compose_config([*tiny_overrides, "strategy=random", "protocol.cycles=1", "seeds=2"]))
+    experiment = folder.parent.parent
+    out = write_report(experiment)
+    table = pd.read_csv(out / "sweep_noris.csv")
+    assert len(table) == 4 and {"alpha", "similarity"} <= set(table.columns)
+    assert "variant" not in table.columns  # not swept
+    assert table.final_mean.is_monotonic_decreasing and table.final_mean.nunique() > 1  # best first
+    summary = pd.read_csv(out / "summary.csv")
+    best = summary[(summary.metric == "accuracy") & (summary.cycle == 1) & summary.strategy.str.startswith("noris")]
+    assert table.final_mean.iloc[0] == pytest.approx(best["mean"].max())
+    text = (out / "summary.md").read_text()
+    assert "## Sweep: noris" in text and "**best**" in text and "by alpha (rows) and similarity (columns)" in text
+    assert not (out / "sweep_random.csv").exists()
