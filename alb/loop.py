@@ -194,16 +194,7 @@ def _full_reference(cfg, seed, data, run_dir: RunDir, device, cache: Cycle0Cache
     so every strategy of an experiment shares one per seed."""
     rows = np.arange(len(data.pool))
     adapter = make_adapter(data.task, cfg.model, cfg.trainer, data, device, None, cfg.num_workers)
-    path = cache.path(seed, list(data.pool.ids), None)
-    with cache.lock(path):
-        cached = cache.load(path)
-        if cached is None:
-            train_seconds = _train(adapter, cfg, seed, 0, rows, progress)
-            cache.save(path, {"state": adapter.state_dict(), "train_seconds": train_seconds})
-        else:
-            adapter.reset(pool_lib.train_seed(seed, 0))
-            adapter.load_state_dict(cached["state"])
-            train_seconds = cached["train_seconds"]
+    train_seconds = _train_cycle0(adapter, cfg, seed, rows, list(data.pool.ids), None, cache, progress)
     metrics = adapter.evaluate()
     run_dir.write_full_reference({"n_labelled": len(rows), **adapter.labelling_cost(rows), **metrics,
                                   "train_seconds": round(train_seconds, 3)})
@@ -240,16 +231,8 @@ def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, 
     task = progress.add_task(f"{run_dir.path.parent.name} seed {seed}", total=total_cycles + 1, completed=n_done)
     for cycle in range(n_done, total_cycles + 1):
         if cycle == 0:
-            cache_path = cache.path(seed, [pool_ids[r] for r in labelled], strategy.training_hook())
-            with cache.lock(cache_path):  # one process trains an entry; the others wait, then load it
-                cached = cache.load(cache_path)
-                if cached is None:
-                    train_seconds = _train(adapter, cfg, seed, cycle, labelled, progress)
-                    cache.save(cache_path, {"state": adapter.state_dict(), "train_seconds": train_seconds})
-                else:
-                    adapter.reset(pool_lib.train_seed(seed, 0))
-                    adapter.load_state_dict(cached["state"])
-                    train_seconds = cached["train_seconds"]
+            train_seconds = _train_cycle0(adapter, cfg, seed, labelled, [pool_ids[r] for r in labelled],
+                                          strategy.training_hook(), cache, progress)
         else:
             train_seconds = _train(adapter, cfg, seed, cycle, labelled, progress)
         t_eval = time.perf_counter()
@@ -301,6 +284,23 @@ def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, 
         if len(new_rows) == 0 and cycle < total_cycles:
             break  # pool exhausted
     progress.remove_task(task)
+
+
+def _train_cycle0(adapter, cfg, seed: int, labelled: np.ndarray, labelled_ids: list[str], hook, cache: Cycle0Cache,
+                  progress) -> float:
+    """Cycle 0's model on pool rows `labelled` (ids `labelled_ids`): trained, or loaded from
+    the cache when another strategy (or process) of the experiment trained it; the seconds
+    its training took."""
+    path = cache.path(seed, labelled_ids, hook)
+    with cache.lock(path):  # one process trains an entry; the others wait, then load it
+        cached = cache.load(path)
+        if cached is None:
+            train_seconds = _train(adapter, cfg, seed, 0, labelled, progress)
+            cache.save(path, {"state": adapter.state_dict(), "train_seconds": train_seconds})
+            return train_seconds
+        adapter.reset(pool_lib.train_seed(seed, 0))
+        adapter.load_state_dict(cached["state"])
+        return cached["train_seconds"]
 
 
 def _train(adapter, cfg, seed: int, cycle: int, labelled: np.ndarray, progress) -> float:

@@ -40,6 +40,14 @@ def step_schedule(cfg: DictConfig, total_steps: int):
     return factor
 
 
+def ssl_method(cfg: DictConfig) -> str | None:
+    """`trainer.ssl`, checked: None or "consistency"."""
+    ssl = cfg.get("ssl")
+    if ssl not in SSL_METHODS:
+        raise UserError(f"trainer.ssl must be one of {SSL_METHODS}, got {ssl!r}")
+    return ssl
+
+
 def labelled_share(cfg: DictConfig) -> float | str:
     """`trainer.ssl_labelled`: the labelled fraction of a semi-supervised mini-batch (Elezi:
     0.5; supplement Tab. 6 also 0.25) or "random" (batches drawn from the whole pool)."""
@@ -61,13 +69,12 @@ class MixedBatches(Sampler):
     def __init__(self, labelled: int, unlabelled: int, batch_size: int, share: float | str,
                  generator: torch.Generator):
         self.labelled, self.unlabelled, self.generator = labelled, unlabelled, generator
+        self.batch_size = batch_size
         if share == "random" or unlabelled == 0:
             self.n_labelled = None if unlabelled else min(batch_size, labelled)
-            self.batch_size = batch_size
             self.per_epoch = max(1, (labelled + unlabelled) // batch_size)
         else:
             self.n_labelled = min(max(1, round(share * batch_size)), batch_size)
-            self.batch_size = batch_size
             self.per_epoch = max(1, math.ceil(labelled / self.n_labelled))
         self._streams = {}
 
@@ -162,12 +169,7 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
     `extra_loss(step, total_steps)` adds terms computed from what the supervised forward left
     on the model (a training hook's module, e.g. learning loss), whose parameters
     `extra_params` are optimised with the detector's."""
-    ssl = cfg.get("ssl")
-    if ssl not in SSL_METHODS:
-        raise UserError(f"trainer.ssl must be one of {SSL_METHODS}, got {ssl!r}")
-    if ssl is None:
-        unlabelled_set = None
-    elif unlabelled_set is not None and not len(unlabelled_set):
+    if ssl_method(cfg) is None or (unlabelled_set is not None and not len(unlabelled_set)):
         unlabelled_set = None
     generator = torch.Generator().manual_seed(seed)
     loader = _loader(train_set, unlabelled_set, cfg, generator, num_workers)

@@ -12,16 +12,15 @@ from torch.utils.data import DataLoader
 from alb.config import build, check_requirement
 from alb.datasets.detection import DetectionData, DetectionSplit, DetectionTorchSet, collate, flip_boxes
 from alb.engine.difficulty import DifficultyTracker, box_difficulty, matched_difficulties
-from alb.engine.train import autocast
-from alb.engine.train_det import SSL_METHODS, fit_detector, labelled_share
+from alb.engine.train import autocast, loss_ranking
+from alb.engine.train_det import fit_detector, labelled_share, ssl_method, training_length
 from alb.errors import UserError
-from alb.engine.train import loss_ranking
 from alb.hooks import DifficultyHook, DropoutHook, LossPredictionHook, PseudoLabelHook
 from alb.models.classifiers import LossPredictionModule
 from alb.models.dropout import install_head_dropout
 from alb.progress import Progress
 from alb.records import BOX_FIELDS, DETECTION_FIELDS, FLIP
-from alb.select.matching import match_boxes, matched_probs
+from alb.select.matching import matched_view_probs
 
 MIN_PSEUDO_SIZE = 1.0  # pixels: smaller pseudo-boxes are dropped (torchvision refuses empty ones)
 DETECTION_HOOKS = (DifficultyHook, PseudoLabelHook, DropoutHook, LossPredictionHook)
@@ -74,9 +73,8 @@ class DetectorAdapter:
             self._refuse(model, "supports_positives", f"strategy hook {self.hook!r} (positives recorded in "
                          "training; mode=post or auto computes them after training)",
                          "RetinaNet, FCOS, Faster R-CNN, CenterNet")
-        if self.cfg.get("ssl") not in SSL_METHODS:
-            raise UserError(f"trainer.ssl must be one of {SSL_METHODS}, got {self.cfg.get('ssl')!r}")
-        if self.cfg.get("ssl"):
+        training_length(self.cfg, 1)  # a bad trainer.iterations stops here
+        if ssl_method(self.cfg):
             self._refuse(model, "supports_consistency", f"trainer.ssl={self.cfg.ssl}", "CenterNet, RetinaNet, SSD")
             labelled_share(self.cfg)
         if isinstance(self.hook, PseudoLabelHook):
@@ -300,15 +298,8 @@ class DetectorAdapter:
         torch.manual_seed(seed)
         self.dropout.active = True
         try:
-            stacked = []
-            for _ in range(passes):
-                dets = [det for _, det in self.detections(self.data.pool, rows)]
-                pass_offsets = np.concatenate([[0], np.cumsum([len(d["scores"]) for d in dets])]).astype(np.int64)
-                pass_boxes = torch.cat([d["boxes"] for d in dets]).numpy() if dets else np.zeros((0, 4))
-                pass_probs = (torch.cat([d["box_probs"] for d in dets]).numpy() if dets
-                              else np.zeros((0, out["box_probs"].shape[1]), np.float32))
-                match, _ = match_boxes(out["boxes"], out["offsets"], pass_boxes, pass_offsets)
-                stacked.append(matched_probs(match, pass_probs, self.model.probs_kind))
+            stacked = [matched_view_probs(out, self.predict(rows, ("boxes", "box_probs")), self.model.probs_kind)
+                       for _ in range(passes)]
         finally:
             self.dropout.active = False
         return np.stack(stacked) if stacked else np.zeros((0, *out["box_probs"].shape), np.float32)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from alb.progress import Progress
-from alb.select.matching import match_boxes, matched_probs
+from alb.select.matching import matched_view_probs
 
 
 def member_seed(seed: int, member: int) -> int:
@@ -75,8 +75,6 @@ class EnsembleAdapter:
         stacked = [out["box_probs"]]
         kind = self.records_meta["probs_kind"]
         for member in self.members[1:]:
-            other = member.predict(rows, ("boxes", "box_probs"))
-            match, _ = match_boxes(out["boxes"], out["offsets"], other["boxes"], other["offsets"])
-            stacked.append(matched_probs(match, other["box_probs"], kind))
+            stacked.append(matched_view_probs(out, member.predict(rows, ("boxes", "box_probs")), kind))
         out["mc_box_probs"] = np.stack(stacked)
         return out

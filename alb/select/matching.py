@@ -42,6 +42,15 @@ def background_row(width: int, probs_kind: str) -> np.ndarray:
     return row
 
 
+def matched_view_probs(reference: dict, other: dict, probs_kind: str) -> np.ndarray:
+    """(M, C'): for every box of `reference`, the class vector of `other`'s detection of
+    largest IoU in the same image (the background row if it has none). Both are flat
+    detection fields with `boxes`, `offsets` and (for `other`) `box_probs`: an MC-dropout
+    pass or an ensemble member against the deterministic detections."""
+    match, _ = match_boxes(reference["boxes"], reference["offsets"], other["boxes"], other["offsets"])
+    return matched_probs(match, other["box_probs"], probs_kind)
+
+
 def matched_probs(match: np.ndarray, other_probs: np.ndarray, probs_kind: str) -> np.ndarray:
     """The other set's class vectors at `match` (M, C'); the background row where -1."""
     other_probs = np.asarray(other_probs)
