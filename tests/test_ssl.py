@@ -466,3 +466,11 @@ def test_a_refused_training_setting_writes_nothing(tmp_path):
     with pytest.raises(UserError, match="trainer.ssl=consistency is not supported on model"):
         run_experiment(cfg)
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "1.5"])
+def test_a_bad_iteration_count_is_refused_before_anything_is_written(tmp_path, bad):
+    cfg = compose_config([*DET_TINY, f"trainer.iterations={bad}", "strategy=random", f"results_dir={tmp_path / 'r'}"])
+    with pytest.raises(UserError, match="trainer.iterations must be"):
+        run_experiment(cfg)
+    assert not (tmp_path / "r").exists()

@@ -27,7 +27,7 @@ def step_schedule(cfg: DictConfig, total_steps: int):
     milestone. With `iterations` the milestones are iterations. Otherwise they are epochs of
     the nominal `epochs`; when `min_steps` stretches a short run they keep their place as a
     fraction of the training."""
-    if cfg.get("iterations"):
+    if cfg.get("iterations") is not None:
         milestones = [int(m) for m in cfg.milestones]
     else:
         milestones = [round(m / max(cfg.epochs, 1) * total_steps) for m in cfg.milestones]
@@ -142,8 +142,8 @@ def training_length(cfg: DictConfig, steps_per_epoch: int) -> tuple[int, int]:
     """(epochs, total optimiser steps): `iterations` steps when set (the last epoch cut
     short), else `epochs`, stretched to reach `min_steps`."""
     iterations = cfg.get("iterations")
-    if iterations:
-        if int(iterations) < 1:
+    if iterations is not None:
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
             raise UserError(f"trainer.iterations must be >= 1 (or null for epochs), got {iterations}")
         return math.ceil(int(iterations) / steps_per_epoch), int(iterations)
     epochs = max(int(cfg.epochs), math.ceil(cfg.get("min_steps", 0) / steps_per_epoch))
