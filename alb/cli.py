@@ -61,26 +61,42 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="list the jobs and the t
                                                          "process, and run nothing")]
 
 
+Jobs = Annotated[Optional[int], typer.Option("--jobs", min=1, help="run N jobs at once on this machine (Hydra's "
+                                                                  "joblib launcher); with hydra/launcher=...: at most N at once")]
+
+
 @app.command()
 @_user_errors
-def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = False) -> None:
+def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = False, jobs: Jobs = None) -> None:
     """Run every combination of comma lists / range() overrides, e.g.
-    `alb sweep strategy=random,entropy seeds=3` (plus any grid in the preset's `sweep:`)."""
+    `alb sweep strategy=random,entropy seeds=3` (plus any grid in the preset's `sweep:`).
+    `--jobs 4` runs four at once; `hydra/launcher=submitit_slurm hydra.launcher.partition=gpu ...`
+    submits them to Slurm."""
+    from datetime import datetime
+
     from alb.config import compose_config
     from alb.loop import run_experiment
-    from alb.sweep import expand_sweep
+    from alb.sweep import expand_sweep, is_launcher_override, launch
     overrides = overrides or []
+    launcher = [o for o in overrides if is_launcher_override(o)]
+    overrides = [o for o in overrides if not is_launcher_override(o)]
     fixed = [o for o in expand_sweep(overrides)[0] if o.split("=", 1)[0] in
              {"experiment", "+experiment"}]  # the preset may define the grid
-    jobs = expand_sweep(overrides, compose_config(fixed).sweep)
+    planned = expand_sweep(overrides, compose_config(fixed).sweep)
     if dry_run:
-        _dry_run(jobs)
+        _dry_run(planned)
         return
-    console.print(f"sweep: {len(jobs)} job(s)")
-    folders = []
-    for k, job in enumerate(jobs):
-        console.print(f"[bold]job {k + 1}/{len(jobs)}:[/] {' '.join(job)}")
-        folders += run_experiment(compose_config(job), wait=wait)
+    console.print(f"sweep: {len(planned)} job(s)")
+    if launcher or (jobs or 1) > 1:
+        first = compose_config(planned[0])
+        sweep_dir = Path(first.results_dir) / first.name / ".launcher" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        console.print(f"launcher files: {sweep_dir}")
+        folders = launch(planned, launcher, sweep_dir, jobs, wait)
+    else:
+        folders = []
+        for k, job in enumerate(planned):
+            console.print(f"[bold]job {k + 1}/{len(planned)}:[/] {' '.join(job)}")
+            folders += run_experiment(compose_config(job), wait=wait)
     if folders:
         console.print(f"results: {folders[0].parent.parent}")
 

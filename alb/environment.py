@@ -1,5 +1,5 @@
 """The environment a run ran in (`seed_<k>/env.yaml`): alb's version and git commit, Python,
-torch, CUDA, cuDNN, the device and its driver, and the determinism flags. Results from
+torch, CUDA, cuDNN, the device and its driver, the CPU threads, and the determinism flags. Results from
 different GPUs or library versions differ; `alb report` lists the environments of a
 comparison and warns when its seeds ran in more than one."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import alb
 
 # the keys whose difference between seeds of one comparison makes `alb report` warn
-COMPARED = ("device", "driver", "torch", "cuda", "cudnn")
+COMPARED = ("device", "driver", "torch", "cuda", "cudnn", "cpu_threads")
 
 
 def _git_commit() -> str | None:
@@ -55,6 +55,8 @@ def environment(device) -> dict:
         "cudnn": int(torch.backends.cudnn.version() or 0) if cuda else None,
         "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({platform.machine()})",
         "driver": _nvidia_driver() if cuda else None,
+        # on the CPU the thread count changes the order of float sums, hence the results' last digits
+        "cpu_threads": None if cuda else torch.get_num_threads(),
         "deterministic": {"cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
                           "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
                           "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled())},

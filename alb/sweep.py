@@ -1,10 +1,12 @@
-"""Expand sweep overrides (`a=1,2 b=range(3)`) into jobs, as Hydra's basic sweeper does,
-using Hydra's own override grammar."""
+"""Sweeps: expand the overrides (`a=1,2 b=range(3)`) into jobs with Hydra's own override
+grammar, plan their cost (`--dry-run`), and run them through a Hydra launcher (joblib,
+submitit local or Slurm) when asked to."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
@@ -48,3 +50,68 @@ def planned_training_images(cfg: DictConfig, pool_size: int, members: int = 1) -
         if cycle < schedule.cycles:
             n += schedule.steps[cycle]
     return sizes
+
+
+def is_launcher_override(override: str) -> bool:
+    """`hydra/launcher=...`, `hydra.launcher.partition=...`: settings of Hydra itself, which go to
+    the launcher, not to the jobs."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key == "hydra" or key.startswith(("hydra/", "hydra."))
+
+
+class SweepJob:
+    """The task a Hydra launcher runs: job `cfg.alb_job` of the expanded sweep.
+
+    alb expands the grid itself (`expand_sweep`, which also reads a preset's `sweep:`) and
+    hands Hydra one swept index, so a job composes exactly the config `alb run` would,
+    including the dataset's default model and trainer. Module level and plain data:
+    joblib and submitit pickle it into other processes."""
+
+    def __init__(self, jobs: list[list[str]], wait: bool, threads: int | None):
+        self.jobs, self.wait, self.threads = jobs, wait, threads
+
+    def __call__(self, cfg: DictConfig) -> list[str]:
+        import torch
+
+        from alb.config import compose_config
+        from alb.loop import run_experiment
+        if self.threads:
+            torch.set_num_threads(self.threads)  # N jobs on one machine share its cores
+        job = self.jobs[int(cfg.alb_job)]
+        return [str(folder) for folder in run_experiment(compose_config(job), wait=self.wait)]
+
+
+def launch(jobs: list[list[str]], launcher_overrides: list[str], sweep_dir: Path, n_jobs: int | None,
+           wait: bool) -> list[Path]:
+    """Run the jobs through a Hydra launcher: `--jobs N` alone is hydra-joblib-launcher with N
+    workers; `hydra/launcher=submitit_slurm hydra.launcher.partition=...` (or submitit_local)
+    submits them through submitit, and `--jobs N` then caps how many run at once (Hydra's
+    `max_batch_size`). Hydra's own files (submitit logs, the launcher's job folders) go to
+    `sweep_dir`; results go where `alb run` puts them. A failed job raises after the jobs
+    launched with it have finished."""
+    import os
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from alb.config import _searchpath_override, hydra_context
+    import shutil
+
+    from alb.errors import UserError
+    choice = next((o.split("=", 1)[1] for o in launcher_overrides if o.split("=", 1)[0].lstrip("+") == "hydra/launcher"),
+                  None)
+    chosen = choice is not None
+    if choice == "submitit_slurm" and not shutil.which("srun"):
+        raise UserError("hydra/launcher=submitit_slurm submits through Slurm, but srun is not on PATH: run alb sweep "
+                        "on a machine of the cluster (e.g. its login node), or use --jobs N here")
+    settings = [] if chosen else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs or 1}"]
+    if chosen and n_jobs:
+        settings.append(f"hydra.sweeper.max_batch_size={n_jobs}")
+    local = choice in (None, "joblib", "submitit_local")
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(n_jobs or len(jobs), len(jobs)))) if local else None
+    overrides = [f"+alb_job={','.join(str(k) for k in range(len(jobs)))}", _searchpath_override(),
+                 f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=job_${hydra.job.num}",
+                 "hydra/job_logging=none", "hydra/hydra_logging=none", *settings, *launcher_overrides]
+    with hydra_context():
+        returns = GlobalHydra.instance().hydra.multirun(config_name="config", task_function=SweepJob(jobs, wait, threads),
+                                                        overrides=overrides)
+    return [Path(folder) for batch in returns for ret in batch for folder in ret.return_value]
