@@ -82,7 +82,8 @@ def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = Fal
     overrides = [o for o in overrides if not is_launcher_override(o)]
     fixed = [o for o in expand_sweep(overrides)[0] if o.split("=", 1)[0] in
              {"experiment", "+experiment"}]  # the preset may define the grid
-    planned = expand_sweep(overrides, compose_config(fixed).sweep)
+    preset = compose_config(fixed)
+    planned = expand_sweep(overrides, preset.sweep, preset.get("jobs"))
     if dry_run:
         _dry_run(planned)
         return
@@ -104,7 +105,6 @@ def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = Fal
 def _dry_run(jobs: list[list[str]]) -> None:
     """One row per job: its overrides, seeds, and the training images it would process."""
     from alb.config import compose_config
-    from alb.datasets import build_dataset
     from alb.hooks import EnsembleHook
     from alb.loop import build_strategy, seed_list
     from alb.sweep import planned_training_images
@@ -117,15 +117,35 @@ def _dry_run(jobs: list[list[str]]) -> None:
         cfg = compose_config(job)
         key = repr(sorted((cfg.dataset or {}).items()))
         if key not in pool_sizes:  # the pool size: read (and checked) once per dataset setting
-            pool_sizes[key] = len(build_dataset(cfg.dataset, False).pool)
+            pool_sizes[key] = _pool_size(cfg.dataset)
         hook = build_strategy(cfg).training_hook()
         members = hook.members if isinstance(hook, EnsembleHook) else 1
-        per_seed = sum(planned_training_images(cfg, pool_sizes[key], members))
+        per_seed = sum(planned_training_images(cfg, pool_sizes[key][0], members))
         seeds = len(seed_list(cfg.seeds))
         total += per_seed * seeds
         table.add_row(str(k + 1), " ".join(job), str(seeds), f"{per_seed:,}", f"{per_seed * seeds:,}")
     Console().print(table)
     Console().print(f"total training images: {total:,}")
+    for key, (size, expected) in pool_sizes.items():
+        if expected:
+            Console().print(f"the data is not on this machine: the pool size is the dataset's expected_pool_size ({size:,})")
+            break
+
+
+def _pool_size(dataset) -> tuple[int, bool]:
+    """The pool size after val_size and duplicates, and whether it is the dataset yaml's
+    `expected_pool_size` because the data could not be read here (planning a cluster sweep)."""
+    from alb.datasets import build_dataset
+    from alb.errors import UserError
+    try:
+        return len(build_dataset(dataset, False).pool), False
+    except UserError:
+        expected = dataset.get("expected_pool_size")
+        if not expected:
+            raise
+    val = dataset.get("val_size", 0) if dataset.get("val_source", "pool") == "pool" else 0
+    n_val = int(round(val * expected)) if isinstance(val, float) and val < 1 else int(val)
+    return (int(expected) - n_val) * int(dataset.get("duplicates", 1)), True
 
 
 @app.command()

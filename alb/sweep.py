@@ -12,14 +12,22 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 
-def expand_sweep(overrides: Sequence[str], preset: DictConfig | dict | None = None) -> list[list[str]]:
-    """Every combination of the sweep overrides, in order; `preset` (a config's `sweep:`
-    mapping of key -> "v1,v2") adds sweeps for keys the command line does not set."""
+def expand_sweep(overrides: Sequence[str], preset=None, jobs=None) -> list[list[str]]:
+    """Every combination of the sweep overrides, in order.
+
+    A preset's `sweep:` (`preset`, a mapping of key -> "v1,v2") adds grid axes for the keys
+    the command line does not set. Its `jobs:` (a list of override strings such as
+    "strategy=consistency strategy.tau1=null", for tables whose rows are not a grid) is
+    crossed with the command line's sweeps, and dropped when the command line sets a key
+    those jobs set (the command line then chooses the strategies)."""
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(list(overrides))
     given = {o.key_or_group for o in parsed}
-    extra = [f"{k}={v}" for k, v in (preset or {}).items() if k not in given]
-    parsed += parser.parse_overrides(extra)
+    rows: list[list[str]] = [[]]
+    listed = [str(job).split() for job in (jobs or [])]
+    if listed and not {o.key_or_group for job in listed for o in parser.parse_overrides(job)} & given:
+        rows = listed
+    parsed += parser.parse_overrides([f"{k}={v}" for k, v in (preset or {}).items() if k not in given])
     axes = []
     for override in parsed:
         if override.is_sweep_override():
@@ -27,7 +35,7 @@ def expand_sweep(overrides: Sequence[str], preset: DictConfig | dict | None = No
             axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
         else:
             axes.append([override.input_line])
-    return [list(combo) for combo in itertools.product(*axes)]
+    return [[*row, *combo] for row in rows for combo in itertools.product(*axes)]
 
 
 def planned_training_images(cfg: DictConfig, pool_size: int, members: int = 1) -> list[int]:

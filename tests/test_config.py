@@ -20,7 +20,7 @@ def test_every_experiment_preset_composes(preset):
     cfg = compose_config([f"experiment={preset}"])
     assert cfg.meta.experiment == preset
     assert cfg.name != "default", "a preset should name its results folder"
-    for job in expand_sweep([f"experiment={preset}"], cfg.sweep):
+    for job in expand_sweep([f"experiment={preset}"], cfg.sweep, cfg.jobs):
         compose_config(job)
 
 

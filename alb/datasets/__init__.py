@@ -20,7 +20,8 @@ def build_dataset(cfg: DictConfig, progress: bool = False):
     data = build(cfg.reader, where="dataset.reader")
     if data.task == "detection":
         check_detection_data(data, bool(cfg.get("allow_overlap", False)), progress)
-    return prepare(data, val_size=cfg.get("val_size", 0), duplicates=cfg.get("duplicates", 1))
+    return prepare(data, val_size=cfg.get("val_size", 0), duplicates=cfg.get("duplicates", 1),
+                   val_source=cfg.get("val_source", "pool"))
 
 
 def check_detection_data(data, allow_overlap: bool, progress: bool = False) -> None:

@@ -110,24 +110,34 @@ class TorchSplit(Dataset):
         return (image - self.mean) / self.std, int(self.split.labels[row]), i
 
 
-def prepare(data, val_size: int | float = 0, duplicates: int = 1,
-            split_seed: int = 0) -> ClassificationData:
+VAL_SOURCES = ("pool", "test")
+
+
+def prepare(data, val_size: int | float = 0, duplicates: int = 1, split_seed: int = 0,
+            val_source: str = "pool") -> ClassificationData:
     """Apply the options every dataset shares.
 
-    `val_size` images (a count or a fraction) are held out of the pool for early stopping,
-    with a fixed seed so every run sees the same split. `duplicates=k` repeats every pool
-    image k times under ids `<id>`, `<id>~dup1`, ... (reality check Sec. 4.3.3).
+    `val_size` images (a count or a fraction) are held out for early stopping, with a fixed
+    seed so every run sees the same split: out of the pool (`val_source="pool"`), or out of
+    the test split (`"test"`), which keeps the whole pool unlabelled (NORIS: "the 50,000
+    training images as the initial unlabeled pool") and reports on the remaining test images.
+    `duplicates=k` repeats every pool image k times under ids `<id>`, `<id>~dup1`, ...
+    (reality check Sec. 4.3.3).
     """
     if duplicates < 1:
         raise UserError(f"dataset.duplicates must be >= 1, got {duplicates}")
-    n = len(data.pool)
+    if val_source not in VAL_SOURCES:
+        raise UserError(f"dataset.val_source must be one of {', '.join(VAL_SOURCES)}, got {val_source!r}")
+    source = data.pool if val_source == "pool" else data.test
+    n = len(source)
     n_val = int(round(val_size * n)) if isinstance(val_size, float) and val_size < 1 else int(val_size)
     if not 0 <= n_val < n:
-        raise UserError(f"dataset.val_size={val_size} must leave a pool (pool has {n} images)")
+        raise UserError(f"dataset.val_size={val_size} must leave images in the {val_source} split "
+                        f"(it has {n} images)")
     if n_val:
         order = np.random.default_rng(split_seed).permutation(n)
-        data.val = data.pool.subset(np.sort(order[:n_val]))
-        data.pool = data.pool.subset(np.sort(order[n_val:]))
+        data.val = source.subset(np.sort(order[:n_val]))
+        setattr(data, val_source, source.subset(np.sort(order[n_val:])))
     if duplicates > 1:
         base = data.pool
         rows = np.repeat(np.arange(len(base)), duplicates)

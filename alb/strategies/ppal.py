@@ -31,6 +31,8 @@ from alb.select import (ccms_similarity, cosine_similarity_matrix, dcus_weights,
 from alb.strategies.base import Strategy
 
 UNCERTAINTIES = ("random", "entropy", "dcus", "dcus_freq")
+BOX_MEASURES = ("entropy", "least_confidence", "margin")  # Tab. 3: entropy, posterior, margin
+SIGMOID_FORMS = ("binary", "class_sum")
 SIMILARITIES = ("random", "global", "jaccard", "ccms")
 
 
@@ -40,8 +42,14 @@ class PPAL(Strategy):
     def __init__(self, alpha: float = 0.3, beta: float = 0.2, xi: float = 0.6, momentum: float = 0.99,
                  delta: float = 4.0, uncertainty: str = "dcus", similarity: str = "ccms", iterations: int = 100,
                  difficulty_mode: str = "auto", reference_code: bool = False, min_box_size: float = 16.0,
-                 max_aspect_ratio: float = 5.0, task: str = "detection"):
+                 max_aspect_ratio: float = 5.0, measure: str = "entropy", sigmoid: str = "binary",
+                 task: str = "detection"):
         self.task = task  # the loop refuses a classification run with a clear message
+        if measure not in BOX_MEASURES:
+            raise ValueError(f"measure must be one of {BOX_MEASURES}, got {measure!r}")
+        if sigmoid not in SIGMOID_FORMS:
+            raise ValueError(f"sigmoid must be one of {SIGMOID_FORMS}, got {sigmoid!r}")
+        self.measure, self.sigmoid = measure, sigmoid
         if uncertainty not in UNCERTAINTIES:
             raise ValueError(f"uncertainty must be one of {UNCERTAINTIES}, got {uncertainty!r}")
         if similarity not in SIMILARITIES:
@@ -74,14 +82,24 @@ class PPAL(Strategy):
         return dcus_weights(1.0 - difficulty if self.reference_code else difficulty, self.alpha, self.beta)
 
     def box_entropy(self, records) -> np.ndarray:
-        """Per-box entropy (M,): over C + 1 classes for softmax heads; for sigmoid heads (and
-        in reference-code mode for every head) the binary entropy of one probability."""
+        """Per-box uncertainty (M,) by `measure` (entropy in Eq. 5; Tab. 3 also posterior =
+        least confidence, and margin): over C + 1 classes for softmax heads; for sigmoid heads
+        (and in reference-code mode for every head) over C' = 2, the box's class probability p
+        and 1 - p. `sigmoid="class_sum"` instead applies the measure to all C sigmoid scores
+        (entropy: the sum of the per-class binary entropies), as the other detection strategies do."""
         if self.reference_code:
-            return scoring.binary_entropy(records["scores"])
+            return self._binary(records["scores"])
         probs = records["box_probs"]
-        if records.meta.get("probs_kind", "softmax") == "softmax":
-            return scoring.entropy(probs)
-        return scoring.binary_entropy(probs[np.arange(len(probs)), records["labels"]])
+        kind = records.meta.get("probs_kind", "softmax")
+        if kind == "softmax":
+            return scoring.uncertainty(probs, self.measure)
+        if self.sigmoid == "class_sum":
+            return scoring.box_uncertainty(probs, self.measure, kind)
+        return self._binary(probs[np.arange(len(probs)), records["labels"]])
+
+    def _binary(self, p) -> np.ndarray:
+        p = np.asarray(p, dtype=np.float64)
+        return scoring.uncertainty(np.stack([p, 1.0 - p], axis=-1), self.measure)
 
     def image_uncertainty(self, records) -> np.ndarray:
         """Eq. 5: U(I) = sum over I's boxes of w_c(box) * entropy(box); 0 without boxes."""
