@@ -105,6 +105,8 @@ def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = Fal
 def _dry_run(jobs: list[list[str]]) -> None:
     """One row per job: its overrides, seeds, and the training images it would process."""
     from alb.config import compose_config
+    from omegaconf import OmegaConf
+
     from alb.hooks import EnsembleHook
     from alb.loop import build_strategy, seed_list
     from alb.sweep import planned_training_images
@@ -115,7 +117,7 @@ def _dry_run(jobs: list[list[str]]) -> None:
     pool_sizes, total = {}, 0
     for k, job in enumerate(jobs):
         cfg = compose_config(job)
-        key = repr(sorted((cfg.dataset or {}).items()))
+        key = OmegaConf.to_yaml(cfg.dataset)  # not resolved: dataset.root may be unset (???)
         if key not in pool_sizes:  # the pool size: read (and checked) once per dataset setting
             pool_sizes[key] = _pool_size(cfg.dataset)
         hook = build_strategy(cfg).training_hook()
@@ -135,11 +137,13 @@ def _dry_run(jobs: list[list[str]]) -> None:
 def _pool_size(dataset) -> tuple[int, bool]:
     """The pool size after val_size and duplicates, and whether it is the dataset yaml's
     `expected_pool_size` because the data could not be read here (planning a cluster sweep)."""
+    from omegaconf.errors import MissingMandatoryValue
+
     from alb.datasets import build_dataset
     from alb.errors import UserError
     try:
         return len(build_dataset(dataset, False).pool), False
-    except UserError:
+    except (UserError, MissingMandatoryValue):  # no data here, or dataset.root not given
         expected = dataset.get("expected_pool_size")
         if not expected:
             raise
@@ -155,7 +159,9 @@ def report(directories: Annotated[list[Path], typer.Argument(help="results/<expe
            alpha: Annotated[float, typer.Option(help="significance level of the paired t-test")] = 0.05,
            out: Annotated[Optional[Path], typer.Option(help="where the pooled PPM of several experiments goes "
                                                             "(default: <parent of the first>/pooled_report)")] = None,
-           levels: Annotated[str, typer.Option(help="fractions of the reference for savings.csv")] = "0.8,0.9,0.95"
+           levels: Annotated[str, typer.Option(help="fractions of the reference for savings.csv")] = "0.8,0.9,0.95",
+           compare: Annotated[Optional[Path], typer.Option(help="a paper's preset folder (experiments/noris, or "
+                                                                "just noris): our numbers beside its reported.csv")] = None
            ) -> None:
     """Tables, pairwise penalty matrix, learning curves and labelling-cost savings; with several
     experiments, each one's report and one PPM pooled over them (Ash et al.)."""
@@ -168,7 +174,7 @@ def report(directories: Annotated[list[Path], typer.Argument(help="results/<expe
     if not all(0 < f <= 1 for f in fractions):
         raise UserError(f"--levels must lie in (0, 1], got {levels!r}")
     for directory in directories:
-        console.print(f"report: {write_report(directory, ppm_mode=ppm_mode, alpha=alpha, levels=fractions)}")
+        console.print(f"report: {write_report(directory, ppm_mode=ppm_mode, alpha=alpha, levels=fractions, compare=compare)}")
     if len(directories) > 1:
         pooled = write_pooled_report(directories, out or directories[0].parent / "pooled_report", ppm_mode, alpha)
         console.print(f"pooled PPM: {pooled}")

@@ -401,7 +401,9 @@ def _wide(summary: pd.DataFrame, metric: str, pm: str = " ± ") -> pd.DataFrame:
 
 
 def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.05,
-                 levels: tuple[float, ...] = SAVING_LEVELS) -> Path:
+                 levels: tuple[float, ...] = SAVING_LEVELS, compare: Path | None = None) -> Path:
+    """Write `<directory>/report/`; with `compare` (a paper's preset folder), also our numbers
+    against the paper's (`alb.compare`)."""
     directory = Path(directory)
     results = load_results(directory)
     out = directory / "report"
@@ -445,6 +447,9 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
     for name, table in sweep_tables(summary, aulc, strategy_parameters(directory), metric).items():
         table.to_csv(out / f"sweep_{name}.csv", index=False)
         lines += ["", *_sweep_markdown(name, table, metric)]
+    if compare is not None:
+        from alb.compare import write_comparison
+        lines += ["", *write_comparison(directory, compare, out)]
     env_lines, env_warning = environment_notes(load_environments(directory))
     if env_lines:
         lines += ["", *env_lines]
