@@ -52,8 +52,9 @@ def run(overrides: Overrides = None, wait: Wait = False) -> None:
     """Run one strategy over several seeds, e.g. `alb run strategy=noris seeds=3`."""
     from alb.config import compose_config
     from alb.loop import run_experiment
+    from alb import distributed
     folders = run_experiment(compose_config(overrides or []), wait=wait)
-    if folders:
+    if folders and distributed.is_main():
         console.print(f"results: {folders[0].parent}")
 
 

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 from rich.console import Console
 
+from alb import distributed
 from alb import pool as pool_lib
 from alb.config import build, check_requirement, compose_config, to_container
 from alb.datasets import build_dataset
@@ -23,7 +24,7 @@ from alb.errors import UserError
 from alb.hooks import cycle0_key
 from alb.models import make_adapter
 from alb.progress import make_progress
-from alb.records import Records
+from alb.records import Records, concat_parts
 from alb.results import (CYCLE_COLUMNS, TIMING_COLUMNS, RunDir, atomic_write_bytes, check_same_config, file_lock,
                          identity, record_config)
 from alb.strategies.base import Strategy
@@ -132,7 +133,9 @@ def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
     seeds = seed_list(cfg.seeds)
     strategy = build_strategy(cfg)
     label = strategy_label(cfg)
-    device = resolve_device(cfg.device)
+    world = distributed.setup(cfg.trainer.get("devices", 1), str(cfg.device))  # trainer.devices > 1: torchrun
+    device = distributed.device_for(resolve_device(cfg.device))
+    console.quiet = not world.main  # rank 0 reports; the other ranks train and infer with it
     exp_dir = Path(cfg.results_dir) / cfg.name
     shared = {g: {"choice": cfg.meta[g], **to_container(cfg[g])} for g in SHARED_GROUPS}
     runs = [(seed, RunDir(exp_dir / label / f"seed_{seed}"), {**to_container(cfg), "seed": seed}) for seed in seeds]
@@ -153,21 +156,25 @@ def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
     # the model supports what the trainer and the strategy's hook ask (SSL, pseudo-labels, ...)
     make_adapter(data.task, cfg.model, cfg.trainer, data, torch.device("cpu"), strategy.training_hook(),
                  cfg.num_workers).check_support()
-    record_config(exp_dir / "experiment.yaml", shared, experiment_what)
+    if world.main:
+        record_config(exp_dir / "experiment.yaml", shared, experiment_what)
     cache = Cycle0Cache(exp_dir / ".cycle0", cfg, cfg.reuse_cycle0 and not cfg.protocol.finetune, device)
     console.print(f"[bold]{cfg.name}[/] / {label}: {data.name} pool {len(data.pool)}, test {len(data.test)}, "
                   f"initial {schedule.initial}, steps {list(schedule.steps)}, seeds {seeds}, device {device}")
     folders = []
-    with make_progress(cfg.progress) as progress:
+    with make_progress(cfg.progress and world.main) as progress:
         for seed, run_dir, config in runs:
-            if wait and not _try_lock(run_dir):
+            if world.main and wait and not _try_lock(run_dir):
                 console.print(f"  seed {seed}: waiting for the other alb process working in {run_dir.path}")
-            with run_dir.lock(wait) as held:
-                if not held:
+            # rank 0 holds the seed folder's lock for all the ranks of a distributed run
+            with run_dir.lock(wait) if world.main else nullcontext(True) as held:
+                if not distributed.broadcast(held):
                     console.print(f"  seed {seed}: skipped: another alb process is working in {run_dir.path} "
                                   "(run again when it has finished, or pass --wait to wait for it)")
                     continue
-                record_config(run_dir.path / "config.yaml", config, "run")
+                if world.main:
+                    record_config(run_dir.path / "config.yaml", config, "run")
+                distributed.barrier()
                 run_seed(cfg, seed, data, strategy, schedule, run_dir, device, cache, progress)
             folders.append(run_dir.path)
     return folders
@@ -195,6 +202,8 @@ def _full_reference(cfg, seed, data, run_dir: RunDir, device, cache: Cycle0Cache
     rows = np.arange(len(data.pool))
     adapter = make_adapter(data.task, cfg.model, cfg.trainer, data, device, None, cfg.num_workers)
     train_seconds = _train_cycle0(adapter, cfg, seed, rows, list(data.pool.ids), None, cache, progress)
+    if not distributed.is_main():
+        return
     metrics = adapter.evaluate()
     run_dir.write_full_reference({"n_labelled": len(rows), **adapter.labelling_cost(rows), **metrics,
                                   "train_seconds": round(train_seconds, 3)})
@@ -214,7 +223,9 @@ def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, 
     if n_done > total_cycles:
         console.print(f"  seed {seed}: complete ({n_done} cycles in {run_dir.cycles_path})")
         return
-    run_dir.record_environment(environment(device), n_done)  # who computes the cycles from n_done on
+    main = distributed.is_main()
+    if main:
+        run_dir.record_environment(environment(device), n_done)  # who computes the cycles from n_done on
     if not selections:
         initial = pool_lib.initial_rows(len(pool_ids), schedule.initial, pool_lib.initial_split_seed(cfg.protocol, seed))
         selections = [{"cycle": 0, "sample_id": pool_ids[r]} for r in initial]
@@ -236,7 +247,7 @@ def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, 
         else:
             train_seconds = _train(adapter, cfg, seed, cycle, labelled, progress)
         t_eval = time.perf_counter()
-        metrics = adapter.evaluate()
+        metrics = adapter.evaluate() if main else {}
         eval_seconds = time.perf_counter() - t_eval
 
         new_rows, infer_seconds, select_seconds = np.empty(0, dtype=np.int64), 0.0, 0.0
@@ -249,21 +260,25 @@ def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, 
                 budget = len(unlabelled)
             t1 = time.perf_counter()
             meta = adapter.records_meta
-            records_u = Records(pool_ids[unlabelled], adapter.predict(unlabelled, strategy.fields, strategy.mc_passes,
-                                                                      seed), meta)
-            records_l = Records(pool_ids[labelled], adapter.predict(labelled, strategy.labelled_fields,
-                                                                    strategy.mc_passes, seed)
+            records_u = Records(pool_ids[unlabelled], _predict(adapter, unlabelled, strategy.fields,
+                                                               strategy.mc_passes, seed), meta)
+            records_l = Records(pool_ids[labelled], _predict(adapter, labelled, strategy.labelled_fields,
+                                                             strategy.mc_passes, seed)
                                 if strategy.labelled_fields else {}, meta)
             t2 = time.perf_counter()
-            picks = np.asarray(strategy.select(records_u, records_l, budget, pool_lib.selection_rng(seed, cycle)))
+            picks = distributed.broadcast(  # rank 0 selects
+                np.asarray(strategy.select(records_u, records_l, budget, pool_lib.selection_rng(seed, cycle)))
+                if main else None)
             select_seconds = time.perf_counter() - t2
             infer_seconds = t2 - t1
             _check_selection(picks, budget, len(unlabelled), run_dir.path.parent.name)
             new_rows = unlabelled[picks]
             t3 = time.perf_counter()
-            pseudo = adapter.pseudo_labels(np.setdiff1d(unlabelled, new_rows))  # None unless a hook asks
+            # None unless a hook asks; rank 0 labels, every rank trains on them
+            pseudo = distributed.broadcast(adapter.pseudo_labels(np.setdiff1d(unlabelled, new_rows)) if main else None)
             if pseudo is not None:
-                run_dir.write_pseudo_labels(cycle + 1, pseudo, pool_ids, data.class_names)
+                if main:
+                    run_dir.write_pseudo_labels(cycle + 1, pseudo, pool_ids, data.class_names)
                 adapter.set_pseudo_labels(pseudo)
             infer_seconds += time.perf_counter() - t3
         row = {"cycle": cycle, "n_labelled": len(labelled),
@@ -273,14 +288,16 @@ def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, 
                "infer_seconds": round(infer_seconds, 3),
                "select_seconds": round(select_seconds, 3)}
         new_selections = [{"cycle": cycle + 1, "sample_id": pool_ids[r]} for r in new_rows]
-        if cfg.protocol.finetune:
-            atomic_torch_save(run_dir.state_path, adapter.state_dict())
-        run_dir.commit_cycle(row, columns, selections, new_selections)
+        if main:
+            if cfg.protocol.finetune:
+                atomic_torch_save(run_dir.state_path, adapter.state_dict())
+            run_dir.commit_cycle(row, columns, selections, new_selections)
         selections += new_selections
         labelled = np.sort(np.concatenate([labelled, new_rows]))
         progress.update(task, advance=1)
-        console.print(f"  seed {seed} cycle {cycle}: {row['n_labelled']} labelled, "
-                      f"{adapter.metric} {metrics[adapter.metric]:.4f}")
+        if main:
+            console.print(f"  seed {seed} cycle {cycle}: {row['n_labelled']} labelled, "
+                          f"{adapter.metric} {metrics[adapter.metric]:.4f}")
         if len(new_rows) == 0 and cycle < total_cycles:
             break  # pool exhausted
     progress.remove_task(task)
@@ -292,12 +309,17 @@ def _train_cycle0(adapter, cfg, seed: int, labelled: np.ndarray, labelled_ids: l
     the cache when another strategy (or process) of the experiment trained it; the seconds
     its training took."""
     path = cache.path(seed, labelled_ids, hook)
-    with cache.lock(path):  # one process trains an entry; the others wait, then load it
-        cached = cache.load(path)
-        if cached is None:
+    main = distributed.is_main()
+    # one process trains an entry, the others wait, then load it (rank 0 takes the lock for its ranks)
+    with cache.lock(path) if main else nullcontext(True):
+        cached = cache.load(path) if main else None
+        if not distributed.broadcast(cached is not None):
             train_seconds = _train(adapter, cfg, seed, 0, labelled, progress)
-            cache.save(path, {"state": adapter.state_dict(), "train_seconds": train_seconds})
+            if main:
+                cache.save(path, {"state": adapter.state_dict(), "train_seconds": train_seconds})
             return train_seconds
+        if not main:
+            cached = cache.load(path)
         adapter.reset(pool_lib.train_seed(seed, 0))
         adapter.load_state_dict(cached["state"])
         return cached["train_seconds"]
@@ -310,6 +332,15 @@ def _train(adapter, cfg, seed: int, cycle: int, labelled: np.ndarray, progress) 
         adapter.reset(pool_lib.train_seed(seed, cycle))
     adapter.fit(labelled, pool_lib.train_seed(seed, cycle), progress, f"train cycle {cycle} ({len(labelled)} images)")
     return time.perf_counter() - t0
+
+
+def _predict(adapter, rows: np.ndarray, fields: tuple[str, ...], mc_passes: int, seed: int) -> dict:
+    """The adapter's predictions for pool `rows`; with several ranks each predicts a shard and
+    every rank gets them all, in row order."""
+    parts = distributed.sharded(rows, lambda shard: adapter.predict(shard, fields, mc_passes, seed) if len(shard)
+                                else None)
+    parts = [p for p in parts if p is not None]
+    return parts[0] if len(parts) == 1 else concat_parts(parts)
 
 
 def _check_selection(picks: np.ndarray, budget: int, n_unlabelled: int, label: str) -> None:

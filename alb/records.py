@@ -107,12 +107,22 @@ def keep_boxes(records: Records, keep: np.ndarray) -> Records:
     return Records(records.ids, fields, records.meta)
 
 
+def concat_parts(parts: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The fields of several consecutive groups of images joined into one: rows along each
+    field's image (or box) axis, offsets shifted by the boxes before them. Every part has the
+    same fields; a part may hold no image."""
+    out = {}
+    for name in parts[0]:
+        arrays = [part[name] for part in parts]
+        if name in ("offsets", FLIP + "offsets"):
+            starts = np.cumsum([0, *(a[-1] for a in arrays[:-1])])
+            out[name] = np.concatenate([arrays[0][:1], *(a[1:] + s for a, s in zip(arrays, starts))])
+        else:
+            out[name] = np.concatenate(arrays, axis=_ROW_AXIS.get(name, 0))
+    return out
+
+
 def concat(first: Records, second: Records, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
     """`fields` of `first`'s images followed by `second`'s, box fields with joined offsets."""
-    out = {}
-    for name in fields:
-        out[name] = np.concatenate([first[name], second[name]])
-        if name.removeprefix(FLIP) in BOX_FIELDS:
-            key = offsets_field(name)
-            out[key] = np.concatenate([first[key], second[key][1:] + first[key][-1]])
-    return out
+    names = {*fields, *(offsets_field(f) for f in fields if is_box_field(f))}
+    return concat_parts([{n: first[n] for n in names}, {n: second[n] for n in names}])

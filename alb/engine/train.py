@@ -12,10 +12,11 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
-from alb.progress import Progress
+from alb import distributed
 from alb.hooks import LossPredictionHook
+from alb.progress import Progress
 
 
 class EarlyStopping:
@@ -82,14 +83,26 @@ def accuracy(model: nn.Module, dataset: Dataset, device: torch.device, batch_siz
     return correct / max(len(dataset), 1)
 
 
+def shuffled_loader(dataset: Dataset, batch_size: int, generator: torch.Generator, num_workers: int,
+                    drop_last: bool, collate_fn=None) -> DataLoader:
+    """Shuffled batches from `generator`; with several ranks (`trainer.devices`) every rank draws
+    the same batches and loads its share of each (`distributed.ShardedBatches`)."""
+    if distributed.world().size == 1:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers,
+                          drop_last=drop_last, collate_fn=collate_fn)
+    batches = BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last)
+    # the generator also goes to the DataLoader, which draws its base seed from it at every epoch, as above
+    return DataLoader(dataset, batch_sampler=distributed.ShardedBatches(batches), num_workers=num_workers,
+                      collate_fn=collate_fn, generator=generator)
+
+
 def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: torch.device, seed: int,
                    loss_module: nn.Module | None = None, hook: LossPredictionHook | None = None,
                    val_set: Dataset | None = None, progress: Progress | None = None,
                    num_workers: int = 0, label: str = "train") -> TrainStats:
     """Train `model` (and `loss_module`, when the strategy's hook asks) on `train_set`."""
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
-                        num_workers=num_workers, drop_last=len(train_set) > cfg.batch_size)
+    loader = shuffled_loader(train_set, cfg.batch_size, generator, num_workers, drop_last=len(train_set) > cfg.batch_size)
     steps_per_epoch = max(len(loader), 1)
     epochs = max(int(cfg.epochs), math.ceil(cfg.get("min_steps", 0) / steps_per_epoch))
     params = list(model.parameters()) + (list(loss_module.parameters()) if loss_module is not None else [])
@@ -119,12 +132,14 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
                     loss = loss + hook.weight * loss_ranking(loss_module(inputs).float(), per_sample, hook.margin)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            distributed.average_gradients(params)
             scaler.step(optimizer)
             scaler.update()
             total += float(loss.detach()) * len(y)
             count += len(y)
             steps += 1
         scheduler.step()
+        distributed.sync_buffers(model, loss_module)
         epoch_loss = total / max(count, 1)
         if progress:
             progress.update(task, advance=1, description=f"{label} (loss {epoch_loss:.3f})")

@@ -13,9 +13,10 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from alb import distributed
 from alb.datasets.detection import collate
 from alb.engine.consistency import flip_consistency
-from alb.engine.train import EarlyStopping, TrainStats, autocast, make_optimizer
+from alb.engine.train import EarlyStopping, TrainStats, autocast, make_optimizer, shuffled_loader
 from alb.errors import UserError
 from alb.progress import Progress
 
@@ -122,9 +123,11 @@ class _Joined(Dataset):
 def _loader(train_set: Dataset, unlabelled_set: Dataset | None, cfg: DictConfig, generator: torch.Generator,
             num_workers: int) -> DataLoader:
     if unlabelled_set is None:
-        return DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
-                          num_workers=num_workers, collate_fn=collate, drop_last=len(train_set) > cfg.batch_size)
+        return shuffled_loader(train_set, cfg.batch_size, generator, num_workers,
+                               drop_last=len(train_set) > cfg.batch_size, collate_fn=collate)
     sampler = MixedBatches(len(train_set), len(unlabelled_set), cfg.batch_size, labelled_share(cfg), generator)
+    if distributed.world().size > 1:
+        sampler = distributed.ShardedBatches(sampler)
     return DataLoader(_Joined(train_set, unlabelled_set), batch_sampler=sampler, num_workers=num_workers,
                       collate_fn=collate)
 
@@ -176,7 +179,8 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
     steps_per_epoch = max(len(loader), 1)
     epochs, total_steps = training_length(cfg, steps_per_epoch)
     ssl_weight, top_k = float(cfg.get("ssl_weight", 1.0)), cfg.get("ssl_top_k", 100)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad] + list(extra_params or []), cfg)
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
+    optimizer = make_optimizer(params, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, step_schedule(cfg, total_steps))
     use_amp = bool(cfg.amp) and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -210,6 +214,7 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
                                          f"({ {k: float(v) for k, v in losses.items()} }); lower trainer.lr")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            distributed.average_gradients(params)
             if clip:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -223,6 +228,7 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
             steps += 1
             if progress:
                 progress.update(task, advance=1)
+        distributed.sync_buffers(model)
         epoch_loss = total / max(count, 1)
         if progress:
             progress.update(task, description=f"{label} (epoch {epoch + 1}/{epochs}, loss {epoch_loss:.3f})")

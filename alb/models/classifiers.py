@@ -39,13 +39,14 @@ class SmallCNN(Classifier):
     """Three 3x3 conv blocks and a linear embedding: trains in seconds on 8x8 digits."""
 
     def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32,
-                 embedding_dim: int = 128, dropout: float = 0.25):
+                 embedding_dim: int = 128, dropout: float = 0.25, batch_norm: bool = True):
         super().__init__(embedding_dim, num_classes, dropout)
         w = width
-        self.block1 = nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU())
-        self.block2 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(),
+        norm = nn.BatchNorm2d if batch_norm else (lambda channels: nn.Identity())
+        self.block1 = nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1), norm(w), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, padding=1), norm(2 * w), nn.ReLU(),
                                     nn.MaxPool2d(2))
-        self.block3 = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(),
+        self.block3 = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 3, padding=1), norm(4 * w), nn.ReLU(),
                                     nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.embed = nn.Sequential(nn.Linear(4 * w, embedding_dim), nn.ReLU())
         self.feature_channels = [w, 2 * w, 4 * w]
