@@ -56,3 +56,32 @@ def test_top_k_breaks_ties_by_index():
 def test_unknown_measure():
     with pytest.raises(ValueError, match="unknown uncertainty measure"):
         scoring.uncertainty(np.ones((1, 2)) / 2, "nope")
+
+
+def test_sigmoid_boxes_binary_form_uses_the_box_score_only():
+    from alb import scoring
+    probs = np.array([[0.9, 0.1, 0.05], [0.2, 0.1, 0.15]])
+    h = lambda p: -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    np.testing.assert_allclose(scoring.box_uncertainty(probs, "entropy", "sigmoid", "binary"), [h(0.9), h(0.2)])
+    np.testing.assert_allclose(scoring.box_uncertainty(probs, "entropy", "sigmoid"), h(probs).sum(axis=1))
+    np.testing.assert_allclose(scoring.box_uncertainty(probs, "least_confidence", "sigmoid", "binary"), [0.1, 0.2])
+    softmax = np.array([[0.7, 0.2, 0.1]])  # softmax rows are distributions: the form does not apply
+    np.testing.assert_allclose(scoring.box_uncertainty(softmax, "entropy", "softmax", "binary"),
+                               scoring.box_uncertainty(softmax, "entropy", "softmax"))
+    with pytest.raises(ValueError, match="sigmoid must be one of"):
+        scoring.box_uncertainty(probs, "entropy", "sigmoid", "per_box")
+
+
+def test_every_detection_uncertainty_strategy_offers_both_sigmoid_forms():
+    from alb.config import build, compose_config
+    from conftest import synthetic_det_records
+    records = synthetic_det_records(12, probs_kind="sigmoid")
+    for name in ("entropy", "least_confidence", "margin", "entropy_subset", "noris", "uwe", "dbal", "ppal"):
+        picks = {}
+        for form in ("class_sum", "binary"):
+            cfg = compose_config(["dataset=shapes", f"strategy={name}", f"strategy.sigmoid={form}"])
+            strategy = build(cfg.strategy)
+            assert strategy.sigmoid == form
+            labelled = synthetic_det_records(3, probs_kind="sigmoid", prefix="l", seed=1)
+            picks[form] = list(strategy.select(records, labelled, 4, np.random.default_rng(0)))
+        assert len(set(picks["binary"])) == 4

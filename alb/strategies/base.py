@@ -32,14 +32,21 @@ class Strategy:
         return f"{type(self).__name__}({params})"
 
 
+def check_sigmoid(sigmoid: str) -> str:
+    if sigmoid not in scoring.SIGMOID_FORMS:
+        raise ValueError(f"sigmoid must be one of {scoring.SIGMOID_FORMS}, got {sigmoid!r}")
+    return sigmoid
+
+
 def check_task(task: str, tasks: tuple[str, ...]) -> str:
     if task not in tasks:
         raise ValueError(f"task must be one of {tasks}, got {task!r}")
     return task
 
 
-def image_uncertainty(records: Records, measure: str, aggregate: str) -> np.ndarray:
+def image_uncertainty(records: Records, measure: str, aggregate: str, sigmoid: str = "class_sum") -> np.ndarray:
     """Detection: per-box uncertainty of `box_probs` reduced per image (n,); 0 for an image
-    without detections."""
-    per_box = scoring.box_uncertainty(records["box_probs"], measure, records.meta.get("probs_kind", "softmax"))
+    without detections. `sigmoid`: how sigmoid heads' scores enter (`scoring.box_uncertainty`)."""
+    per_box = scoring.box_uncertainty(records["box_probs"], measure, records.meta.get("probs_kind", "softmax"),
+                                      sigmoid)
     return scoring.aggregate_boxes(per_box, records["offsets"], aggregate)

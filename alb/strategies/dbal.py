@@ -11,19 +11,20 @@ from sklearn.cluster import KMeans
 
 from alb import scoring
 from alb.select._backend import as_tensor, sq_norms
-from alb.strategies.base import Strategy, check_task, image_uncertainty
+from alb.strategies.base import Strategy, check_sigmoid, check_task, image_uncertainty
 
 
 class DBAL(Strategy):
     tasks = ("classification", "detection")
 
     def __init__(self, beta: int = 10, measure: str = "margin", max_iter: int = 100, aggregate: str = "max",
-                 task: str = "classification"):
+                 task: str = "classification", sigmoid: str = "class_sum"):
         if beta < 1:
             raise ValueError(f"beta must be >= 1, got {beta}")
         if aggregate not in scoring.AGGREGATES:
             raise ValueError(f"aggregate must be one of {scoring.AGGREGATES}, got {aggregate!r}")
         self.beta, self.measure, self.max_iter, self.aggregate = int(beta), measure, int(max_iter), aggregate
+        self.sigmoid = check_sigmoid(sigmoid)
         self.task = check_task(task, self.tasks)
         self.fields = ("probs", "embedding") if task == "classification" else ("box_probs", "image_features")
 
@@ -33,7 +34,7 @@ class DBAL(Strategy):
         if self.task == "classification":
             scores, features = scoring.uncertainty(unlabelled["probs"], self.measure), unlabelled["embedding"]
         else:
-            scores, features = image_uncertainty(unlabelled, self.measure, self.aggregate), unlabelled["image_features"]
+            scores, features = image_uncertainty(unlabelled, self.measure, self.aggregate, self.sigmoid), unlabelled["image_features"]
         candidates = scoring.top_k(scores, min(unlabelled.n, self.beta * budget))
         x = features[candidates].astype(np.float64)
         weights = np.maximum(scores[candidates], 1e-12)

@@ -6,24 +6,26 @@ from __future__ import annotations
 
 from alb import scoring
 from alb.records import Records
-from alb.strategies.base import Strategy, check_task, image_uncertainty
+from alb.strategies.base import Strategy, check_sigmoid, check_task, image_uncertainty
 
 
 class EntropySubset(Strategy):
     tasks = ("classification", "detection")
 
-    def __init__(self, subset: int = 10000, aggregate: str = "sum", task: str = "classification"):
+    def __init__(self, subset: int = 10000, aggregate: str = "sum", task: str = "classification",
+                 sigmoid: str = "class_sum"):
         if subset < 1:
             raise ValueError(f"subset must be >= 1, got {subset}")
         if aggregate not in scoring.AGGREGATES:
             raise ValueError(f"aggregate must be one of {scoring.AGGREGATES}, got {aggregate!r}")
         self.subset, self.aggregate, self.task = int(subset), aggregate, check_task(task, self.tasks)
+        self.sigmoid = check_sigmoid(sigmoid)
         self.fields = ("probs",) if task == "classification" else ("box_probs",)
 
     def select(self, unlabelled: Records, labelled, budget, rng):
         candidates = rng.permutation(unlabelled.n)[:max(self.subset, budget)]
         if self.task == "detection":
-            scores = image_uncertainty(unlabelled, "entropy", self.aggregate)[candidates]
+            scores = image_uncertainty(unlabelled, "entropy", self.aggregate, self.sigmoid)[candidates]
         else:
             scores = scoring.entropy(unlabelled["probs"][candidates])
         return candidates[scoring.top_k(scores, budget)]

@@ -16,7 +16,7 @@ from alb.records import keep_boxes
 from alb.select import ObjectDistances, noris_greedy
 from alb.select.noris import check_noris_params
 from alb.select.objects import check_object_params
-from alb.strategies.base import Strategy, check_task, image_uncertainty
+from alb.strategies.base import Strategy, check_sigmoid, check_task, image_uncertainty
 
 
 class NORIS(Strategy):
@@ -24,11 +24,13 @@ class NORIS(Strategy):
 
     def __init__(self, variant: str = "sum", similarity: str = "gaussian", alpha: float = 0.5,
                  measure: str = "least_confidence", aggregate: str = "max", metric: str = "euclidean",
-                 image_term: bool = True, min_score: float = 0.0, task: str = "classification"):
+                 image_term: bool = True, min_score: float = 0.0, task: str = "classification",
+                 sigmoid: str = "class_sum"):
         check_noris_params(variant, similarity, alpha)
         check_object_params(aggregate, metric)
         self.variant, self.similarity, self.alpha, self.measure = variant, similarity, float(alpha), measure
         self.aggregate, self.metric, self.image_term = aggregate, metric, bool(image_term)
+        self.sigmoid = check_sigmoid(sigmoid)
         self.min_score = float(min_score)
         self.task = check_task(task, self.tasks)
         self.fields = (("probs", "embedding") if task == "classification"
@@ -40,7 +42,7 @@ class NORIS(Strategy):
             return noris_greedy(scores, unlabelled["embedding"], budget, self.variant, self.similarity, self.alpha)
         if self.min_score > 0:  # only confident detections count as objects (score and distance)
             unlabelled = keep_boxes(unlabelled, unlabelled["scores"] >= self.min_score)
-        scores = image_uncertainty(unlabelled, self.measure, self.aggregate)
+        scores = image_uncertainty(unlabelled, self.measure, self.aggregate, self.sigmoid)
         distances = ObjectDistances(unlabelled["box_features"], unlabelled["offsets"], unlabelled["image_features"],
                                     self.aggregate, self.metric, self.image_term)
         return noris_greedy(scores, distances, budget, self.variant, self.similarity, self.alpha)

@@ -32,7 +32,7 @@ from alb.strategies.base import Strategy
 
 UNCERTAINTIES = ("random", "entropy", "dcus", "dcus_freq")
 BOX_MEASURES = ("entropy", "least_confidence", "margin")  # Tab. 3: entropy, posterior, margin
-SIGMOID_FORMS = ("binary", "class_sum")
+SIGMOID_FORMS = scoring.SIGMOID_FORMS
 SIMILARITIES = ("random", "global", "jaccard", "ccms")
 
 
@@ -98,8 +98,8 @@ class PPAL(Strategy):
         return self._binary(probs[np.arange(len(probs)), records["labels"]])
 
     def _binary(self, p) -> np.ndarray:
-        p = np.asarray(p, dtype=np.float64)
-        return scoring.uncertainty(np.stack([p, 1.0 - p], axis=-1), self.measure)
+        p = np.asarray(p, dtype=np.float64)[:, None]  # one score per box: C' = 2 on it
+        return scoring.box_uncertainty(p, self.measure, "sigmoid", "binary")
 
     def image_uncertainty(self, records) -> np.ndarray:
         """Eq. 5: U(I) = sum over I's boxes of w_c(box) * entropy(box); 0 without boxes."""

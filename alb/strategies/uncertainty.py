@@ -10,19 +10,20 @@ import numpy as np
 
 from alb import scoring
 from alb.records import Records
-from alb.strategies.base import Strategy, check_task, image_uncertainty
+from alb.strategies.base import Strategy, check_sigmoid, check_task, image_uncertainty
 
 
 class UncertaintySampling(Strategy):
     tasks = ("classification", "detection")
 
     def __init__(self, measure: str = "entropy", mc_passes: int = 0, aggregate: str = "sum",
-                 task: str = "classification"):
+                 task: str = "classification", sigmoid: str = "class_sum"):
         if measure not in scoring.MEASURES:
             raise ValueError(f"unknown uncertainty measure {measure!r}; expected one of {sorted(scoring.MEASURES)}")
         if aggregate not in scoring.AGGREGATES:
             raise ValueError(f"aggregate must be one of {scoring.AGGREGATES}, got {aggregate!r}")
         self.measure, self.aggregate, self.task = measure, aggregate, check_task(task, self.tasks)
+        self.sigmoid = check_sigmoid(sigmoid)
         self.mc_passes = int(mc_passes)
         self.fields = ("probs",) if task == "classification" else ("box_probs",)
         if self.mc_passes:
@@ -34,7 +35,7 @@ class UncertaintySampling(Strategy):
         if self.mc_passes:
             return scoring.variation_ratio_mc(unlabelled["mc_probs"])
         if self.task == "detection":
-            return image_uncertainty(unlabelled, self.measure, self.aggregate)
+            return image_uncertainty(unlabelled, self.measure, self.aggregate, self.sigmoid)
         return scoring.uncertainty(unlabelled["probs"], self.measure)
 
     def select(self, unlabelled, labelled, budget, rng):

@@ -11,7 +11,7 @@ import numpy as np
 
 from alb import scoring
 from alb.select import kcenter_from_labelled, uwe_image_embedding
-from alb.strategies.base import Strategy, check_task
+from alb.strategies.base import Strategy, check_sigmoid, check_task
 
 
 def uncertainty_weighted(probs: np.ndarray, embedding: np.ndarray, tau: float, measure: str) -> np.ndarray:
@@ -23,10 +23,11 @@ class UWE(Strategy):
     tasks = ("classification", "detection")
 
     def __init__(self, tau: float = 1.0, measure: str | None = None, task: str = "classification",
-                 precision: str = "fp32"):
+                 precision: str = "fp32", sigmoid: str = "class_sum"):
         if tau < 0:
             raise ValueError(f"tau must be >= 0, got {tau}")
         self.task = check_task(task, self.tasks)
+        self.sigmoid = check_sigmoid(sigmoid)
         # the papers' measures: entropy for classification, BvSB for detection (Eq. 8)
         self.measure = measure or ("entropy" if task == "classification" else "bvsb")
         if self.measure not in scoring.MEASURES:
@@ -38,7 +39,8 @@ class UWE(Strategy):
     def embed(self, records):
         if self.task == "classification":
             return uncertainty_weighted(records["probs"], records["embedding"], self.tau, self.measure)
-        u = scoring.box_uncertainty(records["box_probs"], self.measure, records.meta.get("probs_kind", "softmax"))
+        u = scoring.box_uncertainty(records["box_probs"], self.measure, records.meta.get("probs_kind", "softmax"),
+                                    self.sigmoid)
         return uwe_image_embedding(records["box_features"], u, records["labels"], records["offsets"],
                                    records.meta["num_classes"], self.tau, sparse=True)
 
