@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-cls run-det run-ssl test test-yolo bench clean
+.PHONY: install run run-cls run-det run-ssl run-ablations test test-yolo bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,14 @@ run-det: install
 run-ssl: install
 	$(VENV)/bin/alb sweep experiment=quickstart_ssl
 	$(VENV)/bin/alb report results/quickstart_ssl
+
+# The reality check's ablations at laptop scale on digits: diversity, budget, fine-tuning, duplicates.
+run-ablations: install
+	for p in digits digits_budget20 digits_budget80 digits_finetune digits_x2 digits_x5; do \
+	  $(VENV)/bin/alb sweep experiment=reality_check/$$p || exit 1; done
+	$(VENV)/bin/alb report results/reality_check_digits results/reality_check_digits_budget20 \
+	  results/reality_check_digits_budget80 results/reality_check_digits_finetune \
+	  results/reality_check_digits_x2 results/reality_check_digits_x5 --out results/reality_check_digits_pooled
 
 test: install
 	$(VENV)/bin/python -m pytest -q
