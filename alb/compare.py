@@ -120,13 +120,12 @@ def _strategy_defaults(name: str, dataset: str) -> dict:
 
 def _preset_differences(preset: str, experiment: dict) -> list[str]:
     """How the results' experiment (experiment.yaml) differs from what the preset composes."""
-    from alb.config import compose_config, to_container
-    from alb.loop import SHARED_GROUPS
+    from alb.config import SHARED_GROUPS, compose_config, shared_config
     from alb.results import config_differences, identity
     root = (experiment.get("dataset") or {}).get("root")  # a location, not part of the comparison
     cfg = compose_config([f"experiment={preset}", f"dataset.root={'null' if root is None else root}"])
-    composed = {g: {"choice": cfg.meta[g], **to_container(cfg[g])} for g in SHARED_GROUPS}
-    return config_differences(identity(composed), identity({g: experiment.get(g, {}) for g in SHARED_GROUPS}))
+    return config_differences(identity(shared_config(cfg)),
+                              identity({g: experiment.get(g, {}) for g in SHARED_GROUPS}))
 
 
 def choose_presets(reported: pd.DataFrame, experiment: dict) -> tuple[list[str], list[str]]:
@@ -182,13 +181,12 @@ def compare_table(directory: Path, folder: Path) -> tuple[pd.DataFrame, list[str
     results = load_results(directory)
     frame = results.frame
     rows_here = reported[reported.preset.isin(presets)]
-    defaults: dict[str, dict] = {}
-    out, unmatched = [], set()
+    all_runs = _runs(directory)
     dataset = experiment["dataset"]["choice"]
-    for run in _runs(directory):
-        defaults.setdefault(run.name, _strategy_defaults(run.name, dataset) if run.name else {})
+    defaults = {run.name: _strategy_defaults(run.name, dataset) for run in all_runs if run.name}
+    out, unmatched = [], set()
     for row in rows_here.itertuples():
-        runs = [r for r in _runs(directory) if strategy_matches(row.strategy, r, defaults.get(r.name, {}))]
+        runs = [r for r in all_runs if strategy_matches(row.strategy, r, defaults.get(r.name, {}))]
         if not runs:
             unmatched.add(row.strategy)
             continue

@@ -143,3 +143,12 @@ def build(node: DictConfig | dict, where: str = "", **kwargs: Any) -> Any:
 
 def to_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+# Config groups whose choice and settings must match across strategies of one experiment.
+SHARED_GROUPS = ("dataset", "model", "protocol", "trainer")
+
+
+def shared_config(cfg: DictConfig) -> dict:
+    """What `experiment.yaml` records: each shared group's choice and resolved settings."""
+    return {g: {"choice": cfg.meta[g], **to_container(cfg[g])} for g in SHARED_GROUPS}

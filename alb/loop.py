@@ -17,7 +17,7 @@ from rich.console import Console
 
 from alb import distributed
 from alb import pool as pool_lib
-from alb.config import build, check_requirement, compose_config, to_container
+from alb.config import build, check_requirement, compose_config, shared_config, to_container
 from alb.datasets import build_dataset
 from alb.environment import environment
 from alb.errors import UserError
@@ -30,8 +30,6 @@ from alb.results import (CYCLE_COLUMNS, TIMING_COLUMNS, RunDir, atomic_write_byt
 from alb.strategies.base import Strategy
 
 console = Console(stderr=True, soft_wrap=True)  # one line per message, also when not a TTY
-# Config groups whose choice and settings must match across strategies of one experiment.
-SHARED_GROUPS = ("dataset", "model", "protocol", "trainer")
 
 
 def seed_list(seeds) -> list[int]:
@@ -137,7 +135,7 @@ def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
     device = distributed.device_for(resolve_device(cfg.device))
     console.quiet = not world.main  # rank 0 reports; the other ranks train and infer with it
     exp_dir = Path(cfg.results_dir) / cfg.name
-    shared = {g: {"choice": cfg.meta[g], **to_container(cfg[g])} for g in SHARED_GROUPS}
+    shared = shared_config(cfg)
     runs = [(seed, RunDir(exp_dir / label / f"seed_{seed}"), {**to_container(cfg), "seed": seed}) for seed in seeds]
     check_requirement(cfg.model)
     check_task(cfg, cfg.dataset.get("task", "classification"), strategy)

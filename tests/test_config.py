@@ -20,6 +20,8 @@ def test_every_experiment_preset_composes(preset):
     cfg = compose_config([f"experiment={preset}"])
     assert cfg.meta.experiment == preset
     assert cfg.name != "default", "a preset should name its results folder"
+    if "/" in preset:
+        return  # a paper's preset: tests/test_presets.py composes every job through --dry-run
     for job in expand_sweep([f"experiment={preset}"], cfg.sweep, cfg.jobs):
         compose_config(job)
 

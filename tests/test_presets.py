@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from alb.cli import app
 from alb.compare import X_UNITS, choose_presets, compare_table, paper_folder, parse_strategy, read_reported
-from alb.config import CONFIG_DIR, EXPERIMENTS_DIR, compose_config, group_options, to_container
+from alb.config import CONFIG_DIR, EXPERIMENTS_DIR, compose_config, group_options, shared_config, to_container
 from alb.datasets import build_dataset
 from alb.errors import UserError
-from alb.loop import SHARED_GROUPS, run_experiment
+from alb.loop import run_experiment
 from alb.sweep import expand_sweep
 from conftest import TINY
 
@@ -173,8 +173,7 @@ def test_paper_folder_accepts_the_paper_name_or_experiments_path(tmp_path):
 
 
 def _experiment_yaml(preset: str) -> dict:
-    cfg = compose_config([f"experiment={preset}", "dataset.root=/data/cifar"])
-    return {g: {"choice": cfg.meta[g], **to_container(cfg[g])} for g in SHARED_GROUPS}
+    return shared_config(compose_config([f"experiment={preset}", "dataset.root=/data/cifar"]))
 
 
 def test_compare_picks_the_preset_with_the_experiments_protocol():

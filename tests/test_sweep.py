@@ -43,15 +43,25 @@ def test_launcher_overrides_are_told_apart_from_the_jobs_overrides():
     assert not is_launcher_override("dataset.hydrated=1")
 
 
+GRID = [*TINY, "strategy=random,entropy"]
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory) -> Path:
+    """The sequential sweep both launcher tests compare with."""
+    root = tmp_path_factory.mktemp("sequential")
+    result = alb_cli("sweep", *GRID, f"results_dir={root}", "name=sequential", cwd=root,
+                     env_extra={"OMP_NUM_THREADS": JOB_THREADS})
+    assert result.returncode == 0, result.stderr
+    return root / "sequential"
+
+
 @pytest.mark.parametrize("launcher", [["hydra/launcher=submitit_local"], ["--jobs", "2"]])
-def test_two_launched_jobs_finish_with_the_results_of_a_sequential_sweep(tmp_path, launcher):
-    grid = [*TINY, "strategy=random,entropy", f"results_dir={tmp_path}"]
-    sequential = alb_cli("sweep", *grid, "name=sequential", cwd=tmp_path, env_extra={"OMP_NUM_THREADS": JOB_THREADS})
-    assert sequential.returncode == 0, sequential.stderr
-    launched = alb_cli("sweep", *grid, "name=launched", *launcher, cwd=tmp_path)
+def test_two_launched_jobs_finish_with_the_results_of_a_sequential_sweep(tmp_path, sequential, launcher):
+    launched = alb_cli("sweep", *GRID, f"results_dir={tmp_path}", "name=launched", *launcher, cwd=tmp_path)
     assert launched.returncode == 0, launched.stderr
     assert "sweep: 2 job(s)" in launched.stderr
-    _assert_same_results(tmp_path / "launched", tmp_path / "sequential", ["random", "entropy"])
+    _assert_same_results(tmp_path / "launched", sequential, ["random", "entropy"])
     for label in ("random", "entropy"):
         session = yaml.safe_load((tmp_path / "launched" / label / "seed_0" / "env.yaml").read_text())["sessions"][0]
         assert session["cpu_threads"] == int(JOB_THREADS)
