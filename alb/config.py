@@ -3,6 +3,7 @@ the one place that instantiates `_target_`."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import os
@@ -73,15 +74,23 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     cannot do this itself (a dataset file may not override another group), so the group
     choices are composed first and the dataset's defaults added to a second composition."""
     overrides = list(overrides)
-    first = _compose(_group_selections(overrides))
-    defaults = [f"{g}={first.dataset[f'default_{g}']}" for g in DATASET_DEFAULT_GROUPS
-                if first.hydra.runtime.choices.get(g) is None and first.dataset.get(f"default_{g}")]
+    defaults = _dataset_defaults(tuple(_group_selections(overrides)))
     cfg = _compose([*defaults, *overrides])
     choices = {g: cfg.hydra.runtime.choices.get(g) for g in GROUPS}
     with open_dict(cfg):
         del cfg["hydra"]
         cfg.meta = choices  # which option of each group was chosen (strategy labels, checks)
     return cfg
+
+
+@functools.lru_cache(maxsize=512)
+def _dataset_defaults(selections: tuple[str, ...]) -> tuple[str, ...]:
+    """The `model=` / `trainer=` overrides the dataset's defaults add for these group
+    selections (the first of compose_config's two compositions). Cached: it depends on the
+    selections and the config files only, and a sweep composes many jobs that share them."""
+    first = _compose(list(selections))
+    return tuple(f"{g}={first.dataset[f'default_{g}']}" for g in DATASET_DEFAULT_GROUPS
+                 if first.hydra.runtime.choices.get(g) is None and first.dataset.get(f"default_{g}"))
 
 
 def group_options(group: str) -> list[str]:

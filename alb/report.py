@@ -136,18 +136,33 @@ def sweep_tables(summary: pd.DataFrame, aulc: pd.DataFrame, params: pd.DataFrame
     return tables
 
 
-def _sweep_markdown(name: str, table: pd.DataFrame, metric: str) -> list[str]:
-    """A sweep's table with the best setting (highest final mean) marked, and, for two swept
-    parameters, the pivot of the final mean (rows: the first, columns: the second)."""
+def sweep_pivot(table: pd.DataFrame, value: str) -> pd.DataFrame | None:
+    """A sweep table's `value` (final_mean or aulc_mean) laid out as the papers print their
+    grids (NORIS supp. Tab. 3: variant and similarity by alpha): rows are every swept
+    parameter but the last, columns the last. None with fewer than two swept parameters."""
     swept = [c for c in table.columns if c not in ("strategy", "final_mean", "final_std", "aulc_mean", "aulc_std")]
+    if len(swept) < 2:
+        return None
+    return table.pivot_table(index=swept[:-1], columns=swept[-1], values=value, aggfunc="first")
+
+
+def _bold_best(pivot: pd.DataFrame) -> pd.DataFrame:
+    best = np.nanmax(pivot.to_numpy(float))
+    return pivot.map(lambda v: "" if pd.isna(v) else f"**{v:.4f}**" if v == best else f"{v:.4f}")
+
+
+def _sweep_markdown(name: str, table: pd.DataFrame, metric: str) -> list[str]:
+    """A sweep's table with the best setting (highest final mean) marked, and, for two or more
+    swept parameters, the pivots of the final mean and of the AULC (best cell in bold)."""
     shown = table.copy()
     shown.insert(0, "best", ["**best**"] + [""] * (len(shown) - 1))
     lines = [f"## Sweep: {name} (final-cycle {metric} and AULC, best first)", "",
              shown.to_markdown(index=False, floatfmt=".4f")]
-    if len(swept) == 2:
-        pivot = table.pivot_table(index=swept[0], columns=swept[1], values="final_mean", aggfunc="first")
-        lines += ["", f"Final {metric} by {swept[0]} (rows) and {swept[1]} (columns):", "",
-                  pivot.to_markdown(floatfmt=".4f")]
+    for value, what in (("final_mean", f"Final {metric}"), ("aulc_mean", "AULC")):
+        pivot = sweep_pivot(table, value)
+        if pivot is not None:
+            rows, column = ", ".join(pivot.index.names), pivot.columns.name
+            lines += ["", f"{what} by {rows} (rows) and {column} (columns):", "", _bold_best(pivot).to_markdown()]
     return lines
 
 
@@ -446,6 +461,10 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
         lines += ["", "## Missing runs", "", *[f"- {note}" for note in results.missing]]
     for name, table in sweep_tables(summary, aulc, strategy_parameters(directory), metric).items():
         table.to_csv(out / f"sweep_{name}.csv", index=False)
+        for value in ("final_mean", "aulc_mean"):
+            pivot = sweep_pivot(table, value)
+            if pivot is not None:
+                pivot.to_csv(out / f"sweep_{name}_{value.removesuffix('_mean')}_pivot.csv")
         lines += ["", *_sweep_markdown(name, table, metric)]
     if compare is not None:
         from alb.compare import write_comparison

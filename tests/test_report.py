@@ -229,4 +229,22 @@ def test_sweep_report_tabulates_the_swept_parameters_with_the_best_marked(tiny_o
     assert table.final_mean.iloc[0] == pytest.approx(best["mean"].max())
     text = (out / "summary.md").read_text()
     assert "## Sweep: noris" in text and "**best**" in text and "by alpha (rows) and similarity (columns)" in text
+    assert (out / "sweep_noris_final_pivot.csv").is_file() and (out / "sweep_noris_aulc_pivot.csv").is_file()
     assert not (out / "sweep_random.csv").exists()
+
+
+def test_sweep_pivot_lays_three_parameters_out_as_noris_table_3():
+    from alb.report import _sweep_markdown, sweep_pivot
+    rows = [(v, sim, a, 0.1 * k, 0.01 * k) for k, (v, sim, a) in enumerate(
+        [(v, sim, a) for v in ("max", "sum") for sim in ("gaussian", "linear") for a in (0.2, 0.5)])]
+    table = pd.DataFrame(rows, columns=["variant", "similarity", "alpha", "final_mean", "aulc_mean"])
+    table.insert(0, "strategy", [f"noris-{k}" for k in range(len(table))])
+    pivot = sweep_pivot(table, "final_mean")
+    assert list(pivot.index.names) == ["variant", "similarity"] and list(pivot.columns) == [0.2, 0.5]
+    assert pivot.loc[("sum", "linear"), 0.5] == pytest.approx(0.7)
+    assert pivot.loc[("max", "gaussian"), 0.2] == pytest.approx(0.0)
+    assert sweep_pivot(table[["strategy", "alpha", "final_mean", "aulc_mean"]], "final_mean") is None
+    text = "\n".join(_sweep_markdown("noris", table.sort_values("final_mean", ascending=False), "map"))
+    assert "Final map by variant, similarity (rows) and alpha (columns)" in text
+    assert "AULC by variant, similarity (rows) and alpha (columns)" in text
+    assert "**0.7000**" in text and "**0.0700**" in text  # the best cell of each pivot
