@@ -141,6 +141,7 @@ def _pool_size(dataset) -> tuple[int, bool]:
     from omegaconf.errors import MissingMandatoryValue
 
     from alb.datasets import build_dataset
+    from alb.datasets.base import held_out_count
     from alb.errors import UserError
     try:
         return len(build_dataset(dataset, False).pool), False
@@ -149,8 +150,7 @@ def _pool_size(dataset) -> tuple[int, bool]:
         if not expected:
             raise
     val = dataset.get("val_size", 0) if dataset.get("val_source", "pool") == "pool" else 0
-    n_val = int(round(val * expected)) if isinstance(val, float) and val < 1 else int(val)
-    return (int(expected) - n_val) * int(dataset.get("duplicates", 1)), True
+    return (int(expected) - held_out_count(val, int(expected))) * int(dataset.get("duplicates", 1)), True
 
 
 @app.command()

@@ -85,18 +85,12 @@ class Run:
     label: str
     name: str            # the strategy's config name (meta.strategy)
     strategy: dict       # its resolved parameters
-    config: dict         # the whole resolved config
 
 
 def _runs(directory: Path) -> list[Run]:
-    runs = []
-    for label_dir in sorted(p for p in Path(directory).iterdir() if p.is_dir() and not p.name.startswith(".")):
-        configs = sorted(label_dir.glob("seed_*/config.yaml"))
-        if configs:
-            config = yaml.safe_load(configs[0].read_text()) or {}
-            runs.append(Run(label_dir.name, (config.get("meta") or {}).get("strategy", ""), config.get("strategy") or {},
-                            config))
-    return runs
+    from alb.report import label_configs
+    return [Run(label, (config.get("meta") or {}).get("strategy", ""), config.get("strategy") or {})
+            for label, config in label_configs(directory).items()]
 
 
 def strategy_matches(spec: str, run: Run, defaults: dict) -> bool:

@@ -96,21 +96,27 @@ def environment_notes(envs: pd.DataFrame) -> tuple[list[str], str | None]:
     return lines + ["", f"**Warning:** {warning}."], warning
 
 
-def strategy_parameters(directory: Path) -> pd.DataFrame:
-    """One row per strategy label: its strategy name and parameters, from the first seed's
-    `config.yaml` (the resolved config alb wrote)."""
-    rows = []
+def label_configs(directory: Path) -> dict[str, dict]:
+    """Strategy label -> the resolved config alb wrote for it (its first seed's `config.yaml`)."""
+    out = {}
     for label_dir in sorted(p for p in Path(directory).iterdir() if p.is_dir()):
         configs = sorted(label_dir.glob("seed_*/config.yaml"))
         if not configs:
             continue
         try:
-            config = yaml.safe_load(configs[0].read_text()) or {}
+            out[label_dir.name] = yaml.safe_load(configs[0].read_text()) or {}
         except yaml.YAMLError as err:
             raise UserError(f"cannot read {configs[0]}: {err}") from err
+    return out
+
+
+def strategy_parameters(directory: Path) -> pd.DataFrame:
+    """One row per strategy label: its strategy name and parameters (`label_configs`)."""
+    rows = []
+    for label, config in label_configs(directory).items():
         params = {k: v for k, v in (config.get("strategy") or {}).items() if k not in ("_target_", "task")}
-        name = (config.get("meta") or {}).get("strategy") or label_dir.name.split("-")[0]
-        rows.append({"strategy": label_dir.name, "name": name,
+        name = (config.get("meta") or {}).get("strategy") or label.split("-")[0]
+        rows.append({"strategy": label, "name": name,
                      **{k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
                         for k, v in params.items()}})
     return pd.DataFrame(rows)

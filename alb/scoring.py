@@ -71,17 +71,22 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
 SIGMOID_FORMS = ("class_sum", "binary")
 
 
-def box_uncertainty(box_probs: np.ndarray, measure: str, probs_kind: str, sigmoid: str = "class_sum") -> np.ndarray:
+def box_uncertainty(box_probs: np.ndarray, measure: str, probs_kind: str, sigmoid: str = "class_sum",
+                    labels: np.ndarray | None = None) -> np.ndarray:
     """Per-box uncertainty (M,). Softmax rows are distributions: the measure applies as in
     classification. Sigmoid rows are C independent scores: with `sigmoid="class_sum"`, entropy
     is the sum of the per-class binary entropies and least confidence, margin and BvSB use the
     scores as they are; with `"binary"` the measure applies to C' = 2 outcomes, the box's
-    score p and 1 - p (PPAL Eq. 5's reading for one-stage detectors)."""
+    class probability p and 1 - p (PPAL Eq. 5's reading for one-stage detectors): p of the
+    box's `labels` when given, else its highest class score."""
     box_probs = np.asarray(box_probs, dtype=np.float64)
     if sigmoid not in SIGMOID_FORMS:
         raise ValueError(f"sigmoid must be one of {SIGMOID_FORMS}, got {sigmoid!r}")
     if probs_kind == "sigmoid" and sigmoid == "binary":
-        p = box_probs.max(axis=-1) if box_probs.shape[-1] else np.zeros(len(box_probs))
+        if labels is not None:
+            p = box_probs[np.arange(len(box_probs)), np.asarray(labels, dtype=np.int64)]
+        else:
+            p = box_probs.max(axis=-1) if box_probs.shape[-1] else np.zeros(len(box_probs))
         return uncertainty(np.stack([p, 1.0 - p], axis=-1), measure)
     if probs_kind == "sigmoid" and measure == "entropy":
         return binary_entropy(box_probs).sum(axis=-1)

@@ -98,15 +98,14 @@ def launch(jobs: list[list[str]], launcher_overrides: list[str], sweep_dir: Path
     `sweep_dir`; results go where `alb run` puts them. A failed job raises after the jobs
     launched with it have finished."""
     import os
+    import shutil
 
     from hydra.core.global_hydra import GlobalHydra
 
     from alb.config import _searchpath_override, hydra_context
-    import shutil
-
     from alb.errors import UserError
-    choice = next((o.split("=", 1)[1] for o in launcher_overrides if o.split("=", 1)[0].lstrip("+") == "hydra/launcher"),
-                  None)
+    groups = dict(o.lstrip("+").split("=", 1) for o in launcher_overrides if o.lstrip("+").startswith("hydra/"))
+    choice = groups.get("hydra/launcher")
     chosen = choice is not None
     if choice == "submitit_slurm" and not shutil.which("srun"):
         raise UserError("hydra/launcher=submitit_slurm submits through Slurm, but srun is not on PATH: run alb sweep "

@@ -65,6 +65,9 @@ def test_sigmoid_boxes_binary_form_uses_the_box_score_only():
     np.testing.assert_allclose(scoring.box_uncertainty(probs, "entropy", "sigmoid", "binary"), [h(0.9), h(0.2)])
     np.testing.assert_allclose(scoring.box_uncertainty(probs, "entropy", "sigmoid"), h(probs).sum(axis=1))
     np.testing.assert_allclose(scoring.box_uncertainty(probs, "least_confidence", "sigmoid", "binary"), [0.1, 0.2])
+    # with labels, the box's own class probability (a dense head may report an anchor under a non-top class)
+    np.testing.assert_allclose(scoring.box_uncertainty(probs, "entropy", "sigmoid", "binary", labels=[1, 0]),
+                               [h(0.1), h(0.2)])
     softmax = np.array([[0.7, 0.2, 0.1]])  # softmax rows are distributions: the form does not apply
     np.testing.assert_allclose(scoring.box_uncertainty(softmax, "entropy", "softmax", "binary"),
                                scoring.box_uncertainty(softmax, "entropy", "softmax"))

@@ -113,6 +113,11 @@ class TorchSplit(Dataset):
 VAL_SOURCES = ("pool", "test")
 
 
+def held_out_count(val_size: int | float, n: int) -> int:
+    """Images `dataset.val_size` holds out of a split of n: a count, or a fraction below 1."""
+    return int(round(val_size * n)) if isinstance(val_size, float) and val_size < 1 else int(val_size)
+
+
 def prepare(data, val_size: int | float = 0, duplicates: int = 1, split_seed: int = 0,
             val_source: str = "pool") -> ClassificationData:
     """Apply the options every dataset shares.
@@ -130,7 +135,7 @@ def prepare(data, val_size: int | float = 0, duplicates: int = 1, split_seed: in
         raise UserError(f"dataset.val_source must be one of {', '.join(VAL_SOURCES)}, got {val_source!r}")
     source = data.pool if val_source == "pool" else data.test
     n = len(source)
-    n_val = int(round(val_size * n)) if isinstance(val_size, float) and val_size < 1 else int(val_size)
+    n_val = held_out_count(val_size, n)
     if not 0 <= n_val < n:
         raise UserError(f"dataset.val_size={val_size} must leave images in the {val_source} split "
                         f"(it has {n} images)")

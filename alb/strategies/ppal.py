@@ -87,19 +87,10 @@ class PPAL(Strategy):
         (and in reference-code mode for every head) over C' = 2, the box's class probability p
         and 1 - p. `sigmoid="class_sum"` instead applies the measure to all C sigmoid scores
         (entropy: the sum of the per-class binary entropies), as the other detection strategies do."""
-        if self.reference_code:
-            return self._binary(records["scores"])
-        probs = records["box_probs"]
-        kind = records.meta.get("probs_kind", "softmax")
-        if kind == "softmax":
-            return scoring.uncertainty(probs, self.measure)
-        if self.sigmoid == "class_sum":
-            return scoring.box_uncertainty(probs, self.measure, kind)
-        return self._binary(probs[np.arange(len(probs)), records["labels"]])
-
-    def _binary(self, p) -> np.ndarray:
-        p = np.asarray(p, dtype=np.float64)[:, None]  # one score per box: C' = 2 on it
-        return scoring.box_uncertainty(p, self.measure, "sigmoid", "binary")
+        if self.reference_code:  # the post-NMS score, one per box: C' = 2 on it
+            return scoring.box_uncertainty(np.asarray(records["scores"])[:, None], self.measure, "sigmoid", "binary")
+        return scoring.box_uncertainty(records["box_probs"], self.measure, records.meta.get("probs_kind", "softmax"),
+                                       self.sigmoid, records["labels"])
 
     def image_uncertainty(self, records) -> np.ndarray:
         """Eq. 5: U(I) = sum over I's boxes of w_c(box) * entropy(box); 0 without boxes."""
