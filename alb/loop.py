@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -23,6 +25,7 @@ from alb.environment import environment
 from alb.errors import UserError
 from alb.hooks import cycle0_key
 from alb.models import make_adapter
+from alb.models.weights import weights_identity
 from alb.progress import make_progress
 from alb.records import Records, concat_parts
 from alb.results import (CYCLE_COLUMNS, TIMING_COLUMNS, RunDir, atomic_write_bytes, check_same_config, file_lock,
@@ -81,11 +84,44 @@ def check_task(cfg: DictConfig, task: str, strategy: Strategy) -> None:
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if has_nvidia_driver():
+            console.print("[yellow]warning:[/] device=auto falls back to the CPU although this machine has an NVIDIA "
+                          f"driver: this torch ({torch.__version__}, CUDA {torch.version.cuda}) cannot use it; "
+                          "check `nvidia-smi` and the torch build, or set device=cpu to silence this")
+        return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device={name} but CUDA is not available")
     return device
+
+
+def has_nvidia_driver() -> bool:
+    """Whether an NVIDIA kernel driver is loaded (its /proc entry, or nvidia-smi on the PATH)."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def resolve_workers(num_workers, device: torch.device) -> int:
+    """`num_workers`: a count, or `auto`: on a GPU the CPU cores this process may use (shared
+    by the ranks of `trainer.devices`), so decoding and augmentation keep up with the GPU; on
+    the CPU 0, since loader workers would take the cores the training computes on."""
+    if num_workers == "auto":
+        if device.type != "cuda":
+            return 0
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, cores // max(1, distributed.world().size))
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise UserError(f"num_workers must be auto or a count >= 0, got {num_workers!r}")
+    return num_workers
+
+
+def fixed_input(model_cfg) -> bool:
+    """Whether every batch reaches the network at one size (the models that resize to
+    `image_size`, SSD, classifiers), where `cudnn.benchmark` pays off; torchvision's
+    keep-ratio resize (min_size / max_size) gives a new shape every batch."""
+    target = str(model_cfg.get("_target_", ""))
+    return not target.endswith("TorchvisionDetector") or str(model_cfg.get("arch", "")).startswith("ssd")
 
 
 def atomic_torch_save(path: Path, obj) -> None:
@@ -103,10 +139,13 @@ class Cycle0Cache:
     hook): train it once per experiment and reuse it for every strategy. Processes that
     need the same entry at once take turns on its lock: the first trains, the others load."""
 
-    def __init__(self, folder: Path, cfg: DictConfig, enabled: bool, device: torch.device):
+    def __init__(self, folder: Path, cfg: DictConfig, enabled: bool, device: torch.device,
+                 weights: dict | None = None):
         self.folder, self.enabled = folder, enabled
         self.base = identity({g: to_container(cfg[g]) for g in ("dataset", "model", "trainer")})
         self.base["device"] = device.type  # CPU and CUDA training give different weights
+        if weights is not None:  # the pretrained file's name and sha256: other weights, other entry
+            self.base["weights"] = weights
 
     def path(self, seed: int, initial_ids: list[str], hook) -> Path:
         return self.folder / f"{_digest(self.base, seed, initial_ids, cycle0_key(hook))}.pt"
@@ -133,11 +172,18 @@ def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
     label = strategy_label(cfg)
     world = distributed.setup(cfg.trainer.get("devices", 1), str(cfg.device))  # trainer.devices > 1: torchrun
     device = distributed.device_for(resolve_device(cfg.device))
+    num_workers = resolve_workers(cfg.num_workers, device)
+    if device.type == "cuda":  # cudnn picks its fastest kernels once per input shape
+        torch.backends.cudnn.benchmark = _cudnn_benchmark(cfg)
     console.quiet = not world.main  # rank 0 reports; the other ranks train and infer with it
     exp_dir = Path(cfg.results_dir) / cfg.name
-    shared = shared_config(cfg)
-    runs = [(seed, RunDir(exp_dir / label / f"seed_{seed}"), {**to_container(cfg), "seed": seed}) for seed in seeds]
     check_requirement(cfg.model)
+    # the pretrained file is fetched (or refused, naming it) before anything is written; its
+    # name and sha256 join the identity, so runs from other weights never mix in one experiment
+    weights = weights_identity(cfg.model)
+    shared = {**shared_config(cfg), **({"weights": weights} if weights else {})}
+    runs = [(seed, RunDir(exp_dir / label / f"seed_{seed}"),
+             {**to_container(cfg), "seed": seed, **({"weights": weights} if weights else {})}) for seed in seeds]
     check_task(cfg, cfg.dataset.get("task", "classification"), strategy)
     if cfg.dataset.get("val_size", 0) and not cfg.trainer.get("patience"):
         raise UserError(f"dataset.val_size={cfg.dataset.val_size} holds images out of the pool for early stopping and "
@@ -153,10 +199,10 @@ def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
     pool_lib.initial_split_seed(cfg.protocol, 0)  # a bad protocol.initial_split stops here
     # the model supports what the trainer and the strategy's hook ask (SSL, pseudo-labels, ...)
     make_adapter(data.task, cfg.model, cfg.trainer, data, torch.device("cpu"), strategy.training_hook(),
-                 cfg.num_workers).check_support()
+                 num_workers).check_support()
     if world.main:
         record_config(exp_dir / "experiment.yaml", shared, experiment_what)
-    cache = Cycle0Cache(exp_dir / ".cycle0", cfg, cfg.reuse_cycle0 and not cfg.protocol.finetune, device)
+    cache = Cycle0Cache(exp_dir / ".cycle0", cfg, cfg.reuse_cycle0 and not cfg.protocol.finetune, device, weights)
     console.print(f"[bold]{cfg.name}[/] / {label}: {data.name} pool {len(data.pool)}, test {len(data.test)}, "
                   f"initial {schedule.initial}, steps {list(schedule.steps)}, seeds {seeds}, device {device}")
     folders = []
@@ -173,9 +219,19 @@ def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
                 if world.main:
                     record_config(run_dir.path / "config.yaml", config, "run")
                 distributed.barrier()
-                run_seed(cfg, seed, data, strategy, schedule, run_dir, device, cache, progress)
+                run_seed(cfg, seed, data, strategy, schedule, run_dir, device, cache, progress, num_workers)
             folders.append(run_dir.path)
     return folders
+
+
+def _cudnn_benchmark(cfg) -> bool:
+    """`cudnn_benchmark`: true, false, or auto (on for fixed-size inputs, `fixed_input`)."""
+    choice = cfg.get("cudnn_benchmark", "auto")
+    if choice == "auto":
+        return fixed_input(cfg.model)
+    if not isinstance(choice, bool):
+        raise UserError(f"cudnn_benchmark must be auto, true or false, got {choice!r}")
+    return choice
 
 
 def _try_lock(run_dir: RunDir) -> bool:
@@ -185,20 +241,21 @@ def _try_lock(run_dir: RunDir) -> bool:
 
 
 def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, device, cache: Cycle0Cache,
-             progress) -> None:
+             progress, num_workers: int = 0) -> None:
     """The AL cycles of one seed, then (with `protocol.full_reference`) the fully trained model."""
-    _run_cycles(cfg, seed, data, strategy, schedule, run_dir, device, cache, progress)
+    _run_cycles(cfg, seed, data, strategy, schedule, run_dir, device, cache, progress, num_workers)
     if cfg.protocol.get("full_reference") and not run_dir.full_reference_path.is_file():
-        _full_reference(cfg, seed, data, run_dir, device, cache, progress)
+        _full_reference(cfg, seed, data, run_dir, device, cache, progress, num_workers)
 
 
-def _full_reference(cfg, seed, data, run_dir: RunDir, device, cache: Cycle0Cache, progress) -> None:
+def _full_reference(cfg, seed, data, run_dir: RunDir, device, cache: Cycle0Cache, progress,
+                    num_workers: int) -> None:
     """Train once on the whole pool (the "fully trained" model labelling-cost savings are
     measured against, as NORIS reports them) and write `full_reference.csv`. It is cached like
     cycle 0 (same key: the whole pool as the initial set, no hook, the cycle-0 training seed),
     so every strategy of an experiment shares one per seed."""
     rows = np.arange(len(data.pool))
-    adapter = make_adapter(data.task, cfg.model, cfg.trainer, data, device, None, cfg.num_workers)
+    adapter = make_adapter(data.task, cfg.model, cfg.trainer, data, device, None, num_workers)
     train_seconds = _train_cycle0(adapter, cfg, seed, rows, list(data.pool.ids), None, cache, progress)
     if not distributed.is_main():
         return
@@ -209,7 +266,7 @@ def _full_reference(cfg, seed, data, run_dir: RunDir, device, cache: Cycle0Cache
 
 
 def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, device, cache: Cycle0Cache,
-                progress) -> None:
+                progress, num_workers: int) -> None:
     pool_ids = np.asarray(data.pool.ids)
     row_of = {sid: i for i, sid in enumerate(pool_ids)}
     done = run_dir.completed_rows()
@@ -223,14 +280,15 @@ def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, 
         return
     main = distributed.is_main()
     if main:
-        run_dir.record_environment(environment(device), n_done)  # who computes the cycles from n_done on
+        # who computes the cycles from n_done on, and from which pretrained file
+        run_dir.record_environment({**environment(device), "weights": weights_identity(cfg.model)}, n_done)
     if not selections:
         initial = pool_lib.initial_rows(len(pool_ids), schedule.initial, pool_lib.initial_split_seed(cfg.protocol, seed))
         selections = [{"cycle": 0, "sample_id": pool_ids[r]} for r in initial]
     labelled = np.asarray(sorted(row_of[s["sample_id"]] for s in selections))  # ids checked by selections()
     if n_done:
         console.print(f"  seed {seed}: resuming after cycle {n_done - 1} ({len(labelled)} labelled)")
-    adapter = make_adapter(data.task, cfg.model, cfg.trainer, data, device, strategy.training_hook(), cfg.num_workers)
+    adapter = make_adapter(data.task, cfg.model, cfg.trainer, data, device, strategy.training_hook(), num_workers)
     if cfg.protocol.finetune and n_done:
         adapter.reset(pool_lib.train_seed(seed, 0))
         adapter.load_state_dict(torch.load(run_dir.state_path, map_location=device, weights_only=False))

@@ -40,8 +40,9 @@ PSEUDO_LABEL_COLUMNS = ["sample_id", "x1", "y1", "x2", "y2", "label", "class_nam
 RUNTIME_KEYS = ("seeds", "progress", "device", "num_workers", "results_dir", "sweep", "reuse_cycle0")
 # Where the data lives, not what it is: moving it (another mount point, VOCdevkit or its
 # parent) must not block a resume. Dotted paths into the resolved config.
+# `model.pretrained` too: a run's `weights` entry (the file's name and sha256) is its identity.
 LOCATION_KEYS = ("dataset.root", "dataset.download", "dataset.allow_overlap", "dataset.reader.root",
-                 "dataset.reader.cache_dir", "dataset.reader.download")
+                 "dataset.reader.cache_dir", "dataset.reader.download", "model.pretrained")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from alb.datasets.transforms import seeded
 from alb.errors import UserError
 
 
@@ -93,20 +94,28 @@ class ClassificationData:
 class TorchSplit(Dataset):
     """A torch Dataset over some rows of a split, normalised, optionally augmented."""
 
+    """An index is a position, or (position, draw seed) as `SeededDraws` makes them (the
+    augmentation then draws from that seed alone). `normalisation`: (mean, std) instead of
+    the dataset's (ImageNet's for a pretrained model)."""
+
     def __init__(self, split: Split, rows: np.ndarray, data: ClassificationData,
-                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None):
         self.split, self.rows, self.augment = split, np.asarray(rows, dtype=np.int64), augment
-        self.mean = torch.tensor(data.mean).view(-1, 1, 1)
-        self.std = torch.tensor(data.std).view(-1, 1, 1)
+        mean, std = normalisation or (data.mean, data.std)
+        self.mean = torch.tensor(mean).view(-1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, key) -> tuple[torch.Tensor, int, int]:
+        i, draw_seed = key if isinstance(key, tuple) else (key, None)
         row = int(self.rows[i])
         image = self.split.images[row]
         if self.augment is not None:
-            image = self.augment(image)
+            with seeded(draw_seed):
+                image = self.augment(image)
         return (image - self.mean) / self.std, int(self.split.labels[row]), i
 
 

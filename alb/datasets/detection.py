@@ -10,14 +10,21 @@ on the test split into the dataset's metrics.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from PIL import Image
+from torchvision.io import ImageReadMode, decode_image
 
+from alb.datasets.transforms import augment_detection, detection_recipe, seeded
+
+# torchvision 0.29 marks its decoders for a future move to TorchCodec; they are the ones in the
+# installed release (libjpeg-turbo / libpng), so the per-call notice is silenced, not the decoding changed.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 from alb.errors import UserError
 from alb.metrics import coco_ap, kitti_ap, voc_aps
 
@@ -49,11 +56,10 @@ class DetectionSplit:
         if i in self._images:
             return self._images[i]
         path = self.image_paths[i]
-        try:
-            with Image.open(path) as handle:
-                image = torch.from_numpy(np.asarray(handle.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
-        except OSError as err:
-            raise UserError(f"cannot read image {path}: {err}") from err
+        try:  # torchvision's decoders (libjpeg-turbo, libpng): no PIL round trip
+            image = decode_image(str(path), mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError, ValueError) as err:
+            raise UserError(f"cannot read image {path}: {str(err).splitlines()[0]}") from err
         if self.cache:
             self._images[i] = image
         return image
@@ -117,13 +123,19 @@ def column_name(class_name: str) -> str:
 class DetectionTorchSet(Dataset):
     """Rows of a split as (image float (3, H, W) in [0, 1], target dict of tensors, row
     position). Training targets leave out crowd boxes, and difficult boxes unless
-    `keep_difficult`; `flip` is the probability of a horizontal flip.
+    `keep_difficult`; `augment` names a recipe of `alb.datasets.transforms` (None: none),
+    applied to every annotated box and ignore region before they are left out, so each
+    flag follows its box.
+
+    An index is a position, or (position, draw seed) as `SeededDraws` makes them: the
+    augmentation then draws from that seed alone, so a batch is the same whatever the
+    number of DataLoader workers.
 
     `pseudo` (flat arrays `rows`, `boxes`, `labels`, as `DetectorAdapter.pseudo_labels` makes
     them) adds the pseudo-labelled rows that are not among `rows`, after them; their targets
     are the pseudo-labels and carry `pseudo: True` (Elezi's Eq. 8 loss)."""
 
-    def __init__(self, split: DetectionSplit, rows: np.ndarray, flip: float = 0.0, for_training: bool = False,
+    def __init__(self, split: DetectionSplit, rows: np.ndarray, augment: str | None = None, for_training: bool = False,
                  keep_difficult: bool = False, pseudo: dict[str, np.ndarray] | None = None):
         rows = np.asarray(rows, np.int64)
         self.pseudo_targets: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -134,38 +146,56 @@ class DetectionTorchSet(Dataset):
                 self.pseudo_targets[int(r)] = (np.asarray(pseudo["boxes"][mine], np.float32),
                                                np.asarray(pseudo["labels"][mine], np.int64))
             rows = np.concatenate([rows, pseudo_rows])
-        self.split, self.rows, self.flip, self.for_training = split, rows, flip, for_training
+        self.split, self.rows, self.for_training = split, rows, for_training
+        self.augment = augment
+        self.transform = detection_recipe(augment)
         self.keep_difficult = keep_difficult
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def target(self, i: int) -> dict[str, torch.Tensor]:
-        """Row i's boxes (k, 4) and labels (k,), without the flip and without reading the
-        image; training targets leave out crowd and (unless kept) difficult boxes."""
+    def annotated(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Row i's boxes (k, 4) with their fields (BOX_FIELDS, each (k,)): the annotated boxes,
+        then the ignore regions (label -1); or the pseudo-labels."""
         row = int(self.rows[i])
         if row in self.pseudo_targets:
             boxes, labels = self.pseudo_targets[row]
-            return {"boxes": torch.as_tensor(boxes).reshape(-1, 4), "labels": torch.as_tensor(labels),
-                    "pseudo": torch.tensor(True)}
-        ann = self.split.annotations[row]
-        boxes, labels = np.asarray(ann["boxes"], np.float32), np.asarray(ann["labels"], np.int64)
-        if self.for_training:
-            keep = np.ones(len(labels), bool)
-            if not self.keep_difficult:
-                keep &= ~np.asarray(ann.get("difficult", np.zeros(len(labels), bool)), bool)
-            if "crowd" in ann:
-                keep &= ~np.asarray(ann["crowd"], bool)
-            boxes, labels = boxes[keep], labels[keep]
-        return {"boxes": torch.as_tensor(boxes).reshape(-1, 4), "labels": torch.as_tensor(labels)}
+            ann = {"boxes": boxes, "labels": labels}
+        else:
+            ann = self.split.annotations[row]
+        boxes = np.asarray(ann["boxes"], np.float32).reshape(-1, 4)
+        regions = np.asarray(ann.get("ignore_regions", np.zeros((0, 4))), np.float32).reshape(-1, 4)
+        k, r = len(boxes), len(regions)
+        flag = lambda key: np.concatenate([np.asarray(ann.get(key, np.zeros(k, bool)), bool), np.zeros(r, bool)])  # noqa: E731
+        fields = {"labels": np.concatenate([np.asarray(ann["labels"], np.int64), np.full(r, -1, np.int64)]),
+                  "difficult": flag("difficult"), "crowd": flag("crowd"),
+                  "ignore": np.concatenate([np.zeros(k, bool), np.ones(r, bool)])}
+        return torch.as_tensor(np.concatenate([boxes, regions])), {n: torch.as_tensor(v) for n, v in fields.items()}
 
-    def __getitem__(self, i: int):
-        image = self.split.image(int(self.rows[i])).float().div_(255.0)
-        target = self.target(i)
-        if self.flip and torch.rand(()) < self.flip:
-            image = image.flip(-1)
-            target["boxes"] = flip_boxes(target["boxes"], image.shape[-1])
-        return image, target, i
+    def _target(self, i: int, boxes: torch.Tensor, fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The training (or evaluation) target from the boxes and fields after augmentation."""
+        keep = ~fields["ignore"]
+        if self.for_training:
+            if not self.keep_difficult:
+                keep &= ~fields["difficult"]
+            keep &= ~fields["crowd"]
+        target = {"boxes": boxes[keep].reshape(-1, 4), "labels": fields["labels"][keep]}
+        if int(self.rows[i]) in self.pseudo_targets:
+            target["pseudo"] = torch.tensor(True)
+        return target
+
+    def target(self, i: int) -> dict[str, torch.Tensor]:
+        """Row i's boxes (k, 4) and labels (k,) without augmentation and without reading the
+        image; training targets leave out crowd and (unless kept) difficult boxes."""
+        return self._target(i, *self.annotated(i))
+
+    def __getitem__(self, key):
+        i, draw_seed = key if isinstance(key, tuple) else (key, None)
+        image = self.split.image(int(self.rows[i]))
+        boxes, fields = self.annotated(i)
+        with seeded(draw_seed if self.transform is not None else None):
+            image, boxes, fields = augment_detection(self.transform, image, boxes, fields)
+        return image, self._target(i, boxes, fields), i
 
 
 def collate(batch):

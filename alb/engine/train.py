@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
 from alb import distributed
 from alb.hooks import LossPredictionHook
@@ -46,10 +46,21 @@ class TrainStats:
     final_loss: float
 
 
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """Mixed precision's type on `device`: bfloat16 where the GPU has it (no loss scaling
+    needed), else float16."""
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+
+
 def autocast(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return torch.autocast(device_type="cuda", dtype=amp_dtype(device))
     return nullcontext()
+
+
+def grad_scaler(device: torch.device, use_amp: bool) -> torch.amp.GradScaler:
+    """Loss scaling for float16 mixed precision (off for bfloat16 and on the CPU)."""
+    return torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype(device) == torch.float16)
 
 
 def make_optimizer(params, cfg: DictConfig) -> torch.optim.Optimizer:
@@ -83,17 +94,49 @@ def accuracy(model: nn.Module, dataset: Dataset, device: torch.device, batch_siz
     return correct / max(len(dataset), 1)
 
 
+class SeededDraws(Sampler):
+    """A batch sampler whose indices become (index, draw seed): the k-th index it ever yields
+    gets seed `seed * 2**32 + k`, and the dataset seeds its augmentation with it, so what a
+    batch holds depends on the training seed and the draw alone, not on which DataLoader
+    worker (or how many) loads it. The sampler runs in the main process; its counter
+    carries over epochs."""
+
+    def __init__(self, batches, seed: int):
+        self.batches, self.base, self.count = batches, (int(seed) % 2 ** 31) * 2 ** 32, 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            keyed = [(index, self.base + self.count + k) for k, index in enumerate(batch)]
+            self.count += len(batch)
+            yield keyed
+
+
+def loader_options(num_workers: int, device: torch.device | None = None) -> dict:
+    """DataLoader keywords for `num_workers` workers: persistent workers (no restart per
+    epoch), pinned memory when the batches go to a CUDA device."""
+    options = {"num_workers": num_workers}
+    if num_workers > 0:
+        options["persistent_workers"] = True
+    if device is not None and device.type == "cuda":
+        options["pin_memory"] = True
+    return options
+
+
 def shuffled_loader(dataset: Dataset, batch_size: int, generator: torch.Generator, num_workers: int,
-                    drop_last: bool, collate_fn=None) -> DataLoader:
-    """Shuffled batches from `generator`; with several ranks (`trainer.devices`) every rank draws
-    the same batches and loads its share of each (`distributed.ShardedBatches`)."""
-    if distributed.world().size == 1:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers,
-                          drop_last=drop_last, collate_fn=collate_fn)
-    batches = BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last)
-    # the generator also goes to the DataLoader, which draws its base seed from it at every epoch, as above
-    return DataLoader(dataset, batch_sampler=distributed.ShardedBatches(batches), num_workers=num_workers,
-                      collate_fn=collate_fn, generator=generator)
+                    drop_last: bool, collate_fn=None, seed: int = 0, device: torch.device | None = None) -> DataLoader:
+    """Shuffled batches from `generator` (the order `DataLoader(shuffle=True, generator=...)`
+    gives), their indices keyed with draw seeds (`SeededDraws`); with several ranks
+    (`trainer.devices`) every rank draws the same batches and loads its share of each
+    (`distributed.ShardedBatches`)."""
+    batches = SeededDraws(BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last), seed)
+    if distributed.world().size > 1:
+        batches = distributed.ShardedBatches(batches)
+    # the generator also goes to the DataLoader, which draws its base seed from it at every epoch
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn, generator=generator,
+                      **loader_options(num_workers, device))
 
 
 def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: torch.device, seed: int,
@@ -102,14 +145,15 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
                    num_workers: int = 0, label: str = "train") -> TrainStats:
     """Train `model` (and `loss_module`, when the strategy's hook asks) on `train_set`."""
     generator = torch.Generator().manual_seed(seed)
-    loader = shuffled_loader(train_set, cfg.batch_size, generator, num_workers, drop_last=len(train_set) > cfg.batch_size)
+    loader = shuffled_loader(train_set, cfg.batch_size, generator, num_workers, drop_last=len(train_set) > cfg.batch_size,
+                             seed=seed, device=device)
     steps_per_epoch = max(len(loader), 1)
     epochs = max(int(cfg.epochs), math.ceil(cfg.get("min_steps", 0) / steps_per_epoch))
     params = list(model.parameters()) + (list(loss_module.parameters()) if loss_module is not None else [])
     optimizer = make_optimizer(params, cfg)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
     use_amp = bool(cfg.amp) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = grad_scaler(device, use_amp)
     detach_epoch = int(hook.detach_fraction * epochs) if hook is not None else epochs
     patience = cfg.get("patience")
     stopping = EarlyStopping(patience)

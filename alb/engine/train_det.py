@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from alb import distributed
 from alb.datasets.detection import collate
 from alb.engine.consistency import flip_consistency
-from alb.engine.train import EarlyStopping, TrainStats, autocast, make_optimizer, shuffled_loader
+from alb.engine.train import (EarlyStopping, SeededDraws, TrainStats, autocast, grad_scaler, loader_options,
+                              make_optimizer, shuffled_loader)
 from alb.errors import UserError
 from alb.progress import Progress
 
@@ -113,23 +114,25 @@ class _Joined(Dataset):
     def __len__(self) -> int:
         return len(self.labelled) + len(self.unlabelled)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key):
+        i, draw_seed = key if isinstance(key, tuple) else (key, None)
         if i < len(self.labelled):
-            return self.labelled[i]
-        image, _, _ = self.unlabelled[i - len(self.labelled)]
+            return self.labelled[(i, draw_seed)]
+        image, _, _ = self.unlabelled[(i - len(self.labelled), draw_seed)]
         return image, None, i
 
 
 def _loader(train_set: Dataset, unlabelled_set: Dataset | None, cfg: DictConfig, generator: torch.Generator,
-            num_workers: int) -> DataLoader:
+            num_workers: int, seed: int, device: torch.device) -> DataLoader:
     if unlabelled_set is None:
         return shuffled_loader(train_set, cfg.batch_size, generator, num_workers,
-                               drop_last=len(train_set) > cfg.batch_size, collate_fn=collate)
-    sampler = MixedBatches(len(train_set), len(unlabelled_set), cfg.batch_size, labelled_share(cfg), generator)
+                               drop_last=len(train_set) > cfg.batch_size, collate_fn=collate, seed=seed, device=device)
+    sampler = SeededDraws(MixedBatches(len(train_set), len(unlabelled_set), cfg.batch_size, labelled_share(cfg),
+                                       generator), seed)
     if distributed.world().size > 1:
         sampler = distributed.ShardedBatches(sampler)
-    return DataLoader(_Joined(train_set, unlabelled_set), batch_sampler=sampler, num_workers=num_workers,
-                      collate_fn=collate)
+    return DataLoader(_Joined(train_set, unlabelled_set), batch_sampler=sampler, collate_fn=collate,
+                      **loader_options(num_workers, device))
 
 
 def steps_per_epoch(cfg: DictConfig, n_labelled: int, n_unlabelled: int = 0) -> int:
@@ -175,7 +178,7 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
     if ssl_method(cfg) is None or (unlabelled_set is not None and not len(unlabelled_set)):
         unlabelled_set = None
     generator = torch.Generator().manual_seed(seed)
-    loader = _loader(train_set, unlabelled_set, cfg, generator, num_workers)
+    loader = _loader(train_set, unlabelled_set, cfg, generator, num_workers, seed, device)
     steps_per_epoch = max(len(loader), 1)
     epochs, total_steps = training_length(cfg, steps_per_epoch)
     ssl_weight, top_k = float(cfg.get("ssl_weight", 1.0)), cfg.get("ssl_top_k", 100)
@@ -183,13 +186,13 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
     optimizer = make_optimizer(params, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, step_schedule(cfg, total_steps))
     use_amp = bool(cfg.amp) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = grad_scaler(device, use_amp)
     clip = cfg.get("grad_clip")
     task = progress.add_task(label, total=total_steps) if progress else None
     steps, epoch_loss = 0, float("nan")
     patience = cfg.get("patience")
     stopping = EarlyStopping(patience)
-    torch.manual_seed(seed)  # the flip augmentation draws from the global generator
+    torch.manual_seed(seed)  # what draws from the global generator (dropout) starts from the seed
     for epoch in range(epochs):
         model.train()
         total, count = 0.0, 0

@@ -11,7 +11,8 @@ from torch.nn import functional as F
 from torchvision.ops import clip_boxes_to_image
 
 from alb.engine.difficulty import paired_iou
-from alb.models.roi import IMAGENET_MEAN, IMAGENET_STD, pool_features, resize_square
+from alb.models import weights
+from alb.models.roi import IMAGENET_MEAN, IMAGENET_STD, input_hw, pool_features, resize_square
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -42,21 +43,23 @@ class TinyBackbone(nn.Module):
 
 
 class ResNetBackbone(nn.Module):
-    """A torchvision ResNet without its pooling and classifier (stride 32)."""
+    """A torchvision ResNet without its pooling and classifier (stride 32), with torchvision's
+    module names (conv1, bn1, layer1..layer4), so a ResNet state dict loads into it by key.
+    `weights`: a torchvision weights enum (ImageNet), loaded by torchvision."""
 
-    def __init__(self, depth: int = 18):
+    def __init__(self, depth: int = 18, weights=None):
         super().__init__()
-        net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        net = getattr(torchvision.models, f"resnet{depth}")(weights=weights)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.out_channels = net.fc.in_features
         expansion = self.out_channels // 512
         self.skip_channels = {16: 256 * expansion, 8: 128 * expansion, 4: 64 * expansion}
 
     def forward(self, x):
         """-> the stride-32 map and {stride: map} for strides 4, 8, 16."""
-        x, skips = self.stem(x), {}
-        for stride, layer in zip((4, 8, 16, 32), self.layers):
+        x, skips = self.maxpool(self.relu(self.bn1(self.conv1(x)))), {}
+        for stride, layer in zip((4, 8, 16, 32), (self.layer1, self.layer2, self.layer3, self.layer4)):
             x = layer(x)
             skips[stride] = x
         return x, skips
@@ -67,9 +70,15 @@ class CenterNet(nn.Module):
     ResNet or tiny backbone, optionally with skip connections from the backbone. Its intermediate maps are f1 (backbone output, stride 32), f2,
     f3 and f4 (neck stages, strides 16, 8, 4; the heads read f4), NORIS supp. Sec. 5.
 
+    `image_size`: an int (resized to a square, CenterNet's 512 x 512 Pascal input) or
+    [width, height] (CenterNet's KITTI input, 1280 x 384; both multiples of 32).
+    `pretrained` (null | imagenet | a path, `alb.models.weights`): a pretrained ResNet
+    backbone has its top `trainable_layers` stages trainable and, with `frozen_batchnorm`,
+    frozen BatchNorm (CenterNet's own code trains all of it: 5 and false in its yaml).
+
     Differences from the paper's detector: no deformable convolutions; the heat-map splat is
     an axis-aligned Gaussian with sigma = 0.54 * size / 6 (TTFNet) instead of CornerNet's
-    radius rule; images are resized to `image_size` squared (no aspect-preserving crop).
+    radius rule; images are resized to `image_size` (no aspect-preserving crop).
     """
 
     probs_kind = "sigmoid"
@@ -87,13 +96,24 @@ class CenterNet(nn.Module):
     def __init__(self, num_classes: int, backbone: str = "resnet18", image_size: int = 512,
                  neck_channels: tuple[int, int, int] = (256, 128, 64), head_channels: int = 64,
                  feature_level: str = "f4", score_threshold: float = 0.05, max_detections: int = 100,
-                 tiny_width: int = 16, size_weight: float = 0.1, skip_connections: bool = False):
+                 tiny_width: int = 16, size_weight: float = 0.1, skip_connections: bool = False,
+                 pretrained: str | None = None, imagenet_weights: str | None = None, pretrained_strict: bool = True,
+                 trainable_layers: int = 3, frozen_batchnorm: bool = True):
         super().__init__()
         if feature_level not in ("f1", "f2", "f3", "f4"):
             raise ValueError(f"CenterNet feature_level must be f1..f4, got {feature_level!r}")
-        self.num_classes, self.image_size, self.feature_level = num_classes, image_size, feature_level
+        self.num_classes, self.feature_level = num_classes, feature_level
+        self.input_hw = input_hw(image_size)
+        self.image_size = image_size
         self.score_threshold, self.max_detections, self.size_weight = score_threshold, max_detections, size_weight
-        self.backbone = TinyBackbone(tiny_width) if backbone == "tiny" else ResNetBackbone(int(backbone.removeprefix("resnet")))
+        found = weights.resolve(pretrained, imagenet_weights if backbone != "tiny" else None, f"CenterNet {backbone}")
+        if backbone == "tiny":
+            self.backbone = TinyBackbone(tiny_width)
+        else:
+            enum = weights.torchvision_weights(found.enum) if found is not None and found.enum else None
+            self.backbone = ResNetBackbone(int(backbone.removeprefix("resnet")), enum)
+            if found is not None:
+                weights.freeze_resnet(self.backbone, trainable_layers, frozen_batchnorm)
         cin, stages = self.backbone.out_channels, []
         for cout in neck_channels:
             stages.append(nn.Sequential(_conv(cin, cout), nn.ConvTranspose2d(cout, cout, 4, 2, 1, bias=False),
@@ -116,14 +136,16 @@ class CenterNet(nn.Module):
         nn.init.constant_(self.heatmap[-1].bias, -2.19)  # prior 0.1, as the paper
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
+        if found is not None and found.enum is None:  # a local file: the whole model or its backbone
+            weights.load_matching(found, {"whole model": self, "backbone": self.backbone}, pretrained_strict)
 
     @property
     def feature_dim(self) -> int:
         return self.channels[self.feature_level]
 
     def _batch(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Resize to image_size squared and normalise; also the per-image (sx, sy) scales."""
-        batch, scales = resize_square(images, self.image_size)
+        """Resize to the input size and normalise; also the per-image (sx, sy) scales."""
+        batch, scales = resize_square(images, self.input_hw)
         return (batch - self.mean) / self.std, scales
 
     def _forward(self, x: torch.Tensor):
@@ -142,16 +164,18 @@ class CenterNet(nn.Module):
         """The module whose input every head reads (MC dropout is applied there)."""
         return self.head_input
 
-    def _targets(self, targets: list[dict], scales: torch.Tensor, out: int):
-        """Heat map (B, C, out, out), and per object: batch index, flat centre index, size
+    def _targets(self, targets: list[dict], scales: torch.Tensor, out_h: int, out_w: int):
+        """Heat map (B, C, out_h, out_w), and per object: batch index, flat centre index, size
         and offset targets (in output-stride units)."""
         device = scales.device
-        heat = torch.zeros(len(targets), self.num_classes, out, out, device=device)
-        grid = torch.arange(out, device=device, dtype=torch.float32)
+        heat = torch.zeros(len(targets), self.num_classes, out_h, out_w, device=device)
+        grid_x = torch.arange(out_w, device=device, dtype=torch.float32)
+        grid_y = torch.arange(out_h, device=device, dtype=torch.float32)
+        limit = torch.tensor([out_w, out_h, out_w, out_h], device=device, dtype=torch.float32) - 1e-3
         index, flat, size, offset, classes = [], [], [], [], []
         for b, t in enumerate(targets):
             boxes = t["boxes"].to(device).float() * scales[b].repeat(2) / self.stride
-            boxes = boxes.clamp(0, out - 1e-3)
+            boxes = torch.minimum(boxes.clamp(min=0), limit)
             for box, label in zip(boxes, t["labels"].tolist()):
                 w, h = (box[2] - box[0]).item(), (box[3] - box[1]).item()
                 if w <= 0 or h <= 0:
@@ -159,10 +183,10 @@ class CenterNet(nn.Module):
                 cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
                 ix, iy = int(cx), int(cy)
                 sx, sy = max(0.54 * w / 6, 0.3), max(0.54 * h / 6, 0.3)
-                g = torch.exp(-((grid - ix) ** 2)[None, :] / (2 * sx ** 2) - ((grid - iy) ** 2)[:, None] / (2 * sy ** 2))
+                g = torch.exp(-((grid_x - ix) ** 2)[None, :] / (2 * sx ** 2) - ((grid_y - iy) ** 2)[:, None] / (2 * sy ** 2))
                 heat[b, label] = torch.maximum(heat[b, label], g)
                 index.append(b)
-                flat.append(iy * out + ix)
+                flat.append(iy * out_w + ix)
                 size.append([w, h])
                 offset.append([cx.item() - ix, cy.item() - iy])
                 classes.append(label)
@@ -187,8 +211,7 @@ class CenterNet(nn.Module):
     def losses(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
         x, scales = self._batch(images)
         heat_logits, size, offset, maps = self._forward(x)
-        out = heat_logits.shape[-1]
-        heat_t, index, flat, size_t, offset_t, classes = self._targets(targets, scales, out)
+        heat_t, index, flat, size_t, offset_t, classes = self._targets(targets, scales, *heat_logits.shape[-2:])
         heat_logits = heat_logits.float()
         # Focal loss of CornerNet (alpha 2, beta 4), normalised by the number of objects.
         p = torch.sigmoid(heat_logits).clamp(1e-4, 1 - 1e-4)
@@ -237,7 +260,7 @@ class CenterNet(nn.Module):
         if len(flat) == 0:
             empty = p.new_zeros(0)
             return classes, empty, empty
-        out = p.shape[-1]
+        out = p.shape[-1]  # the row length of the flat index
         prob = p.flatten(2)[index, classes, flat]
         centre = torch.stack([flat % out, flat // out], dim=1).float()
         pred_c, gt_c = centre + offset.float().flatten(2)[index, :, flat], centre + offset_t
@@ -284,14 +307,14 @@ class CenterNet(nn.Module):
             cx, cy = (xs + off[0]) * self.stride, (ys + off[1]) * self.stride
             bw, bh = wh[0] * self.stride, wh[1] * self.stride
             boxes_in = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=1)
-            boxes_in = clip_boxes_to_image(boxes_in, (self.image_size, self.image_size))
+            boxes_in = clip_boxes_to_image(boxes_in, self.input_hw)
             boxes_in_all.append(boxes_in)
             result = {"boxes": boxes_in / scales[i].repeat(2), "scores": s, "labels": labels}
             if al_outputs:
                 result["box_probs"] = heat[i].flatten(1)[:, pos].T  # (k, C): the peak's class vector
             results.append(result)
         if al_outputs:
-            box_features = pool_features(feature_map, boxes_in_all, feature_map.shape[-1] / self.image_size)
+            box_features = pool_features(feature_map, boxes_in_all, feature_map.shape[-1] / self.input_hw[1])
             image_features = feature_map.float().mean(dim=(2, 3))
             for result, feats, image_feature in zip(results, box_features, image_features):
                 result.update(box_features=feats, image_feature=image_feature)

@@ -7,13 +7,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
-from torchvision.transforms import v2
 
 from alb.config import build
 from alb.datasets import ClassificationData, TorchSplit
+from alb.datasets.transforms import classification_recipe
 from alb.engine.train import accuracy, autocast, fit_classifier
 from alb.errors import UserError
 from alb.models.classifiers import Classifier, LossPredictionModule
+from alb.models.roi import IMAGENET_MEAN, IMAGENET_STD
+from alb.models.weights import is_random
 from alb.progress import Progress
 from alb.records import CLASSIFICATION_FIELDS
 from alb.hooks import LossPredictionHook
@@ -34,9 +36,10 @@ class ClassifierAdapter:
         self.hook, self.num_workers = hook, num_workers
         self.model: Classifier | None = None
         self.loss_module: LossPredictionModule | None = None
-        size = data.pool.images[0].shape[-1]
-        self.augment = (v2.Compose([v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()])
-                        if trainer_cfg.get("augment") else None)
+        self.augment = classification_recipe(trainer_cfg.get("augment"), data.pool.images[0].shape[-1])
+        # a pretrained network expects the statistics it was trained with
+        pretrained = not is_random(model_cfg.get("pretrained")) and data.channels == 3
+        self.normalisation = (IMAGENET_MEAN, IMAGENET_STD) if pretrained else None
 
     def reset(self, seed: int) -> None:
         """A fresh, randomly initialised model (and loss module), seeded."""
@@ -56,8 +59,8 @@ class ClassifierAdapter:
             self.loss_module.load_state_dict(state["loss_module"])
 
     def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train") -> None:
-        train_set = TorchSplit(self.data.pool, labelled_rows, self.data, augment=self.augment)
-        val_set = (TorchSplit(self.data.val, np.arange(len(self.data.val)), self.data)
+        train_set = TorchSplit(self.data.pool, labelled_rows, self.data, self.augment, self.normalisation)
+        val_set = (TorchSplit(self.data.val, np.arange(len(self.data.val)), self.data, None, self.normalisation)
                    if self.data.val is not None else None)
         torch.manual_seed(seed)
         fit_classifier(self.model, train_set, self.cfg, self.device, seed, self.loss_module, self.hook,
@@ -77,7 +80,7 @@ class ClassifierAdapter:
             raise ValueError("classification has no pseudo-labels")
 
     def evaluate(self) -> dict[str, float]:
-        test_set = TorchSplit(self.data.test, np.arange(len(self.data.test)), self.data)
+        test_set = TorchSplit(self.data.test, np.arange(len(self.data.test)), self.data, None, self.normalisation)
         return {"accuracy": accuracy(self.model, test_set, self.device, self.cfg.eval_batch_size, self.cfg.amp)}
 
     @torch.no_grad()
@@ -97,7 +100,7 @@ class ClassifierAdapter:
                 raise UserError("this strategy uses MC dropout but the model has dropout 0: set model.dropout=0.3 "
                                 "(for every strategy you compare, so they share one model)")
         self.model.eval()
-        loader = DataLoader(TorchSplit(self.data.pool, rows, self.data), batch_size=self.cfg.eval_batch_size)
+        loader = DataLoader(TorchSplit(self.data.pool, rows, self.data, None, self.normalisation), batch_size=self.cfg.eval_batch_size)
         embeddings, probs, pred_loss = [], [], []
         for x, _, _ in loader:
             with autocast(self.device, self.cfg.amp):

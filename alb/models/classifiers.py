@@ -12,6 +12,8 @@ import torch
 import torchvision
 from torch import nn
 
+from alb.models import weights
+
 
 class Classifier(nn.Module):
     embedding_dim: int
@@ -39,8 +41,10 @@ class SmallCNN(Classifier):
     """Three 3x3 conv blocks and a linear embedding: trains in seconds on 8x8 digits."""
 
     def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32,
-                 embedding_dim: int = 128, dropout: float = 0.25, batch_norm: bool = True):
+                 embedding_dim: int = 128, dropout: float = 0.25, batch_norm: bool = True,
+                 pretrained: str | None = None, imagenet_weights: str | None = None, pretrained_strict: bool = True):
         super().__init__(embedding_dim, num_classes, dropout)
+        found = weights.resolve(pretrained, imagenet_weights, "SmallCNN")
         w = width
         norm = nn.BatchNorm2d if batch_norm else (lambda channels: nn.Identity())
         self.block1 = nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1), norm(w), nn.ReLU())
@@ -50,6 +54,8 @@ class SmallCNN(Classifier):
                                     nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.embed = nn.Sequential(nn.Linear(4 * w, embedding_dim), nn.ReLU())
         self.feature_channels = [w, 2 * w, 4 * w]
+        if found is not None:  # a whole SmallCNN's state dict
+            weights.load_matching(found, {"whole model": self}, pretrained_strict)
 
     def features(self, x):
         f1 = self.block1(x)
@@ -59,25 +65,39 @@ class SmallCNN(Classifier):
 
 
 class ResNet18(Classifier):
-    """torchvision's ResNet-18; `cifar_stem` swaps the 7x7/2 conv + max-pool for a 3x3/1
-    conv, as is usual for 32x32 inputs (He et al.; LLAL; the reality check)."""
+    """torchvision's ResNet-18, with torchvision's module names (a ResNet-18 state dict loads
+    by key); `cifar_stem` swaps the 7x7/2 conv + max-pool for a 3x3/1 conv, as is usual for
+    32x32 inputs (He et al.; LLAL; the reality check).
 
-    def __init__(self, num_classes: int, in_channels: int = 3, cifar_stem: bool = True, dropout: float = 0.0):
+    `pretrained` (null | imagenet | a path, `alb.models.weights`): `imagenet` loads
+    `imagenet_weights` through torchvision before the stem is swapped (a CIFAR stem stays
+    random); a path loads a whole classifier's or a ResNet-18 backbone's state dict. All
+    layers train unless `trainable_layers` < 5 (then BatchNorm is frozen too)."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, cifar_stem: bool = True, dropout: float = 0.0,
+                 pretrained: str | None = None, imagenet_weights: str | None = None, pretrained_strict: bool = True,
+                 trainable_layers: int = 5):
         super().__init__(512, num_classes, dropout)
-        net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+        found = weights.resolve(pretrained, imagenet_weights, "ResNet-18")
+        enum = weights.torchvision_weights(found.enum) if found is not None and found.enum else None
+        net = torchvision.models.resnet18(weights=enum)
         if cifar_stem:
             net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
             net.maxpool = nn.Identity()
         elif in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.feature_channels = [64, 128, 256, 512]
+        if found is not None and enum is None:
+            weights.load_matching(found, {"whole model": self, "backbone": self}, pretrained_strict)
+        if found is not None and int(trainable_layers) < 5:
+            weights.freeze_resnet(self, trainable_layers)
 
     def features(self, x):
-        x = self.stem(x)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         maps = []
-        for layer in self.layers:
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)
             maps.append(x)
         return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1), maps

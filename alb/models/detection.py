@@ -122,12 +122,13 @@ class DetectorAdapter:
         return {"probs_kind": self.model.probs_kind, "num_classes": self.data.num_classes, **self.hook_state}
 
     def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train") -> None:
-        train_set = DetectionTorchSet(self.data.pool, labelled_rows, flip=self.cfg.flip, for_training=True,
+        augment = self.cfg.get("augment", "hflip")
+        train_set = DetectionTorchSet(self.data.pool, labelled_rows, augment=augment, for_training=True,
                                       keep_difficult=self.data.train_difficult, pseudo=self.pseudo)
         unlabelled_set = None
         if self.cfg.get("ssl"):
             unlabelled = np.setdiff1d(np.arange(len(self.data.pool)), labelled_rows)
-            unlabelled_set = DetectionTorchSet(self.data.pool, unlabelled, flip=self.cfg.flip)
+            unlabelled_set = DetectionTorchSet(self.data.pool, unlabelled, augment=augment)
         validate = (lambda: self.evaluate(self.data.val)["map"]) if self.data.val is not None else None
         tracker, on_step = None, None
         difficulty = isinstance(self.hook, DifficultyHook)

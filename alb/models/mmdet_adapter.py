@@ -1,6 +1,9 @@
 """Any MMDetection 3.x detector config behind the detector protocol of
 alb.models.detectors (optional: `bash scripts/install_mmdet.sh` builds mmcv and installs
-mmdet). Random initialisation: every `init_cfg` that loads a checkpoint is dropped.
+mmdet). `pretrained=null`: random initialisation, every `init_cfg` that loads a checkpoint
+is dropped; `imagenet`: the config's own `init_cfg` checkpoint is kept (`torchvision://resnet50`
+resolves through the same torch hub cache, checked first by `alb.models.weights`); a path: a
+whole model's (or backbone's) state dict loaded after initialisation, as `load_from` does.
 
 MMDetection's model, losses and post-processing are used as they are; training runs in
 alb's loop (alb.engine.train_det) like every other detector, and images are resized to
@@ -29,6 +32,7 @@ import torch
 from torch import nn
 
 from alb.errors import UserError
+from alb.models import weights
 from alb.models.roi import pool_features, probing, resize_square
 
 
@@ -59,20 +63,22 @@ def config_path(config: str) -> Path:
                     f"({shipped.parent.parent})")
 
 
-def _random_init(node, num_classes: int, under_rpn: bool = False):
-    """Recursively: drop checkpoint `init_cfg`s, set every `num_classes` (not the RPN's)."""
+def _random_init(node, num_classes: int, under_rpn: bool = False, keep_checkpoints: bool = False):
+    """Recursively: drop checkpoint `init_cfg`s (unless `keep_checkpoints`), set every
+    `num_classes` (not the RPN's)."""
     if isinstance(node, dict):
         for key in list(node):
             value = node[key]
-            if key == "init_cfg" and (value is None or "checkpoint" in str(value) or "Pretrained" in str(value)):
+            if key == "init_cfg" and not keep_checkpoints and (value is None or "checkpoint" in str(value)
+                                                               or "Pretrained" in str(value)):
                 node[key] = None
             elif key == "num_classes" and not under_rpn:
                 node[key] = num_classes
             else:
-                _random_init(value, num_classes, under_rpn or key == "rpn_head")
+                _random_init(value, num_classes, under_rpn or key == "rpn_head", keep_checkpoints)
     elif isinstance(node, list):
         for item in node:
-            _random_init(item, num_classes, under_rpn)
+            _random_init(item, num_classes, under_rpn, keep_checkpoints)
 
 
 _HOLDERS: dict = {}
@@ -95,21 +101,27 @@ class MMDetDetector(nn.Module):
 
     def __init__(self, num_classes: int, config: str = "retinanet/retinanet_r18_fpn_1x_coco.py",
                  image_size: int = 512, feature_level: int = 0, score_threshold: float = 0.05,
-                 max_detections: int = 100):
+                 max_detections: int = 100, pretrained: str | None = None, imagenet_weights: str | None = None,
+                 pretrained_strict: bool = True, trainable_layers: int | None = None):
         super().__init__()
         _mmdet()
         from mmdet.registry import MODELS
         from mmengine.config import Config, ConfigDict
 
+        found = weights.resolve(pretrained, imagenet_weights, f"MMDetection {config}")
         cfg = Config.fromfile(str(config_path(config)))
         model_cfg = cfg.model.to_dict()
-        _random_init(model_cfg, num_classes)
+        _random_init(model_cfg, num_classes, keep_checkpoints=found is not None and found.enum is not None)
+        if trainable_layers is not None and "frozen_stages" in model_cfg.get("backbone", {}):
+            model_cfg["backbone"]["frozen_stages"] = 4 - int(trainable_layers)  # mmdet counts frozen ResNet stages
         test_cfg = model_cfg.get("test_cfg") or {}
         for node in (test_cfg.get("rcnn"), test_cfg if "rcnn" not in test_cfg else None):
             if node is not None:
                 node["score_thr"], node["max_per_img"] = score_threshold, max_detections
         self.model = MODELS.build(ConfigDict(model_cfg))
         self.model.init_weights()
+        if found is not None and found.enum is None:  # a local file, as the config's load_from
+            weights.load_matching(found, {"whole model": self.model, "backbone": self.model.backbone}, pretrained_strict)
         self.two_stage = hasattr(self.model, "roi_head")
         self.head = self.model.roi_head.bbox_head if self.two_stage else self.model.bbox_head
         if not hasattr(self.head, "loss_cls"):  # mmdet's SSDHead as released (NOTES)

@@ -38,10 +38,23 @@ def probing(module: nn.Module):
         module.train(was_training)
 
 
-def resize_square(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bilinear resize of each (3, H, W) image to (3, size, size), stacked; and the per-image
-    (sx, sy) = (size / W, size / H) that map boxes into the resized frame."""
-    batch = torch.stack([F.interpolate(im[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+def input_hw(image_size) -> tuple[int, int]:
+    """A model's `image_size` (an int: a square; or [width, height]) as (height, width)."""
+    if isinstance(image_size, (int, float)) and not isinstance(image_size, bool):
+        return int(image_size), int(image_size)
+    try:
+        width, height = (int(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be an int or [width, height], got {image_size!r}") from None
+    return height, width
+
+
+def resize_square(images: list[torch.Tensor], size) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear resize of each (3, H, W) image to (3, size, size) (or to (height, width) when
+    `size` is such a pair), stacked; and the per-image (sx, sy) = (new W / W, new H / H) that
+    map boxes into the resized frame."""
+    height, width = (size, size) if isinstance(size, int) else size
+    batch = torch.stack([F.interpolate(im[None], size=(height, width), mode="bilinear", align_corners=False)[0]
                          for im in images])
-    scales = torch.tensor([[size / im.shape[-1], size / im.shape[-2]] for im in images], device=batch.device)
+    scales = torch.tensor([[width / im.shape[-1], height / im.shape[-2]] for im in images], device=batch.device)
     return batch, scales

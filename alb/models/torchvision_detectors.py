@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from torchvision.models.detection import backbone_utils
 from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
-from alb.models import positives
+from alb.models import positives, weights
 from alb.models.roi import pool_features, probing
 
 
@@ -195,42 +195,69 @@ def _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo, per_i
     return losses, own
 
 
-def _retinanet_resnet18(num_classes: int, **kwargs) -> nn.Module:
+def _retinanet_resnet18(num_classes: int, weights_backbone=None, trainable_backbone_layers: int | None = None,
+                        **kwargs) -> nn.Module:
+    """RetinaNet on a ResNet-18-FPN, assembled as torchvision's `retinanet_resnet50_fpn` is
+    (torchvision ships no R18 builder): frozen BatchNorm and `trainable_backbone_layers`
+    stages when the backbone is pretrained, plain BatchNorm and all stages otherwise."""
     from torchvision.models.detection.retinanet import RetinaNet, _default_anchorgen
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    from torchvision.ops.misc import FrozenBatchNorm2d
 
-    backbone = backbone_utils.resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5,
-                                                  returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
+    trained = weights_backbone is not None
+    backbone = backbone_utils.resnet_fpn_backbone(
+        backbone_name="resnet18", weights=weights_backbone, norm_layer=FrozenBatchNorm2d if trained else nn.BatchNorm2d,
+        trainable_layers=trainable_backbone_layers if trained else 5, returned_layers=[2, 3, 4],
+        extra_blocks=LastLevelP6P7(256, 256))
     return RetinaNet(backbone, num_classes, anchor_generator=_default_anchorgen(), **kwargs)
 
 
 class TorchvisionDetector(nn.Module):
     """A torchvision detection model behind the protocol. `feature_level` names the
-    backbone output used for RoI and image features ("0" = the finest FPN level)."""
+    backbone output used for RoI and image features ("0" = the finest FPN level).
+
+    `min_size` / `max_size`: torchvision's resize (shorter side to `min_size`, longer side at
+    most `max_size`; MMDetection's (1000, 600) is min_size=600 max_size=1000); either
+    defaults to `image_size` (a square cap). SSD models resize to their fixed 300 / 320.
+
+    `pretrained` (null | imagenet | a path, `alb.models.weights`): `imagenet` goes through
+    torchvision's builder (`weights_backbone` = the `imagenet_weights` enum,
+    `trainable_backbone_layers` = `trainable_layers`: frozen BatchNorm and stem, as
+    torchvision's references train); a path loads a whole model's state dict (alb's or
+    torchvision's keys) or a backbone's, into a backbone with frozen BatchNorm and, on
+    ResNets, the same frozen stages."""
 
     def __init__(self, num_classes: int, arch: str = "retinanet_resnet18_fpn", image_size: int = 512,
-                 feature_level: str = "0", score_threshold: float = 0.05, max_detections: int = 100):
+                 feature_level: str = "0", score_threshold: float = 0.05, max_detections: int = 100,
+                 min_size: int | None = None, max_size: int | None = None, pretrained: str | None = None,
+                 imagenet_weights: str | None = None, pretrained_strict: bool = True, trainable_layers: int = 3):
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown torchvision detector {arch!r}; expected one of {ARCHITECTURES}")
+        found = weights.resolve(pretrained, imagenet_weights, arch)
+        enum = weights.torchvision_weights(found.enum) if found is not None and found.enum else None
+        min_size, max_size = int(min_size or image_size), int(max_size or image_size)
         self.arch, self.num_classes, self.feature_level = arch, num_classes, feature_level
         two_stage_or_ssd = arch.startswith(("fasterrcnn", "ssd"))
         self.probs_kind = "softmax" if two_stage_or_ssd else "sigmoid"
         self.score_is_probability = not arch.startswith("fcos")
         n = num_classes + 1 if two_stage_or_ssd else num_classes
         if arch.startswith("fasterrcnn"):
-            kwargs = dict(min_size=image_size, max_size=image_size, box_score_thresh=score_threshold,
+            kwargs = dict(min_size=min_size, max_size=max_size, box_score_thresh=score_threshold,
                           box_detections_per_img=max_detections)
         elif arch.startswith("ssd"):
             kwargs = dict(score_thresh=score_threshold, detections_per_img=max_detections)
         else:
-            kwargs = dict(min_size=image_size, max_size=image_size, score_thresh=score_threshold,
+            kwargs = dict(min_size=min_size, max_size=max_size, score_thresh=score_threshold,
                           detections_per_img=max_detections)
+        kwargs.update(weights_backbone=enum, trainable_backbone_layers=int(trainable_layers) if enum else None)
         if arch == "retinanet_resnet18_fpn":
             self.model = _retinanet_resnet18(n, **kwargs)
         else:
             builder = getattr(torchvision.models.detection, arch)
-            self.model = builder(weights=None, weights_backbone=None, num_classes=n, **kwargs)
+            self.model = builder(weights=None, num_classes=n, **kwargs)
+        if found is not None and enum is None:
+            self._load_file(found, trainable_layers, pretrained_strict)
         self._probs: list[torch.Tensor] = []
         self._maps: OrderedDict | None = None
         self._batch_shape: tuple[int, int] | None = None
@@ -255,6 +282,17 @@ class TorchvisionDetector(nn.Module):
         self.supports_loss_prediction = arch.startswith("ssd")
         if self.supports_pseudo_labels:
             _install_pseudo_label_loss(self)
+
+    def _load_file(self, found, trainable_layers: int, strict: bool) -> None:
+        """A local state dict: the backbone gets the pretrained treatment first (frozen
+        BatchNorm; on ResNet bodies the frozen stages), then the file is matched by key to
+        this wrapper, the torchvision model, or the backbone's body."""
+        body = getattr(self.model.backbone, "body", self.model.backbone)
+        if all(hasattr(body, name) for name in weights.RESNET_STAGES):
+            weights.freeze_resnet(body, trainable_layers)
+        else:
+            weights.frozen_batchnorm(body)
+        weights.load_matching(found, {"whole model": self, "torchvision model": self.model, "backbone": body}, strict)
 
     @property
     def dropout_site(self) -> nn.Module:

@@ -27,6 +27,7 @@ from torchvision.ops import clip_boxes_to_image
 
 from alb.config import cache_root
 from alb.errors import UserError
+from alb.models import weights
 from alb.models.roi import pool_features, probing, resize_square
 
 ANCHOR = "anchor"  # feature_level: the kept anchor's own head-input cell (Ultralytics' get_obj_feats)
@@ -105,14 +106,22 @@ class YOLODetector(nn.Module):
 
     def __init__(self, num_classes: int, cfg: str = "yolov8n.yaml", image_size: int = 640,
                  feature_level: str = ANCHOR, score_threshold: float = 0.05, iou_threshold: float = 0.7,
-                 max_detections: int = 100, box_gain: float = 7.5, cls_gain: float = 0.5, dfl_gain: float = 1.5):
+                 max_detections: int = 100, box_gain: float = 7.5, cls_gain: float = 0.5, dfl_gain: float = 1.5,
+                 pretrained: str | None = None, imagenet_weights: str | None = None, pretrained_strict: bool = True,
+                 trainable_layers: int | None = None):
         super().__init__()
         import_ultralytics()
         from ultralytics.nn.tasks import DetectionModel
 
+        found = weights.resolve(pretrained, imagenet_weights, f"YOLO {cfg}")
+
         if feature_level not in (ANCHOR, "0", "1", "2"):
             raise ValueError(f"YOLO feature_level must be 'anchor', '0', '1' or '2', got {feature_level!r}")
         self.model = DetectionModel(cfg, nc=num_classes, verbose=False)
+        if found is not None:  # an Ultralytics .pt checkpoint: its matching tensors, by Ultralytics' own loader
+            from ultralytics.nn.tasks import attempt_load_one_weight
+            checkpoint_model, _ = attempt_load_one_weight(str(found.path))
+            self.model.load(checkpoint_model, verbose=False)
         if self.model.end2end:
             raise ValueError(f"{cfg} has an end-to-end (NMS-free) head: its kept boxes carry no anchor index; "
                              "use a model with an NMS head (yolov8*, yolo11*)")
