@@ -46,13 +46,40 @@ def _user_errors(func):
     return wrapper
 
 
+CFG_PARTS = ("job", "all")
+Cfg = Annotated[Optional[str], typer.Option("--cfg", help="print the composed config and exit, writing nothing "
+                                                          "(Hydra's flag): job (alb's config) or all (with Hydra's)")]
+
+
+def _print_config(overrides: list[str], part: str) -> None:
+    """The composed config as YAML on stdout, interpolations resolved where they can be
+    (a mandatory value still unset, ???, stays as it is)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from alb.config import compose_config
+    from alb.errors import UserError
+    if part not in CFG_PARTS:
+        raise UserError(f"--cfg must be one of {', '.join(CFG_PARTS)}, got {part!r}")
+    cfg = compose_config(overrides, keep_hydra=part == "all")
+    try:
+        text = OmegaConf.to_yaml(cfg, resolve=True)
+    except OmegaConfBaseException:
+        text = OmegaConf.to_yaml(cfg)
+    sys.stdout.write(text)
+
+
 @app.command()
 @_user_errors
-def run(overrides: Overrides = None, wait: Wait = False) -> None:
-    """Run one strategy over several seeds, e.g. `alb run strategy=noris seeds=3`."""
+def run(overrides: Overrides = None, wait: Wait = False, cfg: Cfg = None) -> None:
+    """Run one strategy over several seeds, e.g. `alb run strategy=noris seeds=3`;
+    `--cfg job` prints the recipe it would run and exits."""
     from alb.config import compose_config
     from alb.loop import run_experiment
     from alb import distributed
+    if cfg is not None:
+        _print_config(overrides or [], cfg)
+        return
     folders = run_experiment(compose_config(overrides or []), wait=wait)
     if folders and distributed.is_main():
         console.print(f"results: {folders[0].parent}")
@@ -68,11 +95,12 @@ Jobs = Annotated[Optional[int], typer.Option("--jobs", min=1, help="run N jobs a
 
 @app.command()
 @_user_errors
-def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = False, jobs: Jobs = None) -> None:
+def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = False, jobs: Jobs = None,
+          cfg: Cfg = None) -> None:
     """Run every combination of comma lists / range() overrides, e.g.
     `alb sweep strategy=random,entropy seeds=3` (plus any grid in the preset's `sweep:`).
     `--jobs 4` runs four at once; `hydra/launcher=submitit_slurm hydra.launcher.partition=gpu ...`
-    submits them to Slurm."""
+    submits them to Slurm. `--cfg job` prints every job's composed config and exits."""
     from datetime import datetime
 
     from alb.config import compose_config
@@ -85,6 +113,11 @@ def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = Fal
              {"experiment", "+experiment"}]  # the preset may define the grid
     preset = compose_config(fixed)
     planned = expand_sweep(overrides, preset.sweep, preset.get("jobs"))
+    if cfg is not None:
+        for k, job in enumerate(planned):
+            sys.stdout.write(f"# job {k + 1}/{len(planned)}: {' '.join(job)}\n")
+            _print_config(job, cfg)
+        return
     if dry_run:
         _dry_run(planned)
         return

@@ -65,7 +65,7 @@ def _group_selections(overrides: Sequence[str]) -> list[str]:
     return [o.input_line for o in parsed if o.key_or_group.split("@")[0] in GROUPS]
 
 
-def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+def compose_config(overrides: Sequence[str] = (), keep_hydra: bool = False) -> DictConfig:
     """Compose `conf/config.yaml` with Hydra overrides; experiment presets are found in
     `experiments/experiment/` through Hydra's search path.
 
@@ -78,7 +78,8 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     cfg = _compose([*defaults, *overrides])
     choices = {g: cfg.hydra.runtime.choices.get(g) for g in GROUPS}
     with open_dict(cfg):
-        del cfg["hydra"]
+        if not keep_hydra:
+            del cfg["hydra"]
         cfg.meta = choices  # which option of each group was chosen (strategy labels, checks)
     return cfg
 
