@@ -52,6 +52,7 @@ bench: install
 	$(VENV)/bin/python benchmarks/bench_detectors.py
 	$(VENV)/bin/python benchmarks/bench_data_check.py
 	$(VENV)/bin/python benchmarks/bench_ssl.py
+	$(VENV)/bin/python benchmarks/bench_train.py
 
 clean:
 	rm -rf results/quickstart results/quickstart_det results/quickstart_ssl build *.egg-info

@@ -62,11 +62,27 @@ def _print_config(overrides: list[str], part: str) -> None:
     if part not in CFG_PARTS:
         raise UserError(f"--cfg must be one of {', '.join(CFG_PARTS)}, got {part!r}")
     cfg = compose_config(overrides, keep_hydra=part == "all")
-    try:
-        text = OmegaConf.to_yaml(cfg, resolve=True)
-    except OmegaConfBaseException:
-        text = OmegaConf.to_yaml(cfg)
-    sys.stdout.write(text)
+
+    def resolved(node):
+        """The node's values, each interpolation resolved unless it cannot be (then as written)."""
+        if OmegaConf.is_list(node):
+            items = range(len(node))
+        else:
+            items = list(node.keys())
+        out = {} if OmegaConf.is_dict(node) else []
+        for key in items:
+            try:
+                value = node[key]
+                value = resolved(value) if OmegaConf.is_config(value) else value
+            except OmegaConfBaseException:
+                value = node._get_node(key)._value()  # ??? or an interpolation that needs what is unset
+            if isinstance(out, dict):
+                out[key] = value
+            else:
+                out.append(value)
+        return out
+
+    sys.stdout.write(OmegaConf.to_yaml(OmegaConf.create(resolved(cfg))))
 
 
 @app.command()

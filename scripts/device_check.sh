@@ -6,8 +6,10 @@
 #   bash scripts/device_check.sh run [DIR]      # on the GPU machine, in the checkout, with DIR beside it
 #
 # `run` installs those wheels and alb itself with --no-deps (the machine's torch and torchvision stay),
-# then with device=cuda: both quick starts (one seed each), benchmarks/bench_select.py and
-# benchmarks/bench_detectors.py, and prints one table. Logs go to $OUT (default /tmp/alb-device-check).
+# then with device=cuda: both quick starts (one seed each), one reduced cycle of every detection
+# preset from made-up ImageNet weight files (random tensors under torchvision's file names in a
+# temporary TORCH_HOME, on the generated shapes data), benchmarks/bench_select.py,
+# benchmarks/bench_detectors.py and benchmarks/bench_train.py (AMP), and prints one table. Logs go to $OUT (default /tmp/alb-device-check).
 # A dry run without a GPU: DEVICE=cpu FORCE_WHEELS=1 BENCH_SELECT_ARGS="--sizes 2000 --budget 100"
 #   BENCH_DETECTORS_ARGS="--models centernet_tiny --sizes 128 --repeats 2" PYTHON=.venv/bin/python
 #   DEVICE_PYTHON_VERSION=3.11 (for `wheels`) bash scripts/device_check.sh run DIR
@@ -70,9 +72,30 @@ for preset in quickstart quickstart_det; do
   fi
 done
 
-# 3. the benchmarks (alb.select and the detectors run on CUDA when it is there)
+# 2b. every detection preset for one reduced cycle (shapes data, 20 iterations), from made-up
+# ImageNet weights: the recipes (weights, augmentation, input sizes) run on the GPU end to end
+export TORCH_HOME="$OUT/torch_home"
+$PY -c "from alb.models.weights import write_random_weights as w
+for e in ('ResNet18_Weights.IMAGENET1K_V1', 'ResNet50_Weights.IMAGENET1K_V1', 'VGG16_Weights.IMAGENET1K_FEATURES'): w(e)" \
+  > "$OUT/weights.log" 2>&1 || row "made-up weight files" "FAILED (weights.log)" 0 "$(tail -n 1 "$OUT/weights.log")"
+for preset in ${PRESETS:-elezi/voc noris/voc noris/kitti ppal/voc uwe/voc_retinanet uwe/voc_faster_rcnn reality_check/voc}; do
+  start=$(date +%s)
+  log="$OUT/preset_${preset//\//_}.log"
+  if "${ALB[@]}" run "experiment=$preset" dataset=shapes strategy=random seeds=1 protocol.initial=40 protocol.step=20 \
+       protocol.cycles=1 trainer.iterations=${PRESET_ITERATIONS:-20} "trainer.milestones=[15]" device=$DEVICE \
+       progress=false "results_dir=$OUT/results" "name=preset_${preset//\//_}" > "$log" 2>&1; then
+    last=$(grep -E "cycle [0-9]+:" "$log" | tail -n 1 | sed 's/^ *//')
+    row "experiment=$preset, one reduced cycle, imagenet (made up)" ok "$(( $(date +%s) - start ))" "last: $last"
+  else
+    row "experiment=$preset, one reduced cycle, imagenet (made up)" "FAILED ($(basename "$log"))" \
+        "$(( $(date +%s) - start ))" "$(tail -n 1 "$log" | cut -c1-160)"
+  fi
+done
+
+# 3. the benchmarks (alb.select, the detectors and training run on CUDA when it is there)
 for bench in "bench_select.py ${BENCH_SELECT_ARGS:---sizes 10000 50000}" \
-             "bench_detectors.py ${BENCH_DETECTORS_ARGS:---repeats 5}"; do
+             "bench_detectors.py ${BENCH_DETECTORS_ARGS:---repeats 5}" \
+             "bench_train.py ${BENCH_TRAIN_ARGS:---model retinanet_resnet50 --size 600 --batch 8 --workers 8 --steps 30}"; do
   start=$(date +%s)
   name=${bench%% *}
   if $PY benchmarks/$bench > "$OUT/${name%.py}.md" 2> "$OUT/${name%.py}.log"; then
@@ -87,7 +110,7 @@ echo
 echo "| step | status | seconds | detail |"
 echo "|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
-for table in "$OUT"/bench_select.md "$OUT"/bench_detectors.md; do
+for table in "$OUT"/bench_select.md "$OUT"/bench_detectors.md "$OUT"/bench_train.md; do
   [ -s "$table" ] && { echo; cat "$table"; }
 done
 ! printf '%s\n' "${rows[@]}" | grep -q FAILED

@@ -225,3 +225,35 @@ def test_compare_on_a_hand_made_results_folder(tmp_path):
     summary = (results / "report" / "summary.md").read_text()
     assert "## Against the paper" in summary and "within our mean ± 2 std in 3 of 5" in summary
     assert (results / "report" / "compare.csv").is_file() and (results / "report" / "compare_tab_1.png").is_file()
+
+
+# Issue 17: each paper preset composes to its paper's training recipe (through `--cfg job`)
+def expected_recipe(preset: str) -> dict | None:
+    """What the paper's code trains with, for the detection presets; None for classification."""
+    paper, name = preset.split("/")
+    if paper in ("elezi",) or (paper == "reality_check" and name.startswith("voc")):
+        return {"arch": "ssd300_vgg16", "augment": "ssd", "imagenet_weights": "VGG16_Weights.IMAGENET1K_FEATURES"}
+    if paper == "noris" and name.startswith(("voc", "kitti")):
+        size = [1280, 384] if name.startswith("kitti") else 512
+        return {"backbone": "resnet18", "augment": "centernet", "image_size": size,
+                "imagenet_weights": "ResNet18_Weights.IMAGENET1K_V1"}
+    if paper in ("ppal", "uwe") and name.startswith("voc"):
+        return {"augment": "hflip", "min_size": 600, "max_size": 1000, "imagenet_weights": "ResNet50_Weights.IMAGENET1K_V1"}
+    return None
+
+
+@pytest.mark.parametrize("preset", sorted(EXPECTED_JOBS))
+def test_every_preset_composes_to_its_papers_recipe_and_cfg_job_writes_nothing(preset, tmp_path):
+    result = CliRunner().invoke(app, ["run", f"experiment={preset}", f"results_dir={tmp_path / 'r'}", "--cfg", "job"])
+    assert result.exit_code == 0, result.output
+    cfg = yaml.safe_load(result.stdout)
+    expected = expected_recipe(preset)
+    if expected is None:  # classification: the reality check and NORIS train from scratch
+        assert cfg["model"].get("pretrained") is None
+        assert cfg["trainer"].get("augment") in ("none", "crop_flip")
+    else:
+        assert cfg["model"]["pretrained"] == "imagenet"
+        assert cfg["trainer"]["augment"] == expected.pop("augment")
+        for key, value in expected.items():
+            assert cfg["model"][key] == value, (preset, key)
+    assert not (tmp_path / "r").exists()

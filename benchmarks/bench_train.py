@@ -1,0 +1,185 @@
+"""alb's detection training against a minimal plain loop, and alb's image loader against a
+PIL-decode loader, each pair measured in the same process on the same model, batch and data.
+
+- training: `fit_detector` (alb's loop: schedule, clipping check, finite-loss check, draw-seeded
+  batches, AMP on CUDA) for N optimiser steps against a plain loop (DataLoader, `losses`,
+  backward, step) on the same model, optimiser, batches and precision; the ratio is alb's
+  seconds over the plain loop's (the issue's target: alb's overhead <= 5%, ratio <= 1.05);
+- loading: `DetectionTorchSet` (torchvision's `decode_image`) against a Dataset that decodes
+  with PIL and converts through numpy, over the same JPEG files, in images per second.
+
+    python benchmarks/bench_train.py [--model centernet_tiny] [--size 128] [--steps 30] [--batch 8]
+                                     [--device auto] [--repeats 3] [--images 400] [--image-size 300]
+
+Writes a Markdown table (with the machine, versions and date) to stdout and
+benchmarks/out/train.md, and the rows to benchmarks/out/train.csv. Times are medians over
+repeats run alternately (plain, alb, plain, ...), so drifts in machine load hit both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+import yaml
+from omegaconf import OmegaConf
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from alb.config import CONFIG_DIR, build
+from alb.datasets.detection import DetectionTorchSet, collate
+from alb.datasets.shapes import read_shapes
+from alb.engine.train import autocast, grad_scaler, loader_options
+from alb.engine.train_det import fit_detector
+from alb.models.detection import detector_kwargs
+
+OUT = Path(__file__).parent / "out"
+
+
+def trainer_cfg(steps: int, batch: int, amp: bool):
+    return OmegaConf.create({"epochs": 1, "iterations": steps, "milestones": [], "gamma": 0.1, "batch_size": batch,
+                             "optimizer": "adam", "lr": 1e-4, "momentum": 0.9, "weight_decay": 0.0, "amp": amp,
+                             "warmup_steps": 0, "min_steps": 0, "grad_clip": None, "augment": "none"})
+
+
+def plain_loop(model, dataset, cfg, device, steps: int, workers: int) -> float:
+    """The smallest loop that trains the same way: seconds for `steps` steps."""
+    generator = torch.Generator().manual_seed(0)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=generator, drop_last=True,
+                        collate_fn=collate, **loader_options(workers, device))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    use_amp = bool(cfg.amp) and device.type == "cuda"
+    scaler = grad_scaler(device, use_amp)
+    model.train()
+    done = 0
+    start = time.perf_counter()
+    while done < steps:
+        for images, targets, _ in loader:
+            if done == steps:
+                break
+            images = [im.to(device, non_blocking=True) for im in images]
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            with autocast(device, use_amp):
+                loss = sum(v.float() for v in model.losses(images, targets).values())
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            done += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def alb_loop(model, dataset, cfg, device, steps: int, workers: int) -> float:
+    start = time.perf_counter()
+    fit_detector(model, dataset, cfg, device, seed=0, num_workers=workers)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+class PILImages(Dataset):
+    """The baseline loader: PIL decode, RGB convert, numpy, tensor."""
+
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        with Image.open(self.paths[i]) as handle:
+            array = np.asarray(handle.convert("RGB")).copy()
+        return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0), None, i
+
+
+def images_per_second(dataset, batch: int, workers: int) -> float:
+    loader = DataLoader(dataset, batch_size=batch, collate_fn=collate, num_workers=workers)
+    start = time.perf_counter()
+    count = sum(len(images) for images, _, _ in loader)
+    return count / (time.perf_counter() - start)
+
+
+def header(device: torch.device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {platform.processor() or platform.machine()}"
+    return (f"<!-- written by benchmarks/bench_train.py on {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; "
+            f"{name}, {torch.get_num_threads()} CPU threads; python {platform.python_version()}, torch {torch.__version__}, "
+            f"torchvision {torchvision.__version__} -->")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="centernet_tiny")
+    parser.add_argument("--size", type=int, default=128, help="model input size (image_size or min/max size)")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=400, help="JPEGs for the loader comparison")
+    parser.add_argument("--image-size", type=int, default=300)
+    args = parser.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        data = read_shapes(cache, n_pool=max(args.images, args.batch * 4), n_test=4, image_size=args.image_size,
+                           min_size=args.image_size // 10, max_size=args.image_size // 3)
+        pool = data.pool
+        pool.cache = False  # decode every time: the loader comparison measures decoding
+        node = OmegaConf.create(yaml.safe_load((CONFIG_DIR / "model" / f"{args.model}.yaml").read_text()))
+        for key in ("image_size", "min_size", "max_size"):
+            if key in node:
+                node[key] = args.size
+        node.pretrained = None
+        torch.manual_seed(0)
+        model = build(detector_kwargs(node), num_classes=data.num_classes).to(device)
+        dataset = DetectionTorchSet(pool, np.arange(len(pool)), for_training=True)
+        cfg = trainer_cfg(args.steps, args.batch, amp=True)
+        plain_loop(model, dataset, cfg, device, 3, args.workers)  # warm-up (allocator, cudnn)
+        times = {"plain": [], "alb": []}
+        for _ in range(args.repeats):
+            times["plain"].append(plain_loop(model, dataset, cfg, device, args.steps, args.workers))
+            times["alb"].append(alb_loop(model, dataset, cfg, device, args.steps, args.workers))
+        plain, alb = statistics.median(times["plain"]), statistics.median(times["alb"])
+        rows.append({"measure": f"training step ({args.model} @ {args.size} px, batch {args.batch}, "
+                                f"{'AMP ' if device.type == 'cuda' else ''}{device.type})",
+                     "baseline": f"{plain / args.steps:.4f} s/step", "alb": f"{alb / args.steps:.4f} s/step",
+                     "ratio": round(alb / plain, 3), "target": "<= 1.05"})
+        paths = pool.image_paths[:args.images]
+        subset = pool.subset(np.arange(len(paths)))
+        tv_set, pil_set = DetectionTorchSet(subset, np.arange(len(paths))), PILImages(paths)
+        images_per_second(tv_set, 16, 0)  # warm the page cache for both
+        speed = {"pil": [], "alb": []}
+        for _ in range(args.repeats):
+            speed["pil"].append(images_per_second(pil_set, 16, args.workers))
+            speed["alb"].append(images_per_second(tv_set, 16, args.workers))
+        pil, ours = statistics.median(speed["pil"]), statistics.median(speed["alb"])
+        rows.append({"measure": f"image loading ({len(paths)} JPEGs of {args.image_size} px, {args.workers} workers)",
+                     "baseline": f"{pil:.0f} img/s (PIL)", "alb": f"{ours:.0f} img/s (decode_image)",
+                     "ratio": round(ours / pil, 3), "target": "> 1"})
+    lines = [header(device), "", "| measure | baseline | alb | alb / baseline | target |", "|---|---|---|---|---|"]
+    lines += [f"| {r['measure']} | {r['baseline']} | {r['alb']} | {r['ratio']} | {r['target']} |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    OUT.mkdir(exist_ok=True)
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    (OUT / f"train{suffix}.md").write_text(text)
+    with (OUT / f"train{suffix}.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
