@@ -24,6 +24,26 @@ def tiny_overrides(tmp_path) -> list[str]:
     return [*TINY, f"results_dir={tmp_path / 'results'}"]
 
 
+@pytest.fixture(scope="session")
+def imagenet_home(tmp_path_factory) -> Path:
+    """A torch hub cache (`TORCH_HOME`) holding made-up ImageNet ResNet-18 and ResNet-50 files
+    under torchvision's names (randomly initialised models), for commands run as a user writes
+    them on VOC / KITTI / COCO, whose models default to `pretrained: imagenet`."""
+    from alb.models.weights import write_random_weights
+    home = tmp_path_factory.mktemp("torch_home")
+    previous = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(home)
+    try:
+        for enum in ("ResNet18_Weights.IMAGENET1K_V1", "ResNet50_Weights.IMAGENET1K_V1"):
+            write_random_weights(enum)
+    finally:
+        if previous is None:
+            del os.environ["TORCH_HOME"]
+        else:
+            os.environ["TORCH_HOME"] = previous
+    return home
+
+
 @pytest.fixture
 def tiny_cfg(tiny_overrides):
     return compose_config(tiny_overrides)

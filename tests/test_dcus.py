@@ -88,8 +88,9 @@ def centernet_adapter(hook):
     from alb.config import compose_config
     from alb.datasets import build_dataset
     from alb.models.detection import DetectorAdapter
+    # 15 steps: past most of det_quick's 20-step warm-up, so the difficulties move
     cfg = compose_config(["experiment=quickstart_det", "dataset.reader.n_pool=12", "dataset.reader.n_test=4",
-                          "trainer.epochs=1", "trainer.min_steps=3", "trainer.batch_size=4", "progress=false"])
+                          "trainer.epochs=1", "trainer.min_steps=15", "trainer.batch_size=4", "progress=false"])
     data = build_dataset(cfg.dataset, False)
     return DetectorAdapter(cfg.model, cfg.trainer, data, torch.device("cpu"), hook)
 

@@ -1,6 +1,7 @@
 """The issue's headline commands: NORIS on KITTI, PPAL on VOC, UWE on VOC with Faster R-CNN,
-as written (with the dataset defaults), shrunk only in size; and every new detection
-strategy through the CLI on `shapes`."""
+as written (with the dataset defaults, ImageNet backbones from made-up files in a temporary
+torch hub cache), shrunk only in size; and every new detection strategy through the CLI on
+`shapes`."""
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ SMALL = ["trainer.epochs=1", "trainer.min_steps=1", "trainer.batch_size=4", "mod
 
 
 @pytest.mark.parametrize("command, model, trainer, strategy", [
-    (["strategy=noris", "dataset=kitti", "seeds=3"], "centernet_r18", "det_centernet", "NORIS"),
+    (["strategy=noris", "dataset=kitti", "seeds=3"], "centernet_r18_kitti", "det_centernet", "NORIS"),
     (["strategy=ppal", "dataset=voc"], "centernet_r18", "det_centernet", "PPAL"),
     (["strategy=uwe", "dataset=voc", "model=fasterrcnn_resnet50"], "fasterrcnn_resnet50", "det_centernet", "UWE"),
 ])
@@ -39,11 +40,11 @@ def write_kitti_split(root, n=10):
     (root / "ImageSets" / "val.txt").write_text("\n".join(stems[7:]) + "\n")
 
 
-def test_noris_on_kitti_runs_as_written(tmp_path):
+def test_noris_on_kitti_runs_as_written(tmp_path, imagenet_home):
     write_kitti_split(tmp_path / "kitti")
     result = alb_cli("run", "strategy=noris", "dataset=kitti", "seeds=3", f"dataset.root={tmp_path / 'kitti'}",
                      *SMALL, "name=kitti", f"results_dir={tmp_path / 'res'}", cwd=tmp_path,
-                     env_extra={"ALB_CACHE_DIR": str(tmp_path / "cache")})
+                     env_extra={"ALB_CACHE_DIR": str(tmp_path / "cache"), "TORCH_HOME": str(imagenet_home)})
     assert result.returncode == 0, result.stderr
     for seed in range(3):
         cycles = pd.read_csv(tmp_path / "res" / "kitti" / "noris" / f"seed_{seed}" / "cycles.csv")
@@ -69,11 +70,12 @@ def write_voc(root, n_pool=8, n_test=3):
 
 
 @pytest.mark.parametrize("command", [["strategy=ppal"], ["strategy=uwe", "model=fasterrcnn_resnet50"]])
-def test_ppal_and_uwe_on_voc_run_as_written(tmp_path, command):
+def test_ppal_and_uwe_on_voc_run_as_written(tmp_path, command, imagenet_home):
     write_voc(tmp_path / "VOCdevkit")
     result = alb_cli("run", *command, "dataset=voc", f"dataset.root={tmp_path / 'VOCdevkit'}",
                      "dataset.reader.pool_sets=[[VOC2007,trainval]]", "dataset.classes=[dog,person]", *SMALL, "name=voc",
-                     f"results_dir={tmp_path / 'res'}", cwd=tmp_path, env_extra={"ALB_CACHE_DIR": str(tmp_path / "c")})
+                     f"results_dir={tmp_path / 'res'}", cwd=tmp_path,
+                     env_extra={"ALB_CACHE_DIR": str(tmp_path / "c"), "TORCH_HOME": str(imagenet_home)})
     assert result.returncode == 0, result.stderr
     strategy = command[0].split("=")[1]
     cycles = pd.read_csv(tmp_path / "res" / "voc" / strategy / "seed_0" / "cycles.csv")

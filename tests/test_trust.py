@@ -76,8 +76,8 @@ def test_every_dataset_names_a_default_model_and_trainer_of_its_task(dataset):
 def test_dataset_defaults_follow_the_papers_and_explicit_choices_win():
     picks = {d: (compose_config([f"dataset={d}"]).meta.model, compose_config([f"dataset={d}"]).meta.trainer)
              for d in ("kitti", "voc", "coco", "cifar10", "shapes", "digits")}
-    assert picks == {"kitti": ("centernet_r18", "det_centernet"), "voc": ("centernet_r18", "det_centernet"),
-                     "coco": ("retinanet_resnet50", "det_ppal"), "cifar10": ("resnet18", "reality_check"),
+    assert picks == {"kitti": ("centernet_r18_kitti", "det_centernet"), "voc": ("centernet_r18", "det_centernet"),
+                     "coco": ("retinanet_resnet50_coco", "det_ppal"), "cifar10": ("resnet18", "reality_check"),
                      "shapes": ("centernet_tiny", "det_quick"), "digits": ("small_cnn", "default")}
     explicit = compose_config(["dataset=kitti", "model=retinanet_resnet18", "model.image_size=320"])
     assert explicit.meta.model == "retinanet_resnet18" and explicit.model.image_size == 320
@@ -86,6 +86,14 @@ def test_dataset_defaults_follow_the_papers_and_explicit_choices_win():
     assert preset.meta.model == "resnet18" and preset.dataset.default_model == "resnet18_imagenet"
     assert compose_config(["dataset=kitti", "model.image_size=256"]).model.image_size == 256
     assert compose_config(["dataset=voc", "dataset.root=/mnt/x"]).dataset.reader.root == "/mnt/x"
+    # the real detection datasets start from ImageNet backbones, the embedded data from random weights
+    pretrained = {d: compose_config([f"dataset={d}"]).model.pretrained for d in ("kitti", "voc", "coco", "cifar10",
+                                                                               "shapes", "digits")}
+    assert pretrained == {"kitti": "imagenet", "voc": "imagenet", "coco": "imagenet", "cifar10": None,
+                          "shapes": None, "digits": None}
+    assert compose_config(["dataset=kitti"]).model.image_size == [1280, 384]  # CenterNet's KITTI input
+    coco = compose_config(["dataset=coco"]).model
+    assert (coco.min_size, coco.max_size) == (800, 1333)  # MMDetection's (1333, 800)
 
 
 def test_dataset_root_on_the_embedded_digits_is_a_clear_error(tmp_path):
@@ -378,9 +386,10 @@ def test_damaged_result_files_are_reported_and_never_overwritten(tmp_path, damag
 
 # 8. messages ------------------------------------------------------------------------------
 
-def test_an_error_is_one_line_on_a_narrow_non_tty(tmp_path):
+def test_an_error_is_one_line_on_a_narrow_non_tty(tmp_path, imagenet_home):
     deep = tmp_path / ("a_rather_long_folder_name_" * 4) / "VOCdevkit"
-    result = alb_cli("run", "dataset=voc", f"dataset.root={deep}", cwd=tmp_path, env_extra={"COLUMNS": "80"})
+    result = alb_cli("run", "dataset=voc", f"dataset.root={deep}", cwd=tmp_path,
+                     env_extra={"COLUMNS": "80", "TORCH_HOME": str(imagenet_home)})
     assert result.returncode == 2
     [line] = one_line_errors(result.stderr)
     assert str(deep) in line and "is not a VOCdevkit folder" in line

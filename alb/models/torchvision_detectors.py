@@ -217,8 +217,9 @@ class TorchvisionDetector(nn.Module):
     backbone output used for RoI and image features ("0" = the finest FPN level).
 
     `min_size` / `max_size`: torchvision's resize (shorter side to `min_size`, longer side at
-    most `max_size`; MMDetection's (1000, 600) is min_size=600 max_size=1000); either
-    defaults to `image_size` (a square cap). SSD models resize to their fixed 300 / 320.
+    most `max_size`; MMDetection's (1000, 600) is min_size=600 max_size=1000); `image_size`,
+    when set, is both (a square cap) and wins over them. SSD models resize to their fixed
+    300 / 320.
 
     `pretrained` (null | imagenet | a path, `alb.models.weights`): `imagenet` goes through
     torchvision's builder (`weights_backbone` = the `imagenet_weights` enum,
@@ -227,7 +228,7 @@ class TorchvisionDetector(nn.Module):
     torchvision's keys) or a backbone's, into a backbone with frozen BatchNorm and, on
     ResNets, the same frozen stages."""
 
-    def __init__(self, num_classes: int, arch: str = "retinanet_resnet18_fpn", image_size: int = 512,
+    def __init__(self, num_classes: int, arch: str = "retinanet_resnet18_fpn", image_size: int | None = None,
                  feature_level: str = "0", score_threshold: float = 0.05, max_detections: int = 100,
                  min_size: int | None = None, max_size: int | None = None, pretrained: str | None = None,
                  imagenet_weights: str | None = None, pretrained_strict: bool = True, trainable_layers: int = 3):
@@ -236,7 +237,9 @@ class TorchvisionDetector(nn.Module):
             raise ValueError(f"unknown torchvision detector {arch!r}; expected one of {ARCHITECTURES}")
         found = weights.resolve(pretrained, imagenet_weights, arch)
         enum = weights.torchvision_weights(found.enum) if found is not None and found.enum else None
-        min_size, max_size = int(min_size or image_size), int(max_size or image_size)
+        if image_size is not None:
+            min_size = max_size = image_size
+        min_size, max_size = int(min_size or 512), int(max_size or 512)
         self.arch, self.num_classes, self.feature_level = arch, num_classes, feature_level
         two_stage_or_ssd = arch.startswith(("fasterrcnn", "ssd"))
         self.probs_kind = "softmax" if two_stage_or_ssd else "sigmoid"
