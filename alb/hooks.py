@@ -102,12 +102,20 @@ class EnsembleHook:
 @dataclass(frozen=True)
 class DropoutHook:
     """Ask the detector for dropout (rate `rate`) on what its prediction heads read, during
-    training and during `passes` MC passes at prediction (Gal & Ghahramani; the detection
-    form of the papers' MC-dropout baseline). The strategy receives `mc_box_probs (T, M, C')`:
-    the deterministic detections' boxes, each matched by IoU to every pass's detections."""
+    training (unless `in_training` is false) and during `passes` MC passes at prediction (Gal
+    & Ghahramani; the detection form of the papers' MC-dropout baseline). The strategy
+    receives `mc_box_probs (T, M, C')`: the deterministic detections' boxes, each matched by
+    IoU to every pass's detections. Without dropout in training the networks are Random's,
+    cycle 0 included (Elezi et al.'s and the reality check's tables print one cycle-0 number
+    for every method)."""
 
     rate: float = 0.1
     passes: int = 10
+    in_training: bool = True
+
+    @property
+    def changes_cycle0(self) -> bool:
+        return self.in_training
 
     def __post_init__(self):
         if not 0 < self.rate < 1:

@@ -28,7 +28,9 @@ CLASSIFICATION_FIELDS = ("probs", "embedding", "mc_probs", "pred_loss")
 BOX_FIELDS = ("boxes", "scores", "labels", "box_probs", "box_features")
 FLIP = "flip_"
 HOOK_FIELDS = ("mc_box_probs", "pred_loss")  # detection fields that need a training hook (dropout, learning loss)
-DETECTION_FIELDS = (*BOX_FIELDS, "image_features", *(FLIP + f for f in BOX_FIELDS), *HOOK_FIELDS)
+# `label_counts (N, C)`: the annotated objects of each class per image, for labelled images
+# (their labels are known: CALD's labelled class distribution counts them)
+DETECTION_FIELDS = (*BOX_FIELDS, "image_features", *(FLIP + f for f in BOX_FIELDS), *HOOK_FIELDS, "label_counts")
 _ROW_AXIS = {"mc_probs": 1, "mc_box_probs": 1}
 
 

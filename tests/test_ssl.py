@@ -308,18 +308,25 @@ def test_mixed_batches_put_the_labelled_share_in_every_batch():
     assert len(random) == 5 and sorted(i for b in random for i in b) == list(range(40))
 
 
-def test_semi_supervised_training_feeds_unlabelled_images_to_the_consistency_loss(monkeypatch):
+@pytest.mark.parametrize("images, expected", [("all", (4, 0)), ("unlabelled", (2, 4))])
+def test_the_consistency_loss_covers_the_whole_batch_or_its_unlabelled_part(monkeypatch, images, expected):
+    """Elezi Sec. 3.1: L_con over "the entire dataset including the unlabeled images" (all, the
+    default): every image of the half-labelled batch; `ssl_images=unlabelled` the unlabelled half."""
     cfg = OmegaConf.create({"epochs": 1, "iterations": 3, "milestones": [], "gamma": 0.1, "batch_size": 4,
                             "optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "amp": False,
-                            "warmup_steps": 0, "min_steps": 0, "ssl": "consistency", "ssl_labelled": 0.5})
+                            "warmup_steps": 0, "min_steps": 0, "ssl": "consistency", "ssl_labelled": 0.5,
+                            "ssl_images": images})
     seen = []
     monkeypatch.setattr("alb.engine.train_det.flip_consistency",
-                        lambda model, images, top_k: seen.append([int(im[0, 0, 0] * 255 + 0.5) for im in images])
+                        lambda model, views, *args: seen.append([int(im[0, 0, 0] * 255 + 0.5) for im in views])
                         or model.w.sum() * 0)
     split = tiny_split(12)
     fit_detector(CountingDetector(), DetectionTorchSet(split, np.arange(4)), cfg, torch.device("cpu"), 0,
                  unlabelled_set=DetectionTorchSet(split, np.arange(4, 12)))
-    assert len(seen) == 3 and all(len(b) == 2 and min(b) >= 4 for b in seen)
+    size, smallest = expected
+    assert len(seen) == 3 and all(len(b) == size and min(b) >= smallest for b in seen)
+    if images == "all":  # two labelled (rows 0-3) and two unlabelled (4-11) images in each batch
+        assert all(sum(v < 4 for v in b) == 2 for b in seen)
 
 
 def test_shared_initial_split_gives_every_seed_the_same_initial_set():

@@ -136,21 +136,32 @@ def check_disjoint(pool_paths: Sequence[Path], test_paths: Sequence[Path], pool_
     warn_data(f"{message} (accepted: dataset.allow_overlap=true)", shared[0][1])
 
 
+def _normalised(name: str) -> str:
+    """A class name compared across case, spaces, hyphens and underscores."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
 def check_classes(class_names: Sequence[str], counts: dict[str, dict[int, int]], names_seen: Iterable[str],
                   source: str, strict: bool = True) -> None:
-    """Every class must occur in the annotations. `counts[split][class index]` counts
-    objects; `names_seen` are all object names of the annotation files (for the hint);
-    `strict=False` warns instead of stopping (classes that the files declare themselves)."""
+    """The declared classes must match the annotations' names. `counts[split][class index]`
+    counts objects; `names_seen` are all object names of the annotation files.
+
+    Refused (unless `strict=False`, for classes the files declare themselves): no declared
+    class occurs at all, or a declared class never occurs while the annotations name it in
+    another case or spelling (`car` vs `Car`): the names do not match. A declared class that
+    is merely absent (a subset, a smoke test, a custom VOC-format set) is a warning listing
+    the absent classes, and the run goes on without their AP."""
     total = {c: sum(split.get(c, 0) for split in counts.values()) for c in range(len(class_names))}
     absent = [class_names[c] for c, n in total.items() if n == 0]
     seen = sorted(set(names_seen))
     if absent:
-        lower = {n.lower(): n for n in seen}
-        hints = [f"{a!r} -> {lower[a.lower()]!r}" for a in absent if a.lower() in lower]
+        declared = set(class_names)
+        near = {_normalised(n): n for n in seen if n not in declared}
+        hints = [f"{a!r} -> {near[_normalised(a)]!r}" for a in absent if _normalised(a) in near]
         message = (f"class(es) {', '.join(repr(a) for a in absent)} never occur in the annotations of {source}"
                    + (f"; the annotations name: {', '.join(seen)}" if seen else "")
                    + (f" (names are case-sensitive: {', '.join(hints)})" if hints else ""))
-        if strict:
+        if strict and (hints or len(absent) == len(class_names)):
             raise UserError(f"{message}. Fix dataset.classes")
         warn_data(f"{message}; their AP is left out of the mAP", source)
     test = counts.get("test", {})

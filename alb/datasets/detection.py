@@ -98,7 +98,8 @@ class DetectionData:
         """Columns of cycles.csv: `map` (the headline metric) first, then the others and the
         per-class AP."""
         extra = {"voc07": ["map_area"], "area": ["map_voc07"], "coco": ["map50", "map75"], "kitti": []}
-        return ["map", *extra[self.evaluation], *[f"ap_{column_name(c)}" for c in self.class_names]]
+        kitti = ["map_kitti"] if self.extra.get("kitti_column") else []  # KITTI under COCO-style AP
+        return ["map", *extra[self.evaluation], *kitti, *[f"ap_{column_name(c)}" for c in self.class_names]]
 
     def evaluate(self, detections: list[dict], split: DetectionSplit | None = None) -> dict[str, float]:
         """Metrics of detections on `split` (default: the test split; one dict per image, in order)."""
@@ -111,6 +112,8 @@ class DetectionData:
         elif self.evaluation == "coco":
             head = coco_ap(detections, gt, c)
             out = {"map": head["map"], "map50": head["map50"], "map75": head["map75"]}
+            if self.extra.get("kitti_column"):
+                out["map_kitti"] = kitti_ap(detections, gt, self.class_names)["map"]
         else:
             head = kitti_ap(detections, gt, self.class_names)
             out = {"map": head["map"]}
@@ -134,20 +137,24 @@ class DetectionTorchSet(Dataset):
     number of DataLoader workers.
 
     `pseudo` (flat arrays `rows`, `boxes`, `labels`, as `DetectorAdapter.pseudo_labels` makes
-    them) adds the pseudo-labelled rows that are not among `rows`, after them; their targets
-    are the pseudo-labels and carry `pseudo: True` (Elezi's Eq. 8 loss)."""
+    them): the pseudo-labelled rows' targets are their pseudo-labels and carry `pseudo: True`
+    (Elezi's Eq. 8 loss); those not among `rows` are added after them. `labelled`: `rows` are
+    labelled (their ground truth wins over a pseudo-label); false for the unlabelled side of
+    SSL batches, whose pseudo-labelled rows train on their pseudo-labels."""
 
     def __init__(self, split: DetectionSplit, rows: np.ndarray, augment: str | None = None, for_training: bool = False,
-                 keep_difficult: bool = False, pseudo: dict[str, np.ndarray] | None = None):
+                 keep_difficult: bool = False, pseudo: dict[str, np.ndarray] | None = None, labelled: bool = True):
         rows = np.asarray(rows, np.int64)
         self.pseudo_targets: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if pseudo is not None and len(pseudo["rows"]):
-            pseudo_rows = np.setdiff1d(np.unique(pseudo["rows"]), rows)
-            for r in pseudo_rows:
+            own = set(rows.tolist()) if labelled else set()  # a labelled row keeps its ground truth
+            for r in np.unique(pseudo["rows"]):
+                if int(r) in own:
+                    continue
                 mine = pseudo["rows"] == r
                 self.pseudo_targets[int(r)] = (np.asarray(pseudo["boxes"][mine], np.float32),
                                                np.asarray(pseudo["labels"][mine], np.int64))
-            rows = np.concatenate([rows, pseudo_rows])
+            rows = np.concatenate([rows, np.setdiff1d(np.unique(pseudo["rows"]), rows)])
         self.split, self.rows, self.for_training = split, rows, for_training
         self.augment = augment
         self.transform = detection_recipe(augment)

@@ -69,7 +69,12 @@ def _read_list(path: Path) -> list[str]:
 
 
 def read_kitti(root: str, classes: Sequence[str] = ("Car", "Pedestrian", "Cyclist"), split_seed: int = 0,
-               name: str = "kitti") -> DetectionData:
+               name: str = "kitti", evaluation: str = "kitti") -> DetectionData:
+    """`evaluation`: `kitti` (the devkit's moderate 2D AP, the headline `map`) or `coco`
+    (COCO-style AP@[.5:.95] over every labelled box, DontCare regions ignored, as the
+    headline; the devkit's moderate AP is then the `map_kitti` column)."""
+    if evaluation not in ("kitti", "coco"):
+        raise UserError(f"dataset.reader.evaluation for KITTI must be kitti or coco, got {evaluation!r}")
     root = Path(root).expanduser()
     images, labels = root / "training" / "image_2", root / "training" / "label_2"
     for folder in (images, labels):
@@ -106,5 +111,6 @@ def read_kitti(root: str, classes: Sequence[str] = ("Car", "Pedestrian", "Cyclis
             paths.append(image)
         return DetectionSplit(paths, [parse_label(labels / f"{s}.txt", class_index, names) for s in chosen], chosen)
 
-    return DetectionData(split(pool_stems), split(test_stems), list(classes), "kitti", name=name, train_difficult=True,
-                         extra={"annotation_names": names, "source": str(labels)})
+    return DetectionData(split(pool_stems), split(test_stems), list(classes), evaluation, name=name,
+                         train_difficult=True, extra={"annotation_names": names, "source": str(labels),
+                                                      "kitti_column": evaluation == "coco"})

@@ -6,15 +6,20 @@ pair's class distributions are compared by the symmetric KL (Eq. 3) and its box 
 by the squared distance (Eq. 4); L_con is the mean over matched pairs (Eq. 5).
 
 No library implements it. A detector takes part by exposing
-`dense_predictions(images) -> [(boxes (A, 4) xyxy in the input image's pixels, probs (A, C'))]`
-with gradients (every anchor or heat-map cell, before NMS) and its `probs_kind`.
+`dense_predictions(images) -> [(boxes (A, 4) xyxy in the input image's pixels, probs (A, C')[,
+encoded (A, 4)])]` with gradients (every anchor or heat-map cell, before NMS) and its
+`probs_kind`; `encoded` is the regression output itself (the anchor-relative offsets, SSD's
+encoding with its variances), where the detector has one.
 
-Choices the paper leaves open (README, "Elezi et al."):
-- the candidates are each view's `top_k` predictions by their best foreground probability
-  (the paper matches "the predictions"; all 8,732 SSD anchors x 8,732 would be 76M IoUs);
-- box parameters (x0, y0, w, h) are the centre and size divided by the image width and
-  height, so Eq. 4 does not depend on the image's pixel size; the flip's negation of x0
-  (Eq. 4) is done by un-flipping the boxes before the comparison;
+Readings (README, "Elezi et al."):
+- Eq. 4 compares "the displacement of the center and scale coefficients": the encoded
+  offsets, the flipped view's x displacement negated (the authors' code), when the detector
+  gives them (RetinaNet, SSD); `box_term="fraction"` (and CenterNet, which has no anchors)
+  compares centre and size as fractions of the image instead, the flip undone on the boxes;
+- the candidates (`candidates`): each view's `top_k` predictions by their best foreground
+  probability (default: all 8,732 SSD anchors x 8,732 would be 76M IoUs), or `background`:
+  every prediction whose best foreground probability beats the background's (the authors'
+  code; sigmoid heads: beats 0.5);
 - for sigmoid heads (RetinaNet, CenterNet) the class "distribution" is C independent
   Bernoulli scores, and Eq. 3's KL is the sum of the per-class Bernoulli KLs.
 """
@@ -57,48 +62,76 @@ def foreground(probs: torch.Tensor, probs_kind: str) -> torch.Tensor:
     return (probs[:, :-1] if probs_kind == "softmax" else probs).amax(dim=1)
 
 
+CANDIDATES = ("top_k", "background")
+BOX_TERMS = ("encoded", "fraction")
+
+
+def candidate_rows(probs: torch.Tensor, probs_kind: str, top_k: int | None, rule: str = "top_k") -> torch.Tensor:
+    """The predictions of one view that enter Eq. 2: the `top_k` by best foreground
+    probability (all with None), or those whose best foreground beats the background."""
+    fg = foreground(probs.detach(), probs_kind)
+    if rule == "background":
+        background = probs.detach()[:, -1] if probs_kind == "softmax" else torch.full_like(fg, 0.5)
+        return torch.nonzero(fg > background).flatten()
+    if top_k is None:
+        return torch.arange(len(probs), device=probs.device)
+    return fg.topk(min(top_k, len(probs))).indices
+
+
 def matched_pairs(boxes: torch.Tensor, probs: torch.Tensor, flip_boxes_back: torch.Tensor,
-                  flip_probs: torch.Tensor, probs_kind: str, top_k: int | None = None):
-    """Eq. 2: the `top_k` candidates of the first view (by foreground probability) and, for
-    each, the other view's candidate (among its own `top_k`) of largest IoU with it, both in
-    the same (unflipped) frame. -> (boxes, probs, boxes', probs') of the P pairs."""
-    if top_k is not None:
-        keep = foreground(probs.detach(), probs_kind).topk(min(top_k, len(probs))).indices
-        keep_f = foreground(flip_probs.detach(), probs_kind).topk(min(top_k, len(flip_probs))).indices
-        boxes, probs = boxes[keep], probs[keep]
-        flip_boxes_back, flip_probs = flip_boxes_back[keep_f], flip_probs[keep_f]
-    if len(boxes) == 0 or len(flip_boxes_back) == 0:
-        return boxes[:0], probs[:0], flip_boxes_back[:0], flip_probs[:0]
-    match = box_iou(boxes.detach().float(), flip_boxes_back.detach().float()).argmax(dim=1)
-    return boxes, probs, flip_boxes_back[match], flip_probs[match]
+                  flip_probs: torch.Tensor, probs_kind: str, top_k: int | None = None, rule: str = "top_k"):
+    """Eq. 2: the candidates of the first view and, for each, the other view's candidate of
+    largest IoU with it, both in the same (unflipped) frame. -> (rows of the first view,
+    their matches' rows in the second), (P,) each."""
+    keep = candidate_rows(probs, probs_kind, top_k, rule)
+    keep_f = candidate_rows(flip_probs, probs_kind, top_k, rule)
+    if len(keep) == 0 or len(keep_f) == 0:
+        return keep[:0], keep_f[:0]
+    match = box_iou(boxes[keep].detach().float(), flip_boxes_back[keep_f].detach().float()).argmax(dim=1)
+    return keep, keep_f[match]
 
 
 def consistency_terms(boxes, probs, flip_boxes_back, flip_probs, width: float, height: float,
-                      probs_kind: str, top_k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per matched pair of one image: the class term (Eq. 3) and the box term (Eq. 4), (P,) each."""
-    b, p, bf, pf = matched_pairs(boxes, probs, flip_boxes_back, flip_probs, probs_kind, top_k)
-    class_term = symmetric_kl(p, pf, probs_kind)
-    box_term = (box_parameters(b.float(), width, height) - box_parameters(bf.float(), width, height)).pow(2).sum(1) / 4
-    return class_term, box_term
+                      probs_kind: str, top_k: int | None = None, encoded: torch.Tensor | None = None,
+                      other_encoded: torch.Tensor | None = None, rule: str = "top_k",
+                      box_term: str = "encoded") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per matched pair of one image: the class term (Eq. 3) and the box term (Eq. 4), (P,)
+    each. The first view is the flipped one (its boxes `boxes` already un-flipped): with
+    `encoded` (its regression outputs) and `other_encoded` (the image's), Eq. 4 compares
+    the offsets, the flipped view's x displacement negated; otherwise centre and size as
+    fractions of the image."""
+    rows, other = matched_pairs(boxes, probs, flip_boxes_back, flip_probs, probs_kind, top_k, rule)
+    class_term = symmetric_kl(probs[rows], flip_probs[other], probs_kind)
+    if box_term == "encoded" and encoded is not None and other_encoded is not None:
+        mirrored = encoded[rows].float() * encoded.new_tensor([-1.0, 1.0, 1.0, 1.0])
+        return class_term, (mirrored - other_encoded[other].float()).pow(2).sum(1) / 4
+    first, second = boxes[rows].float(), flip_boxes_back[other].float()
+    return class_term, (box_parameters(first, width, height) - box_parameters(second, width, height)).pow(2).sum(1) / 4
 
 
-def flip_consistency(model: nn.Module, images: list[torch.Tensor], top_k: int | None = 100) -> torch.Tensor:
-    """L_con (Eq. 5) of a batch of unlabelled images (3, H, W): the mean of Eq. 3 plus the
-    mean of Eq. 4 over every matched pair of the batch. One forward pass for the images and
-    their flips together."""
+def flip_consistency(model: nn.Module, images: list[torch.Tensor], top_k: int | None = 100,
+                     candidates: str = "top_k", box_term: str = "encoded") -> torch.Tensor:
+    """L_con (Eq. 5) of a batch of images (3, H, W): the mean of Eq. 3 plus the mean of Eq. 4
+    over every matched pair of the batch. One forward pass for the images and their flips
+    together."""
+    if candidates not in CANDIDATES:
+        raise ValueError(f"consistency candidates must be one of {CANDIDATES}, got {candidates!r}")
+    if box_term not in BOX_TERMS:
+        raise ValueError(f"consistency box_term must be one of {BOX_TERMS}, got {box_term!r}")
     n = len(images)
     predictions = model.dense_predictions(list(images) + [im.flip(-1) for im in images])
     class_terms, box_terms = [], []
     for i, image in enumerate(images):
         height, width = image.shape[-2:]
-        boxes, probs = predictions[i]
-        flipped_boxes, flipped_probs = predictions[n + i]
+        boxes, probs, *encoded = predictions[i]
+        flipped_boxes, flipped_probs, *flipped_encoded = predictions[n + i]
         # Eq. 2 runs over the flipped view's predictions, each matched to the image's
         c, b = consistency_terms(flip_boxes(flipped_boxes, width), flipped_probs, boxes, probs, width, height,
-                                 model.probs_kind, top_k)
+                                 model.probs_kind, top_k, flipped_encoded[0] if flipped_encoded else None,
+                                 encoded[0] if encoded else None, candidates, box_term)
         class_terms.append(c)
         box_terms.append(b)
     class_terms, box_terms = torch.cat(class_terms), torch.cat(box_terms)
     if len(class_terms) == 0:
-        return sum(p.sum() for _, p in predictions) * 0.0
+        return sum(entry[1].sum() for entry in predictions) * 0.0
     return class_terms.mean() + box_terms.mean()

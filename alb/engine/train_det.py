@@ -42,6 +42,31 @@ def step_schedule(cfg: DictConfig, total_steps: int):
     return factor
 
 
+SSL_IMAGES = ("all", "unlabelled")
+SSL_RAMPS = (None, "gaussian")
+
+
+def consistency_weight(cfg: DictConfig, step: int, total_steps: int) -> float:
+    """`ssl_weight`, times the authors' Gaussian ramp with `ssl_ramp=gaussian` (their code:
+    0 at step 0, up as exp(-5 (1 - t / T_up)^2) until T_up = 32k of 120k steps, 1 until
+    100k, then down as exp(-12.5 (1 - (T - t) / 20k)^2); here at the same fractions of the
+    run). The paper has no ramp, hence off by default."""
+    weight = float(cfg.get("ssl_weight", 1.0))
+    ramp = cfg.get("ssl_ramp")
+    if ramp not in SSL_RAMPS:
+        raise UserError(f"trainer.ssl_ramp must be null or gaussian, got {ramp!r}")
+    if ramp is None:
+        return weight
+    up_end, down_start = total_steps * 32 / 120, total_steps * 100 / 120
+    if step == 0:
+        return 0.0
+    if step < up_end:
+        return weight * math.exp(-5 * (1 - step / up_end) ** 2)
+    if step > down_start:
+        return weight * math.exp(-12.5 * (1 - (total_steps - step) / (total_steps - down_start)) ** 2)
+    return weight
+
+
 def ssl_method(cfg: DictConfig) -> str | None:
     """`trainer.ssl`, checked: None or "consistency"."""
     ssl = cfg.get("ssl")
@@ -106,7 +131,9 @@ class MixedBatches(Sampler):
 
 
 class _Joined(Dataset):
-    """Labelled rows (image, target, i) then unlabelled rows (image, None, i)."""
+    """Labelled rows (image, target, i) then unlabelled rows (image, None, i); an unlabelled
+    row with pseudo-labels keeps its target (it is drawn on the unlabelled side of a batch, as
+    Elezi et al.'s balanced sampler draws it, and trained on its pseudo-labels)."""
 
     def __init__(self, labelled: Dataset, unlabelled: Dataset):
         self.labelled, self.unlabelled = labelled, unlabelled
@@ -118,8 +145,8 @@ class _Joined(Dataset):
         i, draw_seed = key if isinstance(key, tuple) else (key, None)
         if i < len(self.labelled):
             return self.labelled[(i, draw_seed)]
-        image, _, _ = self.unlabelled[(i - len(self.labelled), draw_seed)]
-        return image, None, i
+        image, target, _ = self.unlabelled[(i - len(self.labelled), draw_seed)]
+        return image, target if "pseudo" in target else None, i
 
 
 def _loader(train_set: Dataset, unlabelled_set: Dataset | None, cfg: DictConfig, generator: torch.Generator,
@@ -168,9 +195,10 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
     `on_step()` runs after every optimiser step (a training hook reading what the step left
     on the model, e.g. DCUS's positive predictions).
 
-    With `trainer.ssl=consistency`, `unlabelled_set` (images whose targets are unused) fills
-    part of every mini-batch and adds `ssl_weight` x L_con (Eq. 5) to the supervised loss
-    of the labelled part (Eq. 6).
+    With `trainer.ssl=consistency`, `unlabelled_set` (images whose targets are unused, but
+    for pseudo-labels) fills part of every mini-batch and adds `ssl_weight` x L_con (Eq. 5,
+    over every image of the batch, or the unlabelled ones with `ssl_images=unlabelled`;
+    `ssl_ramp=gaussian` ramps the weight as the authors' code) to the supervised loss (Eq. 6).
 
     `extra_loss(step, total_steps)` adds terms computed from what the supervised forward left
     on the model (a training hook's module, e.g. learning loss), whose parameters
@@ -181,7 +209,10 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
     loader = _loader(train_set, unlabelled_set, cfg, generator, num_workers, seed, device)
     steps_per_epoch = max(len(loader), 1)
     epochs, total_steps = training_length(cfg, steps_per_epoch)
-    ssl_weight, top_k = float(cfg.get("ssl_weight", 1.0)), cfg.get("ssl_top_k", 100)
+    top_k, candidates = cfg.get("ssl_top_k", 100), cfg.get("ssl_candidates", "top_k")
+    box_term, ssl_images = cfg.get("ssl_box_term", "encoded"), cfg.get("ssl_images", "all")
+    if ssl_images not in SSL_IMAGES:
+        raise UserError(f"trainer.ssl_images must be one of {SSL_IMAGES}, got {ssl_images!r}")
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
     optimizer = make_optimizer(params, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, step_schedule(cfg, total_steps))
@@ -208,9 +239,11 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
                                           [{n: v.to(device) for n, v in targets[k].items()} for k in labelled])
                     if extra_loss is not None:
                         losses.update(extra_loss(steps, total_steps))
-                if len(labelled) < len(images):
-                    losses["consistency"] = ssl_weight * flip_consistency(
-                        model, [im for im, t in zip(images, targets) if t is None], top_k)
+                if unlabelled_set is not None:  # Eq. 6: L_con over the batch (Elezi: labelled images too)
+                    views = images if ssl_images == "all" else [im for im, t in zip(images, targets) if t is None]
+                    if views:
+                        losses["consistency"] = consistency_weight(cfg, steps, total_steps) * flip_consistency(
+                            model, views, top_k, candidates, box_term)
             loss = sum(v.float() for v in losses.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{label}: the detection loss became {float(loss)} at step {steps} "

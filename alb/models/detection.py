@@ -4,6 +4,8 @@ asked for (alb.records)."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -96,8 +98,8 @@ class DetectorAdapter:
         torch.manual_seed(seed)
         self.model = build(detector_kwargs(self.model_cfg), num_classes=self.data.num_classes).to(self.device)
         self._check(self.model)
-        self.dropout = (install_head_dropout(self.model, self.hook.rate) if isinstance(self.hook, DropoutHook)
-                        else None)
+        self.dropout = (install_head_dropout(self.model, self.hook.rate, self.hook.in_training)
+                        if isinstance(self.hook, DropoutHook) else None)
         self.loss_module = (LossPredictionModule(self.model.level_channels).to(self.device)
                             if isinstance(self.hook, LossPredictionHook) else None)
         self.hook_state = {}
@@ -123,12 +125,21 @@ class DetectorAdapter:
 
     def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train") -> None:
         augment = self.cfg.get("augment", "hflip")
+        ssl = bool(self.cfg.get("ssl"))
+        # with SSL, pseudo-labelled images are drawn on the unlabelled side of each batch (the
+        # authors' balanced sampler); without, they join the labelled images
+        pseudo_side = self.cfg.get("ssl_pseudo", "unlabelled") if ssl else "labelled"
+        if pseudo_side not in ("unlabelled", "labelled"):
+            raise UserError(f"trainer.ssl_pseudo must be unlabelled or labelled, got {pseudo_side!r}")
         train_set = DetectionTorchSet(self.data.pool, labelled_rows, augment=augment, for_training=True,
-                                      keep_difficult=self.data.train_difficult, pseudo=self.pseudo)
+                                      keep_difficult=self.data.train_difficult,
+                                      pseudo=self.pseudo if pseudo_side == "labelled" else None)
         unlabelled_set = None
-        if self.cfg.get("ssl"):
+        if ssl:
             unlabelled = np.setdiff1d(np.arange(len(self.data.pool)), labelled_rows)
-            unlabelled_set = DetectionTorchSet(self.data.pool, unlabelled, augment=augment)
+            unlabelled_set = DetectionTorchSet(self.data.pool, unlabelled, augment=augment, for_training=True,
+                                               pseudo=self.pseudo if pseudo_side == "unlabelled" else None,
+                                               labelled=False)
         validate = (lambda: self.evaluate(self.data.val)["map"]) if self.data.val is not None else None
         tracker, on_step = None, None
         difficulty = isinstance(self.hook, DifficultyHook)
@@ -232,8 +243,10 @@ class DetectorAdapter:
     def evaluate(self, split: DetectionSplit | None = None) -> dict[str, float]:
         """The dataset's metrics on `split` (default: the test split)."""
         split = self.data.test if split is None else split
-        detections = [{k: out[k].numpy() for k in ("boxes", "scores", "labels")}
-                      for _, out in self.detections(split, np.arange(len(split)))]
+        # a detector may evaluate at other thresholds than it hands strategies (SSD as ssd.pytorch)
+        with getattr(self.model, "evaluation_thresholds", nullcontext)():
+            detections = [{k: out[k].numpy() for k in ("boxes", "scores", "labels")}
+                          for _, out in self.detections(split, np.arange(len(split)))]
         return self.data.evaluate(detections, split)
 
     def predict(self, rows: np.ndarray, fields: tuple[str, ...], mc_passes: int = 0, seed: int = 0) -> dict[str, np.ndarray]:
@@ -249,6 +262,12 @@ class DetectorAdapter:
             out_loss = self._predicted_loss(rows)
         else:
             out_loss = None
+        labels = None
+        if "label_counts" in fields:  # from the annotations: only ever asked for labelled rows
+            fields = tuple(f for f in fields if f != "label_counts")
+            labels = np.zeros((len(rows), self.data.num_classes), np.int64)
+            for k, row in enumerate(rows):
+                np.add.at(labels[k], np.asarray(self.data.pool.annotations[int(row)]["labels"], np.int64), 1)
         if "mc_box_probs" in fields and self.dropout is None:
             raise ValueError("mc_box_probs needs dropout before the heads (a strategy with a DropoutHook)")
         out: dict[str, np.ndarray] = {}
@@ -277,6 +296,8 @@ class DetectorAdapter:
             out["mc_box_probs"] = self._mc_box_probs(rows, out, self.hook.passes, seed)
         if out_loss is not None:
             out["pred_loss"] = out_loss
+        if labels is not None:
+            out["label_counts"] = labels
         return out
 
     @torch.no_grad()

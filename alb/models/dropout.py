@@ -12,8 +12,8 @@ from torch.nn import functional as F
 
 
 class HeadDropout:
-    def __init__(self, rate: float):
-        self.rate, self.active = rate, False
+    def __init__(self, rate: float, in_training: bool = True):
+        self.rate, self.active, self.in_training = rate, False, in_training
 
     def _drop(self, value, training: bool):
         if isinstance(value, torch.Tensor) and value.is_floating_point():
@@ -23,16 +23,16 @@ class HeadDropout:
         return value
 
     def __call__(self, module: nn.Module, args: tuple):
-        training = module.training or self.active
+        training = (module.training and self.in_training) or self.active
         return tuple(self._drop(a, training) for a in args)
 
 
-def install_head_dropout(detector: nn.Module, rate: float) -> HeadDropout:
-    """Put dropout before `detector`'s heads; the returned object's `active` switches it on
-    in eval mode."""
+def install_head_dropout(detector: nn.Module, rate: float, in_training: bool = True) -> HeadDropout:
+    """Put dropout before `detector`'s heads (in training too unless `in_training` is false);
+    the returned object's `active` switches it on in eval mode."""
     site = getattr(detector, "dropout_site", None)
     if site is None:
         raise ValueError(f"{type(detector).__name__} does not say where its heads' input is (dropout_site)")
-    dropout = HeadDropout(rate)
+    dropout = HeadDropout(rate, in_training)
     site.register_forward_pre_hook(dropout)
     return dropout

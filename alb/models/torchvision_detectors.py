@@ -6,6 +6,7 @@ predictions for flip-consistency training and Elezi's Eq. 8 loss for pseudo-labe
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import torch
 import torchvision
@@ -231,7 +232,8 @@ class TorchvisionDetector(nn.Module):
     def __init__(self, num_classes: int, arch: str = "retinanet_resnet18_fpn", image_size: int | None = None,
                  feature_level: str = "0", score_threshold: float = 0.05, max_detections: int = 100,
                  min_size: int | None = None, max_size: int | None = None, pretrained: str | None = None,
-                 imagenet_weights: str | None = None, pretrained_strict: bool = True, trainable_layers: int = 3):
+                 imagenet_weights: str | None = None, pretrained_strict: bool = True, trainable_layers: int = 3,
+                 eval_score_threshold: float | None = None, eval_per_class: int | None = None):
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown torchvision detector {arch!r}; expected one of {ARCHITECTURES}")
@@ -261,6 +263,7 @@ class TorchvisionDetector(nn.Module):
             self.model = builder(weights=None, num_classes=n, **kwargs)
         if found is not None and enum is None:
             self._load_file(found, trainable_layers, pretrained_strict)
+        self.eval_score_threshold, self.eval_per_class = eval_score_threshold, eval_per_class
         self._probs: list[torch.Tensor] = []
         self._maps: OrderedDict | None = None
         self._batch_shape: tuple[int, int] | None = None
@@ -286,6 +289,26 @@ class TorchvisionDetector(nn.Module):
         if self.supports_pseudo_labels:
             _install_pseudo_label_loss(self)
 
+    @contextmanager
+    def evaluation_thresholds(self):
+        """The test-split metric's thresholds for the block, when the yaml sets them apart from
+        the AL outputs' (ssd.pytorch evaluates SSD300 at score 0.01 with up to 200 boxes per
+        class after NMS: `eval_score_threshold: 0.01`, `eval_per_class: 200`)."""
+        owner = self.model.roi_heads if self.arch.startswith("fasterrcnn") else self.model
+        saved = {k: getattr(owner, k) for k in ("score_thresh", "detections_per_img", "topk_candidates")
+                 if hasattr(owner, k)}
+        try:
+            if self.eval_score_threshold is not None:
+                owner.score_thresh = float(self.eval_score_threshold)
+            if self.eval_per_class is not None:
+                if hasattr(owner, "topk_candidates"):  # per class before NMS (SSD), per level (dense heads)
+                    owner.topk_candidates = int(self.eval_per_class)
+                owner.detections_per_img = int(self.eval_per_class) * self.num_classes
+            yield
+        finally:
+            for key, value in saved.items():
+                setattr(owner, key, value)
+
     def _load_file(self, found, trainable_layers: int, strict: bool) -> None:
         """A local state dict: the backbone gets the pretrained treatment first (frozen
         BatchNorm; on ResNet bodies the frozen stages), then the file is matched by key to
@@ -302,10 +325,11 @@ class TorchvisionDetector(nn.Module):
         """The module whose input the prediction heads read (MC dropout is applied there)."""
         return self.model.roi_heads.box_predictor if self.arch.startswith("fasterrcnn") else self.model.head
 
-    def dense_predictions(self, images: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def dense_predictions(self, images: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """RetinaNet / SSD: every anchor as a prediction, with gradients: per image, the
-        decoded boxes (A, 4) in the input image's pixels and the class vectors (A, C')
-        (sigmoid scores, or softmax with background last)."""
+        decoded boxes (A, 4) in the input image's pixels, the class vectors (A, C') (sigmoid
+        scores, or softmax with background last) and the encoded offsets (A, 4): the
+        regression output, (dx, dy, dw, dh) over the box coder's weights (SSD's variances)."""
         if not self.supports_consistency:
             raise ValueError(f"{self.arch} has no dense predictions")
         image_list, _ = self.model.transform(images)
@@ -319,7 +343,8 @@ class TorchvisionDetector(nn.Module):
             logits = head_outputs["cls_logits"][i].float()
             probs = torch.sigmoid(logits) if self.probs_kind == "sigmoid" else _background_last(F.softmax(logits, -1))
             (h, w), (oh, ow) = image_list.image_sizes[i], image.shape[-2:]
-            out.append((boxes * boxes.new_tensor([ow / w, oh / h, ow / w, oh / h]), probs))
+            encoded = head_outputs["bbox_regression"][i].float()
+            out.append((boxes * boxes.new_tensor([ow / w, oh / h, ow / w, oh / h]), probs, encoded))
         return out
 
     def _keep_maps(self, module, inputs, output):

@@ -96,8 +96,9 @@ def cald_consistency(boxes, box_probs, scores, offsets, flip_boxes, flip_box_pro
                      probs_kind: str, beta: float = 1.3) -> np.ndarray:
     """CALD stage 1, per image (n,): for each box j and its flipped-view match j' (largest
     IoU), m_j = |IoU + (1 - JS(P_j, P_j')) (s_j + s_j') / 2 - beta| with P the class
-    distribution and s the score; the image's consistency is min_j m_j (1 for an image
-    without detections, as the released code). Low = the views disagree = informative."""
+    distribution and s the score; the image's consistency is min_j m_j. An image without
+    detections, or whose view detects nothing, has consistency 0, as in the released code,
+    so it is among the first candidates. Low = the views disagree = informative."""
     match, iou = match_boxes(boxes, offsets, flip_boxes, flip_offsets)
     found = match >= 0
     p = _as_distribution(np.asarray(box_probs, np.float64), probs_kind)
@@ -108,8 +109,9 @@ def cald_consistency(boxes, box_probs, scores, offsets, flip_boxes, flip_box_pro
     other_score[found] = np.asarray(flip_scores, np.float64)[match[found]]
     m = np.abs(iou + (1 - js) * (np.asarray(scores) + other_score) / 2 - beta)
     owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    out = np.ones(len(offsets) - 1)
+    out = np.full(len(offsets) - 1, np.inf)
     np.minimum.at(out, owner, m)
+    out[(np.diff(offsets) == 0) | (np.diff(flip_offsets) == 0)] = 0.0
     return out
 
 
@@ -131,9 +133,10 @@ def cald_select(consistency: np.ndarray, candidate_classes: np.ndarray, labelled
     """CALD: stage 1 keeps the ceil(ratio x budget) images of lowest consistency; stage 2
     takes, from them, the images whose class distribution (softmax of their per-class
     scores) is furthest in JS divergence from the labelled set's (softmax of the mean
-    per-class vector of `labelled_classes (L, C)`). Images without any detection come first,
-    as in the released code. `update_labelled`: add each pick to the labelled mean before
-    the next (greedy); the released code keeps the labelled distribution fixed."""
+    per-class vector of `labelled_classes (L, C)`: the released code's mean class counts of
+    the labelled images). Images without any detection come first, as in the released code.
+    `update_labelled`: add each pick to the labelled mean before the next (greedy); the
+    released code keeps the labelled distribution fixed."""
     n = len(consistency)
     pool = np.argsort(consistency, kind="stable")[:min(n, max(budget, int(np.ceil(candidates_ratio * budget))))]
     classes = candidate_classes[pool]

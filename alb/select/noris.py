@@ -7,6 +7,7 @@ the exact d_max (O(N^2 D) in blocks); never an N x N matrix.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -16,12 +17,21 @@ from alb.select._backend import as_tensor, check_budget, max_pairwise_distance, 
 
 VARIANTS = ("sum", "max", "max_alg2")
 SIMILARITIES = ("gaussian", "linear")
+# what "subtracting the uncertainty of u_next" subtracts (Alg. 1 reads as the current one)
+UPDATES = ("current", "original", "clamp")
 
 
-def check_noris_params(variant: str, similarity: str | None = None, alpha: float | None = None) -> None:
-    """Fail before any work (d_max is O(N^2 D)) on a bad variant, similarity or alpha."""
+class AllScoresNonPositive(UserWarning):
+    """Every remaining NORIS score is <= 0 before the budget is filled."""
+
+
+def check_noris_params(variant: str, similarity: str | None = None, alpha: float | None = None,
+                       update: str | None = None) -> None:
+    """Fail before any work (d_max is O(N^2 D)) on a bad variant, similarity, alpha or update."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown NORIS variant {variant!r}; expected one of {VARIANTS}")
+    if update is not None and update not in UPDATES:
+        raise ValueError(f"unknown NORIS update {update!r}; expected one of {UPDATES}")
     if similarity is not None and similarity not in SIMILARITIES:
         raise ValueError(f"unknown NORIS similarity {similarity!r}; expected one of {SIMILARITIES}")
     if alpha is not None and not alpha > 0:
@@ -42,7 +52,7 @@ def similarity_from_sq_dists(sq_dist: torch.Tensor, similarity: str, alpha: floa
 
 
 def noris_select(scores: torch.Tensor, similarity_row: Callable[[int], torch.Tensor], budget: int,
-                 variant: str = "sum") -> np.ndarray:
+                 variant: str = "sum", update: str = "current") -> np.ndarray:
     """The greedy loop on any similarity: `similarity_row(i)` gives sim(., i) as (N,).
 
     sum: after picking u_next, every remaining u loses sim(u, u_next) * sigma(u_next), with
@@ -50,21 +60,37 @@ def noris_select(scores: torch.Tensor, similarity_row: Callable[[int], torch.Ten
     max: main-text Eq. 8: u's score is sigma0(u) - sim(u, v_c) * sigma(v_c), v_c the selected
         sample most similar to u and sigma(v_c) its score when it was picked.
     max_alg2: supplement Alg. 2: only the remaining sample most similar to u_next is updated.
-    Ties go to the lowest index.
+
+    `update` says which sigma(u_next) is subtracted: `current` (its score when picked, Alg. 1
+    as written), `original` (its score before any update), `clamp` (the current score, but
+    never below 0). With `current`, once every remaining score is below zero a pick's
+    negative score *raises* its neighbours, and the batch becomes a chain of near-duplicates;
+    an `AllScoresNonPositive` warning (once per selection, naming the pick) says when every
+    remaining score is <= 0 before the budget is filled. Ties go to the lowest index.
     """
-    check_noris_params(variant)
+    check_noris_params(variant, update=update)
     n = len(scores)
     check_budget(budget, n)
+    original = scores.clone()
     sigma = scores.clone()
     available = torch.ones(n, dtype=torch.bool, device=scores.device)
     best_sim = torch.zeros_like(sigma)  # max variant: similarity to the closest selected sample
     penalty = torch.zeros_like(sigma)
     neg_inf = torch.tensor(float("-inf"), dtype=sigma.dtype, device=sigma.device)
-    picks = []
-    for _ in range(budget):
+    picks, warned = [], False
+    for k in range(budget):
         effective = sigma - penalty if variant == "max" else sigma
-        i = int(torch.argmax(torch.where(available, effective, neg_inf)))
-        gain = effective[i].clone()
+        remaining = torch.where(available, effective, neg_inf)
+        i = int(torch.argmax(remaining))
+        if not warned and float(remaining[i]) <= 0 and bool((original[available] > 0).any()):
+            warnings.warn(f"NORIS: every remaining score is <= 0 at pick {k + 1} of {budget}; with "
+                          f"update={update!r} the picks that follow "
+                          + ("raise their neighbours' scores (strategy.update=clamp or original avoids it)"
+                             if update == "current" else "are chosen by the least negative score"),
+                          AllScoresNonPositive, stacklevel=3)
+            warned = True
+        gain = (original[i] if update == "original" else
+                effective[i].clamp(min=0) if update == "clamp" else effective[i]).clone()
         picks.append(i)
         available[i] = False
         sim = similarity_row(i)
@@ -103,7 +129,7 @@ def max_distance(distance_rows: Callable, n: int, block: int = 512) -> float:
 
 
 def noris_greedy(scores, features, budget: int, variant: str = "sum", similarity: str = "gaussian",
-                 alpha: float = 0.5, d_max: float | None = None) -> np.ndarray:
+                 alpha: float = 0.5, d_max: float | None = None, update: str = "current") -> np.ndarray:
     """NORIS greedy selection (Alg. 1 / Eq. 8 / supp. Alg. 2, see `noris_select`).
 
     scores: (N,) information scores sigma >= 0 (e.g. least confidence) of the unlabelled pool.
@@ -112,9 +138,10 @@ def noris_greedy(scores, features, budget: int, variant: str = "sum", similarity
         detection): the greedy asks for one row per pick, never the N x N matrix.
     d_max defaults to the exact largest pairwise distance, recomputed at every call (the
     paper recomputes it every cycle), in blocks.
+    update: which sigma(u_next) is subtracted (`noris_select`).
     Returns indices into the rows, in pick order.
     """
-    check_noris_params(variant, similarity, alpha)
+    check_noris_params(variant, similarity, alpha, update)
     if callable(features):
         s = as_tensor(scores)
         n = len(s)
@@ -126,7 +153,7 @@ def noris_greedy(scores, features, budget: int, variant: str = "sum", similarity
         first = as_tensor(features(np.arange(1)))
         s = s.to(first.device, first.dtype if first.dtype == torch.float64 else torch.float32)
         return noris_select(s, lambda i: similarity_from_dists(as_tensor(features(np.array([i])), s.device)[0].to(s.dtype),
-                                                               similarity, alpha, d_max), budget, variant)
+                                                               similarity, alpha, d_max), budget, variant, update)
     x = as_tensor(features)
     s = as_tensor(scores, device=x.device).to(x.dtype)
     if s.shape != (len(x),):
@@ -138,4 +165,4 @@ def noris_greedy(scores, features, budget: int, variant: str = "sum", similarity
         d_max = max_pairwise_distance(x)
     x_sq = sq_norms(x)
     return noris_select(s, lambda i: similarity_from_sq_dists(sq_dists_to_row(x, x_sq, i), similarity, alpha, d_max),
-                        budget, variant)
+                        budget, variant, update)

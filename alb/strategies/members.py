@@ -34,12 +34,13 @@ class _MemberStrategy(Strategy):
 class MCDropout(_MemberStrategy):
     """Classification: `passes` dropout passes of the classifier's head (needs
     model.dropout > 0). Detection: a DropoutHook puts dropout (`rate`) on what the heads read,
-    in training and in the passes."""
+    in training (unless `train_dropout` is false: then the networks are Random's and dropout
+    acts in the passes only) and in the passes."""
 
     def __init__(self, passes: int = 10, rate: float = 0.1, measure: str = "bald", aggregate: str = "max",
-                 task: str = "classification"):
+                 task: str = "classification", train_dropout: bool = True):
         super().__init__(measure, aggregate, task)
-        self.hook = DropoutHook(float(rate), int(passes)) if task == "detection" else None
+        self.hook = DropoutHook(float(rate), int(passes), bool(train_dropout)) if task == "detection" else None
         if passes < 2:
             raise ValueError(f"MC dropout needs at least 2 passes, got {passes}")
         self.mc_passes = int(passes) if task == "classification" else 0
