@@ -102,6 +102,7 @@ def synthetic_det_records(n: int, n_classes: int = 4, dim: int = 6, seed: int = 
                    "mc_box_probs": np.stack([0.7 * box_probs + 0.3 * (rng.dirichlet(np.ones(box_probs.shape[1]), size=m)
                                                                      if probs_kind == "softmax" else rng.random((m, n_classes)))
                                              for _ in range(3)])})
+    fields["label_counts"] = rng.integers(0, 3, (n, n_classes))  # ground-truth objects per class (labelled images)
     # what a DifficultyHook leaves in the meta (PPAL's DCUS)
     hook_meta = {"class_difficulty": rng.uniform(0, 1, n_classes), "class_frequency": rng.dirichlet(np.ones(n_classes))}
     return Records(np.asarray([f"{prefix}{i}" for i in range(n)]), fields,

@@ -56,9 +56,9 @@ def _count_images(monkeypatch):
     import alb.engine.train_det as train_det
     consistency = train_det.flip_consistency
 
-    def counting_consistency(model, images, top_k):
+    def counting_consistency(model, images, *args):
         seen["unlabelled"] += len(images)
-        return consistency(model, images, top_k)
+        return consistency(model, images, *args)
 
     monkeypatch.setattr(train_det, "flip_consistency", counting_consistency)
     return seen
@@ -66,10 +66,13 @@ def _count_images(monkeypatch):
 
 def test_dry_run_plan_matches_the_images_a_run_trains_on(tmp_path, monkeypatch):
     from alb.sweep import planned_training_images
-    for extra in ([], ["trainer.ssl=consistency"], ["trainer.iterations=7", "trainer.milestones=[5]"]):
+    # with ssl_images=unlabelled the consistency loss sees exactly the batches' unlabelled images
+    # (by default it sees the labelled ones too, which the supervised loss has already counted)
+    for k, extra in enumerate(([], ["trainer.ssl=consistency", "trainer.ssl_images=unlabelled"],
+                               ["trainer.iterations=7", "trainer.milestones=[5]"])):
         seen = _count_images(monkeypatch)
         cfg = compose_config([*DET_TINY, "strategy=random", "seeds=1", "trainer.min_steps=5", *extra,
-                              f"results_dir={tmp_path / str(len(extra))}", f"name=plan{len(extra)}", "reuse_cycle0=false"])
+                              f"results_dir={tmp_path / str(k)}", f"name=plan{k}", "reuse_cycle0=false"])
         run_experiment(cfg)
         planned = planned_training_images(cfg, len(build_dataset(cfg.dataset, False).pool))
         assert sum(planned) == seen["labelled"] + seen["unlabelled"], extra

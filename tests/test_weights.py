@@ -179,3 +179,30 @@ def test_the_weights_sha256_joins_the_run_identity_and_env_yaml(tmp_path, tiny_o
     Path(tmp_path / "moved").mkdir()
     (tmp_path / "moved" / "w0.pt").write_bytes((tmp_path / "w0.pt").read_bytes())
     run_experiment(compose_config([*overrides, f"model.pretrained={tmp_path / 'moved' / 'w0.pt'}"]))
+
+
+# GPU-speed settings that can be checked without a GPU --------------------------------------
+
+def test_device_auto_warns_when_it_falls_back_to_the_cpu_beside_an_nvidia_driver(monkeypatch, capsys):
+    import alb.loop as loop
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(loop, "has_nvidia_driver", lambda: True)
+    assert loop.resolve_device("auto").type == "cpu"
+    assert "falls back to the CPU" in capsys.readouterr().err
+    monkeypatch.setattr(loop, "has_nvidia_driver", lambda: False)
+    loop.resolve_device("auto")
+    assert capsys.readouterr().err == ""
+
+
+def test_num_workers_auto_uses_the_cores_on_a_gpu_and_none_on_the_cpu(monkeypatch):
+    import os
+
+    from alb.loop import fixed_input, resolve_workers
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    assert resolve_workers("auto", torch.device("cuda")) == 6
+    assert resolve_workers("auto", torch.device("cpu")) == 0 and resolve_workers(3, torch.device("cpu")) == 3
+    with pytest.raises(UserError, match="num_workers"):
+        resolve_workers(-1, torch.device("cpu"))
+    assert fixed_input(compose_config(["dataset=voc", "model=ssd300"]).model)
+    assert fixed_input(compose_config(["dataset=voc"]).model)  # CenterNet resizes to image_size
+    assert not fixed_input(compose_config(["dataset=voc", "model=retinanet_resnet50"]).model)
