@@ -69,7 +69,9 @@ def write_voc(root, n_pool=8, n_test=3):
     (year / "ImageSets/Main/test.txt").write_text("\n".join(stems[n_pool:]) + "\n")
 
 
-@pytest.mark.parametrize("command", [["strategy=ppal"], ["strategy=uwe", "model=fasterrcnn_resnet50"]])
+# Faster R-CNN R50 through the CLI is the slow one (-m slow); the UWE command composes in the test above
+@pytest.mark.parametrize("command", [["strategy=ppal"],
+                                     pytest.param(["strategy=uwe", "model=fasterrcnn_resnet50"], marks=pytest.mark.slow)])
 def test_ppal_and_uwe_on_voc_run_as_written(tmp_path, command, imagenet_home):
     write_voc(tmp_path / "VOCdevkit")
     result = alb_cli("run", *command, "dataset=voc", f"dataset.root={tmp_path / 'VOCdevkit'}",
@@ -82,6 +84,7 @@ def test_ppal_and_uwe_on_voc_run_as_written(tmp_path, command, imagenet_home):
     assert list(cycles.n_labelled) == [4, 6] and "ap_dog" in cycles.columns
 
 
+@pytest.mark.slow  # each strategy's selection is in the contract test (test_strategies); the CLI sweep in test_e2e_detection
 def test_every_new_detection_strategy_runs_through_the_cli(tmp_path):
     strategies = "noris,ppal,uwe,cdal,dbal,badge,coreset"
     result = alb_cli("sweep", *DET_TINY, "seeds=1", "name=det", f"results_dir={tmp_path}", f"strategy={strategies}",

@@ -87,6 +87,7 @@ def test_a_failing_job_fails_the_sweep_with_its_error(tmp_path):
     assert "alpha" in result.stderr
 
 
+@pytest.mark.slow  # a killed run resumes in test_e2e / test_trust; the sweep-level case runs with -m slow
 def test_a_killed_sweep_skips_finished_jobs_and_resumes_the_partial_one(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": JOB_THREADS}

@@ -444,7 +444,8 @@ DET_KILL = ["experiment=quickstart_det", "dataset.reader.n_pool=40", "dataset.re
             "strategy._target_=_slow_select.SlowSelect"]
 
 
-@pytest.mark.parametrize("when", ["training", "selection"])
+# a kill during selection is also covered on digits (test_e2e); the detection case runs with -m slow
+@pytest.mark.parametrize("when", ["training", pytest.param("selection", marks=pytest.mark.slow)])
 def test_detection_kill_and_resume_matches_an_uninterrupted_run(tmp_path, when):
     env = {**os.environ, "ALB_CACHE_DIR": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
