@@ -30,9 +30,14 @@ def _user_errors(func):
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
+        from alb.engine.checkpoint import TrainingStopped
         from alb.errors import UserError
         try:
             return func(*args, **kwargs)
+        except TrainingStopped as err:  # a signal: checkpoint written, one line, non-zero
+            console.print(f"[yellow]stopped:[/] {escape(str(err))}")
+            import signal
+            raise typer.Exit(128 + int(getattr(signal, err.signal_name, signal.SIGTERM))) from None
         except UserError as err:
             console.print(f"[red]error:[/] {escape(str(err))}")  # paths and commands may hold [...]
         except HydraException as err:
@@ -228,6 +233,26 @@ def report(directories: Annotated[list[Path], typer.Argument(help="results/<expe
     if len(directories) > 1:
         pooled = write_pooled_report(directories, out or directories[0].parent / "pooled_report", ppm_mode, alpha)
         console.print(f"pooled PPM: {pooled}")
+
+
+@app.command()
+@_user_errors
+def status(directory: Annotated[Path, typer.Argument(help="a results folder (results/) or one experiment's")] = Path("results")
+           ) -> None:
+    """Every experiment / strategy / seed under a results folder: state (running, stopped,
+    complete, damaged), cycles done, training progress inside the cycle, last metric, e.g.
+    `alb status results`."""
+    from alb.status import age, results_status
+    rows = results_status(directory)
+    table = Table(title=f"{directory}: {len(rows)} seed folder(s)")
+    for column in ("experiment", "strategy", "seed", "state", "cycles", "training", "last metric", "updated"):
+        table.add_column(column)
+    for r in rows:
+        cycles = f"{r.cycles_done}/{r.cycles_total}" if r.cycles_total is not None else str(r.cycles_done)
+        state = {"running": "[green]running[/]", "damaged": "[red]damaged[/]", "stopped": "[yellow]stopped[/]"}.get(
+            r.state, r.state)
+        table.add_row(r.experiment, r.strategy, r.seed, state, cycles, r.training or r.detail, r.metric, age(r.updated))
+    Console().print(table)
 
 
 @app.command("list")

@@ -24,6 +24,7 @@ from alb.datasets import build_dataset
 from alb.environment import environment
 from alb.errors import UserError
 from alb.hooks import cycle0_key
+from alb.engine.checkpoint import TrainingCheckpoint, stop_signals
 from alb.models import make_adapter
 from alb.models.weights import weights_identity
 from alb.progress import make_progress
@@ -116,6 +117,20 @@ def resolve_workers(num_workers, device: torch.device) -> int:
     return num_workers
 
 
+def resolve_threads(threads) -> int:
+    """`threads`: torch's CPU threads for the run. `auto` is the machine's core count
+    (`os.cpu_count()`), whatever launched the job: a sequential sweep, `--jobs N`, submitit
+    and Slurm jobs on one machine then compute the same float sums and write identical rows
+    (joblib and submitit would otherwise give each job fewer threads). Parallel jobs then
+    share the cores; `threads=1` runs them without contention, and a sequential run with
+    `threads=1` reproduces them."""
+    if threads == "auto":
+        return max(1, os.cpu_count() or 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UserError(f"threads must be auto or a count >= 1, got {threads!r}")
+    return threads
+
+
 def fixed_input(model_cfg) -> bool:
     """Whether every batch reaches the network at one size (the models that resize to
     `image_size`, SSD, classifiers), where `cudnn.benchmark` pays off; torchvision's
@@ -173,6 +188,7 @@ def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
     world = distributed.setup(cfg.trainer.get("devices", 1), str(cfg.device))  # trainer.devices > 1: torchrun
     device = distributed.device_for(resolve_device(cfg.device))
     num_workers = resolve_workers(cfg.num_workers, device)
+    torch.set_num_threads(resolve_threads(cfg.get("threads", "auto")))  # env.yaml records it (cpu_threads)
     if device.type == "cuda":  # cudnn picks its fastest kernels once per input shape
         torch.backends.cudnn.benchmark = _cudnn_benchmark(cfg)
     console.quiet = not world.main  # rank 0 reports; the other ranks train and infer with it
@@ -206,7 +222,7 @@ def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
     console.print(f"[bold]{cfg.name}[/] / {label}: {data.name} pool {len(data.pool)}, test {len(data.test)}, "
                   f"initial {schedule.initial}, steps {list(schedule.steps)}, seeds {seeds}, device {device}")
     folders = []
-    with make_progress(cfg.progress and world.main) as progress:
+    with stop_signals(), make_progress(cfg.progress and world.main) as progress:
         for seed, run_dir, config in runs:
             if world.main and wait and not _try_lock(run_dir):
                 console.print(f"  seed {seed}: waiting for the other alb process working in {run_dir.path}")
@@ -234,6 +250,20 @@ def _cudnn_benchmark(cfg) -> bool:
     return choice
 
 
+def training_checkpoint(cfg, path: Path | None, key: str) -> TrainingCheckpoint:
+    """The checkpoint of one training at `path` (`trainer.checkpoint_every`: auto | epochs, or
+    iterations with `trainer.iterations`; `trainer.checkpoint_minutes`; null turns both off)."""
+    every = cfg.trainer.get("checkpoint_every", "auto")
+    if every is None:
+        path = None
+    unit = "iterations" if cfg.trainer.get("iterations") is not None else "epochs"
+    try:
+        return TrainingCheckpoint(path, key, every if every is not None else "auto", unit,
+                                  cfg.trainer.get("checkpoint_minutes", 15))
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
 def _try_lock(run_dir: RunDir) -> bool:
     """Whether the seed folder's lock is free right now (to say that we wait)."""
     with run_dir.lock(wait=False) as held:
@@ -256,12 +286,15 @@ def _full_reference(cfg, seed, data, run_dir: RunDir, device, cache: Cycle0Cache
     so every strategy of an experiment shares one per seed."""
     rows = np.arange(len(data.pool))
     adapter = make_adapter(data.task, cfg.model, cfg.trainer, data, device, None, num_workers)
-    train_seconds = _train_cycle0(adapter, cfg, seed, rows, list(data.pool.ids), None, cache, progress)
+    checkpoint = training_checkpoint(cfg, run_dir.path / "full_reference.train.ckpt" if distributed.is_main() else None,
+                                     _digest("full_reference", seed, len(rows)))
+    train_seconds = _train_cycle0(adapter, cfg, seed, rows, list(data.pool.ids), None, cache, progress, checkpoint)
     if not distributed.is_main():
         return
     metrics = adapter.evaluate()
     run_dir.write_full_reference({"n_labelled": len(rows), **adapter.labelling_cost(rows), **metrics,
                                   "train_seconds": round(train_seconds, 3)})
+    checkpoint.discard()
     console.print(f"  seed {seed} full reference: {len(rows)} labelled, {adapter.metric} {metrics[adapter.metric]:.4f}")
 
 
@@ -297,11 +330,14 @@ def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, 
     columns = CYCLE_COLUMNS + adapter.cost_columns + adapter.metric_names + TIMING_COLUMNS
     task = progress.add_task(f"{run_dir.path.parent.name} seed {seed}", total=total_cycles + 1, completed=n_done)
     for cycle in range(n_done, total_cycles + 1):
+        # this cycle's training checkpoint in the seed folder (cycle 0's lives with the cache entry)
+        checkpoint = training_checkpoint(cfg, run_dir.training_checkpoint_path if main else None,
+                                         _digest("train", seed, cycle, [pool_ids[r] for r in labelled]))
         if cycle == 0:
             train_seconds = _train_cycle0(adapter, cfg, seed, labelled, [pool_ids[r] for r in labelled],
-                                          strategy.training_hook(), cache, progress)
+                                          strategy.training_hook(), cache, progress, checkpoint)
         else:
-            train_seconds = _train(adapter, cfg, seed, cycle, labelled, progress)
+            train_seconds = _train(adapter, cfg, seed, cycle, labelled, progress, checkpoint)
         t_eval = time.perf_counter()
         metrics = adapter.evaluate() if main else {}
         eval_seconds = time.perf_counter() - t_eval
@@ -348,6 +384,7 @@ def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, 
             if cfg.protocol.finetune:
                 atomic_torch_save(run_dir.state_path, adapter.state_dict())
             run_dir.commit_cycle(row, columns, selections, new_selections)
+            checkpoint.discard()  # the cycle's row is committed: its training is never redone
         selections += new_selections
         labelled = np.sort(np.concatenate([labelled, new_rows]))
         progress.update(task, advance=1)
@@ -360,19 +397,24 @@ def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, 
 
 
 def _train_cycle0(adapter, cfg, seed: int, labelled: np.ndarray, labelled_ids: list[str], hook, cache: Cycle0Cache,
-                  progress) -> float:
+                  progress, checkpoint: TrainingCheckpoint | None = None) -> float:
     """Cycle 0's model on pool rows `labelled` (ids `labelled_ids`): trained, or loaded from
     the cache when another strategy (or process) of the experiment trained it; the seconds
-    its training took."""
+    its training took. With the cache on, the training's checkpoint lives beside the cache
+    entry, under its lock (`checkpoint` otherwise)."""
     path = cache.path(seed, labelled_ids, hook)
     main = distributed.is_main()
+    if cache.enabled and checkpoint is not None:
+        checkpoint = training_checkpoint(cfg, path.with_suffix(".train.ckpt") if main else None, checkpoint.key)
     # one process trains an entry, the others wait, then load it (rank 0 takes the lock for its ranks)
     with cache.lock(path) if main else nullcontext(True):
         cached = cache.load(path) if main else None
         if not distributed.broadcast(cached is not None):
-            train_seconds = _train(adapter, cfg, seed, 0, labelled, progress)
+            train_seconds = _train(adapter, cfg, seed, 0, labelled, progress, checkpoint)
             if main:
                 cache.save(path, {"state": adapter.state_dict(), "train_seconds": train_seconds})
+                if cache.enabled and checkpoint is not None:
+                    checkpoint.discard()  # the cache entry holds the trained model now
             return train_seconds
         if not main:
             cached = cache.load(path)
@@ -381,12 +423,15 @@ def _train_cycle0(adapter, cfg, seed: int, labelled: np.ndarray, labelled_ids: l
         return cached["train_seconds"]
 
 
-def _train(adapter, cfg, seed: int, cycle: int, labelled: np.ndarray, progress) -> float:
-    """Train for one cycle (from scratch unless finetuning after cycle 0); the seconds taken."""
+def _train(adapter, cfg, seed: int, cycle: int, labelled: np.ndarray, progress,
+           checkpoint: TrainingCheckpoint | None = None) -> float:
+    """Train for one cycle (from scratch unless finetuning after cycle 0), from `checkpoint`
+    where a killed run left one; the seconds taken."""
     t0 = time.perf_counter()
     if not (cfg.protocol.finetune and cycle > 0):
         adapter.reset(pool_lib.train_seed(seed, cycle))
-    adapter.fit(labelled, pool_lib.train_seed(seed, cycle), progress, f"train cycle {cycle} ({len(labelled)} images)")
+    adapter.fit(labelled, pool_lib.train_seed(seed, cycle), progress, f"train cycle {cycle} ({len(labelled)} images)",
+                checkpoint)
     return time.perf_counter() - t0
 
 

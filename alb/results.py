@@ -40,9 +40,11 @@ PSEUDO_LABEL_COLUMNS = ["sample_id", "x1", "y1", "x2", "y2", "label", "class_nam
 RUNTIME_KEYS = ("seeds", "progress", "device", "num_workers", "results_dir", "sweep", "reuse_cycle0")
 # Where the data lives, not what it is: moving it (another mount point, VOCdevkit or its
 # parent) must not block a resume. Dotted paths into the resolved config.
-# `model.pretrained` too: a run's `weights` entry (the file's name and sha256) is its identity.
+# `model.pretrained` too: a run's `weights` entry (the file's name and sha256) is its identity;
+# and how often a training saves its checkpoint, which never changes a number.
 LOCATION_KEYS = ("dataset.root", "dataset.download", "dataset.allow_overlap", "dataset.reader.root",
-                 "dataset.reader.cache_dir", "dataset.reader.download", "model.pretrained")
+                 "dataset.reader.cache_dir", "dataset.reader.download", "model.pretrained",
+                 "trainer.checkpoint_every", "trainer.checkpoint_minutes")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -188,7 +190,8 @@ class RunDir:
         self.cycles_path = path / "cycles.csv"
         self.selections_path = path / "selections.csv"
         self.state_path = path / "last_state.pt"
-
+        # the current cycle's training, inside the cycle (alb.engine.checkpoint); gone once committed
+        self.training_checkpoint_path = path / "training.ckpt"
         self.lock_path = path / ".lock"
 
     def lock(self, wait: bool = False):

@@ -75,16 +75,13 @@ class SweepJob:
     including the dataset's default model and trainer. Module level and plain data:
     joblib and submitit pickle it into other processes."""
 
-    def __init__(self, jobs: list[list[str]], wait: bool, threads: int | None):
-        self.jobs, self.wait, self.threads = jobs, wait, threads
+    def __init__(self, jobs: list[list[str]], wait: bool):
+        self.jobs, self.wait = jobs, wait
 
     def __call__(self, cfg: DictConfig) -> list[str]:
-        import torch
-
         from alb.config import compose_config
         from alb.loop import run_experiment
-        if self.threads:
-            torch.set_num_threads(self.threads)  # N jobs on one machine share its cores
+        # the job's CPU thread count is its config's `threads`, as in a sequential run (run_experiment)
         job = self.jobs[int(cfg.alb_job)]
         return [str(folder) for folder in run_experiment(compose_config(job), wait=self.wait)]
 
@@ -97,7 +94,6 @@ def launch(jobs: list[list[str]], launcher_overrides: list[str], sweep_dir: Path
     `max_batch_size`). Hydra's own files (submitit logs, the launcher's job folders) go to
     `sweep_dir`; results go where `alb run` puts them. A failed job raises after the jobs
     launched with it have finished."""
-    import os
     import shutil
 
     from hydra.core.global_hydra import GlobalHydra
@@ -113,12 +109,10 @@ def launch(jobs: list[list[str]], launcher_overrides: list[str], sweep_dir: Path
     settings = [] if chosen else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs or 1}"]
     if chosen and n_jobs:
         settings.append(f"hydra.sweeper.max_batch_size={n_jobs}")
-    local = choice in (None, "joblib", "submitit_local")
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(n_jobs or len(jobs), len(jobs)))) if local else None
     overrides = [f"+alb_job={','.join(str(k) for k in range(len(jobs)))}", _searchpath_override(),
                  f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=job_${hydra.job.num}",
                  "hydra/job_logging=none", "hydra/hydra_logging=none", *settings, *launcher_overrides]
     with hydra_context():
-        returns = GlobalHydra.instance().hydra.multirun(config_name="config", task_function=SweepJob(jobs, wait, threads),
+        returns = GlobalHydra.instance().hydra.multirun(config_name="config", task_function=SweepJob(jobs, wait),
                                                         overrides=overrides)
     return [Path(folder) for batch in returns for ret in batch for folder in ret.return_value]

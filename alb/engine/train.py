@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -99,19 +100,93 @@ class SeededDraws(Sampler):
     gets seed `seed * 2**32 + k`, and the dataset seeds its augmentation with it, so what a
     batch holds depends on the training seed and the draw alone, not on which DataLoader
     worker (or how many) loads it. The sampler runs in the main process; its counter
-    carries over epochs."""
+    carries over epochs. `skip`: the next pass drops its first `skip` batches (drawn, not
+    loaded: a training resumed inside an epoch)."""
 
     def __init__(self, batches, seed: int):
-        self.batches, self.base, self.count = batches, (int(seed) % 2 ** 31) * 2 ** 32, 0
+        self.batches, self.base, self.count, self.skip = batches, (int(seed) % 2 ** 31) * 2 ** 32, 0, 0
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.batches) - self.skip
 
     def __iter__(self):
-        for batch in self.batches:
+        skip, self.skip = self.skip, 0
+        for k_batch, batch in enumerate(self.batches):
             keyed = [(index, self.base + self.count + k) for k, index in enumerate(batch)]
             self.count += len(batch)
-            yield keyed
+            if k_batch >= skip:
+                yield keyed
+
+    def epoch_state(self) -> dict:
+        """What decides the next pass: the counter and the inner sampler's own state."""
+        inner = getattr(self.batches, "state", None)
+        return {"count": self.count, "inner": inner() if callable(inner) else None}
+
+    def set_epoch_state(self, state: dict, skip: int) -> None:
+        self.count, self.skip = state["count"], skip
+        if state.get("inner") is not None:
+            self.batches.set_state(state["inner"])
+
+
+def draws_of(loader: DataLoader) -> SeededDraws:
+    """The `SeededDraws` behind a loader's batch sampler (also under `ShardedBatches`)."""
+    sampler = loader.batch_sampler
+    while not isinstance(sampler, SeededDraws):
+        sampler = sampler.batches
+    return sampler
+
+
+class Resumable:
+    """The state of a training loop that a checkpoint saves and a restart restores: model,
+    optimiser, schedule, scaler, early stopping, named extras (hook modules and trackers),
+    the random states, and the position (step, epoch, batches done in the epoch, the epoch's
+    running loss) with the sampler's state at the epoch's start."""
+
+    def __init__(self, model, optimizer, scheduler, scaler, stopping: "EarlyStopping", generator: torch.Generator,
+                 draws: SeededDraws, total_steps: int, extras: dict | None = None):
+        self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
+        self.stopping, self.generator, self.draws, self.total_steps = stopping, generator, draws, total_steps
+        self.extras = extras or {}
+        self.epoch_start: dict = {}
+
+    def mark_epoch_start(self) -> None:
+        """Before an epoch's first batch is drawn."""
+        self.epoch_start = {"generator": self.generator.get_state(), "draws": self.draws.epoch_state()}
+
+    def state(self, step: int, epoch: int, batches: int, total: float, count: int, finished: bool = False) -> dict:
+        from alb.engine.checkpoint import random_states
+        extras = {name: (obj.state_dict() if hasattr(obj, "state_dict") else copy.deepcopy(vars(obj)))
+                  for name, obj in self.extras.items()}
+        return {"step": step, "epoch": epoch, "batches": batches, "total": total, "count": count,
+                "total_steps": self.total_steps, "finished": finished, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "extras": extras, "random": random_states(),
+                "epoch_start": self.epoch_start,
+                "stopping": {"best_score": self.stopping.best_score, "best_state": self.stopping.best_state,
+                             "stale": self.stopping.stale}}
+
+    def restore(self, state: dict) -> None:
+        """Everything back as it was at the saved step; the next epoch pass drops the batches
+        already trained on."""
+        from alb.engine.checkpoint import set_random_states
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        for name, obj in self.extras.items():
+            saved = state["extras"][name]
+            if hasattr(obj, "load_state_dict"):
+                obj.load_state_dict(saved)
+            else:
+                vars(obj).update(saved)
+        stopping = state["stopping"]
+        self.stopping.best_score, self.stopping.best_state = stopping["best_score"], stopping["best_state"]
+        self.stopping.stale = stopping["stale"]
+        self.epoch_start = state["epoch_start"]
+        if self.epoch_start:
+            self.generator.set_state(self.epoch_start["generator"])
+            self.draws.set_epoch_state(self.epoch_start["draws"], skip=state["batches"])
+        set_random_states(state["random"])
 
 
 def loader_options(num_workers: int, device: torch.device | None = None) -> dict:
@@ -125,25 +200,60 @@ def loader_options(num_workers: int, device: torch.device | None = None) -> dict
     return options
 
 
+def resume_point(checkpoint, resumable: "Resumable") -> tuple[int, int, int, float, int, dict | None]:
+    """(step, epoch, batches done in it, its running loss total and count, the saved state)
+    to start from: a checkpoint of this training restored into `resumable`, or the start."""
+    if checkpoint is None or distributed.world().size > 1:  # several ranks: no checkpoints (README)
+        return 0, 0, 0, 0.0, 0, None
+    state = checkpoint.load()
+    if state is None:
+        return 0, 0, 0, 0.0, 0, None
+    resumable.restore(state)
+    print(f"  resuming training from {checkpoint.path} at step {state['step']} of {state['total_steps']}"
+          + (" (finished: not trained again)" if state["finished"] else ""), file=sys.stderr, flush=True)
+    return state["step"], state["epoch"], state["batches"], state["total"], state["count"], state
+
+
+def after_step(checkpoint, resumable: "Resumable", step: int, epoch: int, batches: int, total: float,
+               count: int, steps_per_epoch: int) -> None:
+    """After an optimiser step: save when due or when a stop signal came, then stop on it."""
+    from alb.engine.checkpoint import STOP, TrainingStopped
+    if checkpoint is None or distributed.world().size > 1:
+        if STOP.requested:
+            raise TrainingStopped(STOP.requested, None, step, resumable.total_steps)
+        return
+    if checkpoint.due(step, epoch + 1 if batches == steps_per_epoch else None) or STOP.requested:
+        checkpoint.save(resumable.state(step, epoch, batches, total, count))
+    if STOP.requested:
+        raise TrainingStopped(STOP.requested, checkpoint.path, step, resumable.total_steps)
+
+
+def worker_generator(seed: int) -> torch.Generator:
+    """The DataLoader's own generator (it draws the workers' base seed from it at every
+    pass): apart from the sampler's, so the batches' order does not depend on whether and
+    how many workers draw, and never from the global generator (dropout's)."""
+    return torch.Generator().manual_seed(int(seed) + 7919)
+
+
 def shuffled_loader(dataset: Dataset, batch_size: int, generator: torch.Generator, num_workers: int,
                     drop_last: bool, collate_fn=None, seed: int = 0, device: torch.device | None = None) -> DataLoader:
-    """Shuffled batches from `generator` (the order `DataLoader(shuffle=True, generator=...)`
-    gives), their indices keyed with draw seeds (`SeededDraws`); with several ranks
-    (`trainer.devices`) every rank draws the same batches and loads its share of each
-    (`distributed.ShardedBatches`)."""
+    """Shuffled batches from `generator`, their indices keyed with draw seeds
+    (`SeededDraws`); with several ranks (`trainer.devices`) every rank draws the same batches
+    and loads its share of each (`distributed.ShardedBatches`)."""
     batches = SeededDraws(BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last), seed)
     if distributed.world().size > 1:
         batches = distributed.ShardedBatches(batches)
-    # the generator also goes to the DataLoader, which draws its base seed from it at every epoch
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn, generator=generator,
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn, generator=worker_generator(seed),
                       **loader_options(num_workers, device))
 
 
 def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: torch.device, seed: int,
                    loss_module: nn.Module | None = None, hook: LossPredictionHook | None = None,
                    val_set: Dataset | None = None, progress: Progress | None = None,
-                   num_workers: int = 0, label: str = "train") -> TrainStats:
-    """Train `model` (and `loss_module`, when the strategy's hook asks) on `train_set`."""
+                   num_workers: int = 0, label: str = "train", checkpoint=None) -> TrainStats:
+    """Train `model` (and `loss_module`, when the strategy's hook asks) on `train_set`.
+    `checkpoint` (`alb.engine.checkpoint.TrainingCheckpoint`): saved when due and on a stop
+    signal; a restart continues from its step."""
     generator = torch.Generator().manual_seed(seed)
     loader = shuffled_loader(train_set, cfg.batch_size, generator, num_workers, drop_last=len(train_set) > cfg.batch_size,
                              seed=seed, device=device)
@@ -157,13 +267,21 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
     detach_epoch = int(hook.detach_fraction * epochs) if hook is not None else epochs
     patience = cfg.get("patience")
     stopping = EarlyStopping(patience)
-    steps, epoch_loss = 0, float("nan")
-    task = progress.add_task(label, total=epochs) if progress else None
-    for epoch in range(epochs):
+    epoch_loss = float("nan")
+    resumable = Resumable(model, optimizer, scheduler, scaler, stopping, generator, draws_of(loader),
+                          epochs * steps_per_epoch, {"loss_module": loss_module} if loss_module is not None else None)
+    steps, start_epoch, batches, total, count, saved = resume_point(checkpoint, resumable)
+    if saved is not None and saved["finished"]:  # trained before a kill: its final state, no step again
+        return TrainStats(epochs=saved["epoch"] + 1, steps=steps, final_loss=saved["total"] / max(saved["count"], 1))
+    task = progress.add_task(label, total=epochs, completed=start_epoch) if progress else None
+    epoch = start_epoch
+    for epoch in range(start_epoch, epochs):
+        if saved is None or epoch > start_epoch:
+            resumable.mark_epoch_start()
+            batches, total, count = 0, 0.0, 0
         model.train()
         if loss_module is not None:
             loss_module.train()
-        total, count = 0.0, 0
         for x, y, _ in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast(device, use_amp):
@@ -182,6 +300,8 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
             total += float(loss.detach()) * len(y)
             count += len(y)
             steps += 1
+            batches += 1
+            after_step(checkpoint, resumable, steps, epoch, batches, total, count, steps_per_epoch)
         scheduler.step()
         distributed.sync_buffers(model, loss_module)
         epoch_loss = total / max(count, 1)
@@ -192,6 +312,8 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
             if stopping.update(score, model):
                 break
     stopping.restore(model)
+    if checkpoint is not None and distributed.world().size == 1:  # kept until the cycle's row is committed
+        checkpoint.save(resumable.state(steps, epoch, batches, total, count, finished=True))
     if progress:
         progress.remove_task(task)
     return TrainStats(epochs=epoch + 1, steps=steps, final_loss=epoch_loss)

@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from alb import distributed
 from alb.datasets.detection import collate
 from alb.engine.consistency import flip_consistency
-from alb.engine.train import (EarlyStopping, SeededDraws, TrainStats, autocast, grad_scaler, loader_options,
-                              make_optimizer, shuffled_loader)
+from alb.engine.train import (EarlyStopping, Resumable, SeededDraws, TrainStats, after_step, autocast, draws_of,
+                              grad_scaler, loader_options, make_optimizer, resume_point, shuffled_loader,
+                              worker_generator)
 from alb.errors import UserError
 from alb.progress import Progress
 
@@ -120,6 +121,13 @@ class MixedBatches(Sampler):
     def __len__(self) -> int:
         return self.per_epoch
 
+    def state(self) -> dict:
+        """The streams' remaining rows (the generator's state is saved with the training)."""
+        return {name: list(stream) for name, stream in self._streams.items()}
+
+    def set_state(self, state: dict) -> None:
+        self._streams = {name: list(stream) for name, stream in state.items()}
+
     def __iter__(self):
         for _ in range(self.per_epoch):
             if self.n_labelled is None:  # "random": one stream over labelled + unlabelled
@@ -159,7 +167,7 @@ def _loader(train_set: Dataset, unlabelled_set: Dataset | None, cfg: DictConfig,
     if distributed.world().size > 1:
         sampler = distributed.ShardedBatches(sampler)
     return DataLoader(_Joined(train_set, unlabelled_set), batch_sampler=sampler, collate_fn=collate,
-                      **loader_options(num_workers, device))
+                      generator=worker_generator(seed), **loader_options(num_workers, device))
 
 
 def steps_per_epoch(cfg: DictConfig, n_labelled: int, n_unlabelled: int = 0) -> int:
@@ -187,7 +195,8 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
                  progress: Progress | None = None, num_workers: int = 0, label: str = "train",
                  validate: Callable[[], float] | None = None,
                  on_step: Callable[[], None] | None = None, unlabelled_set: Dataset | None = None,
-                 extra_loss: Callable[[int, int], dict] | None = None, extra_params: list | None = None) -> TrainStats:
+                 extra_loss: Callable[[int, int], dict] | None = None, extra_params: list | None = None,
+                 checkpoint=None, extras: dict | None = None) -> TrainStats:
     """Train `model` (a detector with `losses(images, targets)`) on `train_set`, a
     `DetectionTorchSet`. With `trainer.patience`, `validate()` (the headline metric on the
     held-out split; else minus the training loss) is taken after every epoch, training
@@ -202,7 +211,11 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
 
     `extra_loss(step, total_steps)` adds terms computed from what the supervised forward left
     on the model (a training hook's module, e.g. learning loss), whose parameters
-    `extra_params` are optimised with the detector's."""
+    `extra_params` are optimised with the detector's.
+
+    `checkpoint` (an `alb.engine.checkpoint.TrainingCheckpoint`): saves when due and on a stop
+    signal, and a restart continues from its step; `extras` names what else it must save and
+    restore (the hook's module, its tracker)."""
     if ssl_method(cfg) is None or (unlabelled_set is not None and not len(unlabelled_set)):
         unlabelled_set = None
     generator = torch.Generator().manual_seed(seed)
@@ -219,14 +232,21 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
     use_amp = bool(cfg.amp) and device.type == "cuda"
     scaler = grad_scaler(device, use_amp)
     clip = cfg.get("grad_clip")
-    task = progress.add_task(label, total=total_steps) if progress else None
-    steps, epoch_loss = 0, float("nan")
+    epoch_loss = float("nan")
     patience = cfg.get("patience")
     stopping = EarlyStopping(patience)
     torch.manual_seed(seed)  # what draws from the global generator (dropout) starts from the seed
-    for epoch in range(epochs):
+    resumable = Resumable(model, optimizer, scheduler, scaler, stopping, generator, draws_of(loader), total_steps, extras)
+    steps, start_epoch, batches, total, count, saved = resume_point(checkpoint, resumable)
+    if saved is not None and saved["finished"]:  # trained before a kill: its final state, no step again
+        return TrainStats(epochs=saved["epoch"] + 1, steps=steps, final_loss=saved["total"] / max(saved["count"], 1))
+    task = progress.add_task(label, total=total_steps, completed=steps) if progress else None
+    epoch = start_epoch
+    for epoch in range(start_epoch, epochs):
+        if saved is None or epoch > start_epoch:
+            resumable.mark_epoch_start()
+            batches, total, count = 0, 0.0, 0
         model.train()
-        total, count = 0.0, 0
         for images, targets, _ in loader:
             if steps == total_steps:
                 break
@@ -262,8 +282,10 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
             total += float(loss.detach()) * len(images)
             count += len(images)
             steps += 1
+            batches += 1
             if progress:
                 progress.update(task, advance=1)
+            after_step(checkpoint, resumable, steps, epoch, batches, total, count, steps_per_epoch)
         distributed.sync_buffers(model)
         epoch_loss = total / max(count, 1)
         if progress:
@@ -273,6 +295,8 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
             if stopping.update(score, model):
                 break
     stopping.restore(model)
+    if checkpoint is not None and distributed.world().size == 1:  # kept until the cycle's row is committed
+        checkpoint.save(resumable.state(steps, epoch, batches, total, count, finished=True))
     if progress:
         progress.remove_task(task)
     return TrainStats(epochs=epoch + 1, steps=steps, final_loss=epoch_loss)

@@ -58,13 +58,14 @@ class ClassifierAdapter:
         if self.loss_module is not None:
             self.loss_module.load_state_dict(state["loss_module"])
 
-    def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train") -> None:
+    def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train",
+            checkpoint=None) -> None:
         train_set = TorchSplit(self.data.pool, labelled_rows, self.data, self.augment, self.normalisation)
         val_set = (TorchSplit(self.data.val, np.arange(len(self.data.val)), self.data, None, self.normalisation)
                    if self.data.val is not None else None)
         torch.manual_seed(seed)
         fit_classifier(self.model, train_set, self.cfg, self.device, seed, self.loss_module, self.hook,
-                       val_set, progress, self.num_workers, label)
+                       val_set, progress, self.num_workers, label, checkpoint)
 
     def labelling_cost(self, rows: np.ndarray) -> dict[str, int]:
         return {}  # one label per image: n_labelled is the cost

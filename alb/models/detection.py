@@ -123,7 +123,8 @@ class DetectorAdapter:
     def records_meta(self) -> dict:
         return {"probs_kind": self.model.probs_kind, "num_classes": self.data.num_classes, **self.hook_state}
 
-    def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train") -> None:
+    def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train",
+            checkpoint=None) -> None:
         augment = self.cfg.get("augment", "hflip")
         ssl = bool(self.cfg.get("ssl"))
         # with SSL, pseudo-labelled images are drawn on the unlabelled side of each batch (the
@@ -155,10 +156,12 @@ class DetectorAdapter:
 
             self.model.track_positives = True
         extra_loss = self._learning_loss() if self.loss_module is not None else None
+        extras = {name: obj for name, obj in (("loss_module", self.loss_module), ("difficulty", tracker)) if obj is not None}
         try:
             fit_detector(self.model, train_set, self.cfg, self.device, seed, progress, self.num_workers, label,
                          validate, on_step, unlabelled_set, extra_loss,
-                         list(self.loss_module.parameters()) if self.loss_module is not None else None)
+                         list(self.loss_module.parameters()) if self.loss_module is not None else None,
+                         checkpoint, extras)
         finally:
             self.model.track_positives = self.model.track_image_losses = False
         if tracker is not None:

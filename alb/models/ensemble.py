@@ -47,9 +47,11 @@ class EnsembleAdapter:
         for member, member_state in zip(self.members, state["members"], strict=True):
             member.load_state_dict(member_state)
 
-    def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train") -> None:
-        for k, member in enumerate(self.members):
-            member.fit(labelled_rows, member_seed(seed, k), progress, f"{label} member {k + 1}/{len(self.members)}")
+    def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train",
+            checkpoint=None) -> None:
+        for k, member in enumerate(self.members):  # each member has its own checkpoint file
+            member.fit(labelled_rows, member_seed(seed, k), progress, f"{label} member {k + 1}/{len(self.members)}",
+                       checkpoint.member(k) if checkpoint is not None else None)
 
     def evaluate(self, *args, **kwargs) -> dict[str, float]:
         return self.members[0].evaluate(*args, **kwargs)
