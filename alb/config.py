@@ -29,7 +29,7 @@ EXPERIMENTS_DIR = Path(os.environ.get("ALB_EXPERIMENTS_DIR", REPO_ROOT / "experi
 def cache_root() -> Path:
     """Where generated data and third-party settings live: $ALB_CACHE_DIR, else ~/.cache/alb."""
     return Path(os.environ.get("ALB_CACHE_DIR") or "~/.cache/alb").expanduser()
-GROUPS = ("dataset", "model", "strategy", "protocol", "trainer", "experiment")
+GROUPS = ("dataset", "model", "strategy", "protocol", "trainer", "experiment", "logger")
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from alb import distributed
 from alb import pool as pool_lib
+from alb import trackers
 from alb.config import build, check_requirement, compose_config, shared_config, to_container
 from alb.datasets import build_dataset
 from alb.environment import environment
@@ -272,10 +273,21 @@ def _try_lock(run_dir: RunDir) -> bool:
 
 def run_seed(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, device, cache: Cycle0Cache,
              progress, num_workers: int = 0) -> None:
-    """The AL cycles of one seed, then (with `protocol.full_reference`) the fully trained model."""
-    _run_cycles(cfg, seed, data, strategy, schedule, run_dir, device, cache, progress, num_workers)
-    if cfg.protocol.get("full_reference") and not run_dir.full_reference_path.is_file():
-        _full_reference(cfg, seed, data, run_dir, device, cache, progress, num_workers)
+    """The AL cycles of one seed, then (with `protocol.full_reference`) the fully trained model;
+    the `logger` trackers (rank 0) watch both."""
+    name = f"{cfg.name}/{run_dir.path.parent.name}/{run_dir.path.name}"
+    tracked = (trackers.open_trackers(cfg.get("logger"), run_dir.path, name, Path(cfg.results_dir), cfg.name)
+               if distributed.is_main() else trackers.NONE)
+    try:
+        if tracked:
+            tracked.start({**to_container(cfg), "seed": seed}, environment(device))
+        _run_cycles(cfg, seed, data, strategy, schedule, run_dir, device, cache, progress, num_workers)
+        if cfg.protocol.get("full_reference") and not run_dir.full_reference_path.is_file():
+            tracked.begin_training("train/full_reference")
+            _full_reference(cfg, seed, data, run_dir, device, cache, progress, num_workers)
+    finally:
+        tracked.close()
+        trackers.ACTIVE = trackers.NONE
 
 
 def _full_reference(cfg, seed, data, run_dir: RunDir, device, cache: Cycle0Cache, progress,
@@ -333,6 +345,7 @@ def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, 
         # this cycle's training checkpoint in the seed folder (cycle 0's lives with the cache entry)
         checkpoint = training_checkpoint(cfg, run_dir.training_checkpoint_path if main else None,
                                          _digest("train", seed, cycle, [pool_ids[r] for r in labelled]))
+        trackers.ACTIVE.begin_training(f"train/cycle_{cycle}")
         if cycle == 0:
             train_seconds = _train_cycle0(adapter, cfg, seed, labelled, [pool_ids[r] for r in labelled],
                                           strategy.training_hook(), cache, progress, checkpoint)
@@ -385,6 +398,7 @@ def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, 
                 atomic_torch_save(run_dir.state_path, adapter.state_dict())
             run_dir.commit_cycle(row, columns, selections, new_selections)
             checkpoint.discard()  # the cycle's row is committed: its training is never redone
+            trackers.ACTIVE.log_cycle(cycle, row)
         selections += new_selections
         labelled = np.sort(np.concatenate([labelled, new_rows]))
         progress.update(task, advance=1)

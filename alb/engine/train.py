@@ -215,9 +215,15 @@ def resume_point(checkpoint, resumable: "Resumable") -> tuple[int, int, int, flo
 
 
 def after_step(checkpoint, resumable: "Resumable", step: int, epoch: int, batches: int, total: float,
-               count: int, steps_per_epoch: int) -> None:
-    """After an optimiser step: save when due or when a stop signal came, then stop on it."""
+               count: int, steps_per_epoch: int, terms: dict | None = None) -> None:
+    """After an optimiser step: hand the loss terms and learning rate to the trackers every
+    N steps; save when due or when a stop signal came, then stop on it."""
+    from alb import trackers
     from alb.engine.checkpoint import STOP, TrainingStopped
+    if trackers.ACTIVE.due(step):
+        values = {f"loss_{k}" if k != "loss" else k: float(v) for k, v in (terms or {}).items()}
+        values.update(loss_epoch_mean=total / max(count, 1), lr=float(resumable.optimizer.param_groups[0]["lr"]))
+        trackers.ACTIVE.log_step(step, values)
     if checkpoint is None or distributed.world().size > 1:
         if STOP.requested:
             raise TrainingStopped(STOP.requested, None, step, resumable.total_steps)
@@ -301,7 +307,7 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
             count += len(y)
             steps += 1
             batches += 1
-            after_step(checkpoint, resumable, steps, epoch, batches, total, count, steps_per_epoch)
+            after_step(checkpoint, resumable, steps, epoch, batches, total, count, steps_per_epoch, {"loss": loss})
         scheduler.step()
         distributed.sync_buffers(model, loss_module)
         epoch_loss = total / max(count, 1)

@@ -285,7 +285,7 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
             batches += 1
             if progress:
                 progress.update(task, advance=1)
-            after_step(checkpoint, resumable, steps, epoch, batches, total, count, steps_per_epoch)
+            after_step(checkpoint, resumable, steps, epoch, batches, total, count, steps_per_epoch, losses)
         distributed.sync_buffers(model)
         epoch_loss = total / max(count, 1)
         if progress:
