@@ -180,11 +180,20 @@ def wait_for(path: Path, process, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The reference: the same run, never stopped (in-process)."""
+    from alb.config import compose_config
+    from alb.loop import run_experiment
+    root = tmp_path_factory.mktemp("uninterrupted")
+    (folder,) = run_experiment(compose_config([*LONG, f"results_dir={root}", "name=ref", "trainer.checkpoint_every=null"]))
+    return folder
+
+
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
-def test_a_run_stopped_or_killed_mid_training_resumes_to_the_uninterrupted_rows(tmp_path, how):
-    reference = alb_cli("run", *LONG, f"results_dir={tmp_path}", "name=ref", "trainer.checkpoint_every=null",
-                        cwd=tmp_path)
-    assert reference.returncode == 0, reference.stderr
+def test_a_run_stopped_or_killed_mid_training_resumes_to_the_uninterrupted_rows(tmp_path, how, uninterrupted, capsys):
+    from alb.config import compose_config
+    from alb.loop import run_experiment
     args = [*LONG, f"results_dir={tmp_path}", "name=cut", "trainer.checkpoint_every=5"]
     process = start(args, tmp_path)
     seed_dir = tmp_path / "cut" / "entropy" / "seed_0"
@@ -201,16 +210,14 @@ def test_a_run_stopped_or_killed_mid_training_resumes_to_the_uninterrupted_rows(
     else:
         assert process.returncode == -signal.SIGKILL
     assert (seed_dir / "training.ckpt").is_file()
-    again = alb_cli("run", *args, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    [resumed] = [l for l in again.stderr.splitlines() if "resuming training from" in l]
+    run_experiment(compose_config(args))  # the same command again
+    [resumed] = [l for l in capsys.readouterr().err.splitlines() if "resuming training from" in l]
     assert int(resumed.split(" at step ")[1].split()[0]) > 0  # it went on from the checkpoint
     columns = ["cycle", "n_labelled", "labelled_fraction", "accuracy"]
-    got, want = (pd.read_csv(tmp_path / n / "entropy" / "seed_0" / "cycles.csv")[columns] for n in ("cut", "ref"))
+    got, want = (pd.read_csv(folder / "cycles.csv")[columns] for folder in (seed_dir, uninterrupted))
     pd.testing.assert_frame_equal(got, want)
-    for name in ("cut", "ref"):
-        assert list(pd.read_csv(tmp_path / name / "entropy" / "seed_0" / "selections.csv").sample_id) == \
-            list(pd.read_csv(tmp_path / "ref" / "entropy" / "seed_0" / "selections.csv").sample_id)
+    assert list(pd.read_csv(seed_dir / "selections.csv").sample_id) == \
+        list(pd.read_csv(uninterrupted / "selections.csv").sample_id)
     assert not (seed_dir / "training.ckpt").exists()  # gone once the cycle's row is committed
 
 

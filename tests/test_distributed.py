@@ -72,6 +72,7 @@ RUN = ["experiment=quickstart", "strategy=entropy", "seeds=1", "protocol.cycles=
        "model.batch_norm=false", "model.dropout=0"]
 
 
+@pytest.mark.slow  # two torch.distributed processes (~25 s); -m slow runs it
 def test_two_gloo_processes_select_what_one_process_selects(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([str(BIN / "alb"), "run", *RUN, f"results_dir={tmp_path}", "name=one"], env=env,

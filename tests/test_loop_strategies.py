@@ -13,7 +13,8 @@ from test_strategies import CLASSIFICATION_STRATEGIES
 @pytest.mark.parametrize("name", CLASSIFICATION_STRATEGIES)
 def test_strategy_in_the_loop(name, tiny_overrides):
     cfg = compose_config([*tiny_overrides, f"strategy={name}", "protocol.cycles=1", "trainer.epochs=1",
-                          "strategy.subset=40" if name == "entropy_subset" else "seeds=1"])
+                          "strategy.subset=40" if name == "entropy_subset" else
+                          "strategy.steps=60" if name == "vaal" else "seeds=1"])
     folder = run_experiment(cfg)[0]
     selections = pd.read_csv(folder / "selections.csv")
     assert len(selections) == 50 and selections.sample_id.is_unique

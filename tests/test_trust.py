@@ -116,6 +116,7 @@ def test_a_detection_dataset_runs_without_model_or_trainer(tmp_path):
 
 # 2-3. failed runs, moved data, moved results ----------------------------------------------
 
+@pytest.mark.slow  # four CLI runs (~28 s); the refusal and the location-free identity have their own tests below
 def test_failed_run_then_corrected_then_moved_data_and_results(tmp_path):
     devkit = write_voc_fixture(tmp_path / "data")
     results = tmp_path / "results"
@@ -351,15 +352,24 @@ def _run_cfg(cfg):
 
 # 7. damaged result files ---------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def finished_tiny_run(tmp_path_factory) -> Path:
+    """One finished tiny run, copied for each kind of damage."""
+    root = tmp_path_factory.mktemp("finished")
+    _run([*TINY, f"results_dir={root}", "name=dmg"])
+    return root / "dmg"
+
+
 @pytest.mark.parametrize("damage, expected", [
     ("cut", r"cycles\.csv, line 4: the file ends in the middle of a row"),
     ("unknown_id", r"selections\.csv, line 3: sample 'not_a_digit' is not in the pool"),
     ("edited_row", r"cycles\.csv, line 3: n_labelled is 51 but .*selections\.csv labels 50"),
     ("text_in_number", r"cycles\.csv, line 2: accuracy must be a number, got 'high'"),
 ])
-def test_damaged_result_files_are_reported_and_never_overwritten(tmp_path, damage, expected):
+def test_damaged_result_files_are_reported_and_never_overwritten(tmp_path, damage, expected, finished_tiny_run):
     args = [*TINY, f"results_dir={tmp_path}", "name=dmg"]
-    folder = _run(args)[0]
+    shutil.copytree(finished_tiny_run, tmp_path / "dmg")
+    folder = tmp_path / "dmg" / "entropy" / "seed_0"
     cycles, selections = folder / "cycles.csv", folder / "selections.csv"
     if damage == "cut":
         cycles.write_text(cycles.read_text()[:-7])
@@ -444,8 +454,10 @@ DET_KILL = ["experiment=quickstart_det", "dataset.reader.n_pool=40", "dataset.re
             "strategy._target_=_slow_select.SlowSelect"]
 
 
-# a kill during selection is also covered on digits (test_e2e); the detection case runs with -m slow
-@pytest.mark.parametrize("when", ["training", pytest.param("selection", marks=pytest.mark.slow)])
+# kills mid-training and mid-selection are covered on digits (test_e2e, test_checkpoint); the
+# detection runs (~30 s each) go with -m slow
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["training", "selection"])
 def test_detection_kill_and_resume_matches_an_uninterrupted_run(tmp_path, when):
     env = {**os.environ, "ALB_CACHE_DIR": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}

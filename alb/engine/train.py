@@ -153,6 +153,14 @@ class Resumable:
         """Before an epoch's first batch is drawn."""
         self.epoch_start = {"generator": self.generator.get_state(), "draws": self.draws.epoch_state()}
 
+    def epoch_position(self, resumed: bool, position: tuple[int, float, int]) -> tuple[int, float, int]:
+        """(batches done, loss total, images) an epoch starts from: the checkpoint's inside the
+        resumed epoch; zeros otherwise, with the epoch's start marked."""
+        if resumed:
+            return position
+        self.mark_epoch_start()
+        return 0, 0.0, 0
+
     def state(self, step: int, epoch: int, batches: int, total: float, count: int, finished: bool = False) -> dict:
         from alb.engine.checkpoint import random_states
         extras = {name: (obj.state_dict() if hasattr(obj, "state_dict") else copy.deepcopy(vars(obj)))
@@ -212,6 +220,13 @@ def resume_point(checkpoint, resumable: "Resumable") -> tuple[int, int, int, flo
     print(f"  resuming training from {checkpoint.path} at step {state['step']} of {state['total_steps']}"
           + (" (finished: not trained again)" if state["finished"] else ""), file=sys.stderr, flush=True)
     return state["step"], state["epoch"], state["batches"], state["total"], state["count"], state
+
+
+def finished_stats(saved: dict | None) -> "TrainStats | None":
+    """The stats of a training a checkpoint says has finished (restored, not trained again)."""
+    if saved is None or not saved["finished"]:
+        return None
+    return TrainStats(epochs=saved["epoch"] + 1, steps=saved["step"], final_loss=saved["total"] / max(saved["count"], 1))
 
 
 def after_step(checkpoint, resumable: "Resumable", step: int, epoch: int, batches: int, total: float,
@@ -277,14 +292,13 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
     resumable = Resumable(model, optimizer, scheduler, scaler, stopping, generator, draws_of(loader),
                           epochs * steps_per_epoch, {"loss_module": loss_module} if loss_module is not None else None)
     steps, start_epoch, batches, total, count, saved = resume_point(checkpoint, resumable)
-    if saved is not None and saved["finished"]:  # trained before a kill: its final state, no step again
-        return TrainStats(epochs=saved["epoch"] + 1, steps=steps, final_loss=saved["total"] / max(saved["count"], 1))
+    if finished_stats(saved) is not None:  # trained before a kill: its final state, no step again
+        return finished_stats(saved)
     task = progress.add_task(label, total=epochs, completed=start_epoch) if progress else None
     epoch = start_epoch
     for epoch in range(start_epoch, epochs):
-        if saved is None or epoch > start_epoch:
-            resumable.mark_epoch_start()
-            batches, total, count = 0, 0.0, 0
+        batches, total, count = resumable.epoch_position(saved is not None and epoch == start_epoch,
+                                                         (batches, total, count))
         model.train()
         if loss_module is not None:
             loss_module.train()

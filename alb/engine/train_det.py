@@ -17,8 +17,8 @@ from alb import distributed
 from alb.datasets.detection import collate
 from alb.engine.consistency import flip_consistency
 from alb.engine.train import (EarlyStopping, Resumable, SeededDraws, TrainStats, after_step, autocast, draws_of,
-                              grad_scaler, loader_options, make_optimizer, resume_point, shuffled_loader,
-                              worker_generator)
+                              finished_stats, grad_scaler, loader_options, make_optimizer, resume_point,
+                              shuffled_loader, worker_generator)
 from alb.errors import UserError
 from alb.progress import Progress
 
@@ -238,14 +238,13 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
     torch.manual_seed(seed)  # what draws from the global generator (dropout) starts from the seed
     resumable = Resumable(model, optimizer, scheduler, scaler, stopping, generator, draws_of(loader), total_steps, extras)
     steps, start_epoch, batches, total, count, saved = resume_point(checkpoint, resumable)
-    if saved is not None and saved["finished"]:  # trained before a kill: its final state, no step again
-        return TrainStats(epochs=saved["epoch"] + 1, steps=steps, final_loss=saved["total"] / max(saved["count"], 1))
+    if finished_stats(saved) is not None:  # trained before a kill: its final state, no step again
+        return finished_stats(saved)
     task = progress.add_task(label, total=total_steps, completed=steps) if progress else None
     epoch = start_epoch
     for epoch in range(start_epoch, epochs):
-        if saved is None or epoch > start_epoch:
-            resumable.mark_epoch_start()
-            batches, total, count = 0, 0.0, 0
+        batches, total, count = resumable.epoch_position(saved is not None and epoch == start_epoch,
+                                                         (batches, total, count))
         model.train()
         for images, targets, _ in loader:
             if steps == total_steps:
