@@ -312,102 +312,151 @@ def _full_reference(cfg, seed, data, run_dir: RunDir, device, cache: Cycle0Cache
 
 def _run_cycles(cfg, seed, data, strategy: Strategy, schedule, run_dir: RunDir, device, cache: Cycle0Cache,
                 progress, num_workers: int) -> None:
-    pool_ids = np.asarray(data.pool.ids)
-    row_of = {sid: i for i, sid in enumerate(pool_ids)}
-    done = run_dir.completed_rows()
-    selections = run_dir.selections(len(done), set(row_of), done)
-    n_done = len(done)
-    total_cycles = schedule.cycles
-    if n_done and int(done[-1]["n_labelled"]) >= len(pool_ids):
-        total_cycles = n_done - 1  # an earlier run stopped at the exhausted pool
-    if n_done > total_cycles:
-        console.print(f"  seed {seed}: complete ({n_done} cycles in {run_dir.cycles_path})")
+    """The protocol of one seed, from its first unfinished cycle: train, evaluate, acquire,
+    commit (SPEC section 1); each step is a method of `SeedRun`."""
+    run = SeedRun(cfg, seed, data, strategy, schedule, run_dir, device, cache, progress)
+    if not run.resume(num_workers):
         return
-    main = distributed.is_main()
-    if main:
-        # who computes the cycles from n_done on, and from which pretrained file
-        run_dir.record_environment({**environment(device), "weights": weights_identity(cfg.model)}, n_done)
-    if not selections:
-        initial = pool_lib.initial_rows(len(pool_ids), schedule.initial, pool_lib.initial_split_seed(cfg.protocol, seed))
-        selections = [{"cycle": 0, "sample_id": pool_ids[r]} for r in initial]
-    labelled = np.asarray(sorted(row_of[s["sample_id"]] for s in selections))  # ids checked by selections()
-    if n_done:
-        console.print(f"  seed {seed}: resuming after cycle {n_done - 1} ({len(labelled)} labelled)")
-    adapter = make_adapter(data.task, cfg.model, cfg.trainer, data, device, strategy.training_hook(), num_workers)
-    if cfg.protocol.finetune and n_done:
-        adapter.reset(pool_lib.train_seed(seed, 0))
-        adapter.load_state_dict(torch.load(run_dir.state_path, map_location=device, weights_only=False))
-    if n_done:  # the pseudo-labels the next cycle trains on, as the previous run wrote them
-        adapter.set_pseudo_labels(run_dir.read_pseudo_labels(n_done, row_of, getattr(data, "num_classes", 0)))
-    columns = CYCLE_COLUMNS + adapter.cost_columns + adapter.metric_names + TIMING_COLUMNS
-    task = progress.add_task(f"{run_dir.path.parent.name} seed {seed}", total=total_cycles + 1, completed=n_done)
-    for cycle in range(n_done, total_cycles + 1):
-        # this cycle's training checkpoint in the seed folder (cycle 0's lives with the cache entry)
-        checkpoint = training_checkpoint(cfg, run_dir.training_checkpoint_path if main else None,
-                                         _digest("train", seed, cycle, [pool_ids[r] for r in labelled]))
-        trackers.ACTIVE.begin_training(f"train/cycle_{cycle}")
-        if cycle == 0:
-            train_seconds = _train_cycle0(adapter, cfg, seed, labelled, [pool_ids[r] for r in labelled],
-                                          strategy.training_hook(), cache, progress, checkpoint)
-        else:
-            train_seconds = _train(adapter, cfg, seed, cycle, labelled, progress, checkpoint)
-        t_eval = time.perf_counter()
-        metrics = adapter.evaluate() if main else {}
-        eval_seconds = time.perf_counter() - t_eval
-
-        new_rows, infer_seconds, select_seconds = np.empty(0, dtype=np.int64), 0.0, 0.0
-        unlabelled = np.setdiff1d(np.arange(len(pool_ids)), labelled)
-        if cycle < total_cycles and len(unlabelled):
-            budget = schedule.steps[cycle]
-            if budget > len(unlabelled):
-                console.print(f"  seed {seed}: cycle {cycle} asks for {budget} images but {len(unlabelled)} "
-                              "remain; labelling the rest of the pool and stopping there")
-                budget = len(unlabelled)
-            t1 = time.perf_counter()
-            meta = adapter.records_meta
-            records_u = Records(pool_ids[unlabelled], _predict(adapter, unlabelled, strategy.fields,
-                                                               strategy.mc_passes, seed), meta)
-            records_l = Records(pool_ids[labelled], _predict(adapter, labelled, strategy.labelled_fields,
-                                                             strategy.mc_passes, seed)
-                                if strategy.labelled_fields else {}, meta)
-            t2 = time.perf_counter()
-            picks = distributed.broadcast(  # rank 0 selects
-                np.asarray(strategy.select(records_u, records_l, budget, pool_lib.selection_rng(seed, cycle)))
-                if main else None)
-            select_seconds = time.perf_counter() - t2
-            infer_seconds = t2 - t1
-            _check_selection(picks, budget, len(unlabelled), run_dir.path.parent.name)
-            new_rows = unlabelled[picks]
-            t3 = time.perf_counter()
-            # None unless a hook asks; rank 0 labels, every rank trains on them
-            pseudo = distributed.broadcast(adapter.pseudo_labels(np.setdiff1d(unlabelled, new_rows)) if main else None)
-            if pseudo is not None:
-                if main:
-                    run_dir.write_pseudo_labels(cycle + 1, pseudo, pool_ids, data.class_names)
-                adapter.set_pseudo_labels(pseudo)
-            infer_seconds += time.perf_counter() - t3
-        row = {"cycle": cycle, "n_labelled": len(labelled),
-               "labelled_fraction": round(len(labelled) / len(pool_ids), 6), **adapter.labelling_cost(labelled),
-               **metrics,
-               "train_seconds": round(train_seconds, 3), "eval_seconds": round(eval_seconds, 3),
-               "infer_seconds": round(infer_seconds, 3),
-               "select_seconds": round(select_seconds, 3)}
-        new_selections = [{"cycle": cycle + 1, "sample_id": pool_ids[r]} for r in new_rows]
-        if main:
-            if cfg.protocol.finetune:
-                atomic_torch_save(run_dir.state_path, adapter.state_dict())
-            run_dir.commit_cycle(row, columns, selections, new_selections)
-            checkpoint.discard()  # the cycle's row is committed: its training is never redone
-            trackers.ACTIVE.log_cycle(cycle, row)
-        selections += new_selections
-        labelled = np.sort(np.concatenate([labelled, new_rows]))
+    task = progress.add_task(f"{run_dir.path.parent.name} seed {seed}", total=run.total_cycles + 1,
+                             completed=run.n_done)
+    for cycle in range(run.n_done, run.total_cycles + 1):
+        train_seconds, checkpoint = run.train(cycle)
+        metrics, eval_seconds = run.evaluate()
+        new_rows, infer_seconds, select_seconds = run.acquire(cycle)
+        run.commit(cycle, metrics, new_rows, checkpoint, train=train_seconds, eval=eval_seconds,
+                   infer=infer_seconds, select=select_seconds)
         progress.update(task, advance=1)
-        if main:
-            console.print(f"  seed {seed} cycle {cycle}: {row['n_labelled']} labelled, "
-                          f"{adapter.metric} {metrics[adapter.metric]:.4f}")
-        if len(new_rows) == 0 and cycle < total_cycles:
+        if len(new_rows) == 0 and cycle < run.total_cycles:
             break  # pool exhausted
     progress.remove_task(task)
+
+
+class SeedRun:
+    """The state of one seed's AL cycles (labelled rows, selections, the adapter) and its
+    steps. Rank handling lives in `on_main` / `shared` alone: rank 0 evaluates, selects,
+    labels and writes; every rank trains and predicts its shard."""
+
+    def __init__(self, cfg, seed: int, data, strategy: Strategy, schedule, run_dir: RunDir, device,
+                 cache: Cycle0Cache, progress):
+        self.cfg, self.seed, self.data, self.strategy, self.schedule = cfg, seed, data, strategy, schedule
+        self.run_dir, self.device, self.cache, self.progress = run_dir, device, cache, progress
+        self.main = distributed.is_main()
+        self.pool_ids = np.asarray(data.pool.ids)
+        self.row_of = {sid: i for i, sid in enumerate(self.pool_ids)}
+
+    def on_main(self, step):
+        """`step()` on rank 0 (None elsewhere)."""
+        return step() if self.main else None
+
+    def shared(self, step):
+        """`step()` on rank 0, its result sent to every rank."""
+        return distributed.broadcast(self.on_main(step))
+
+    def resume(self, num_workers: int) -> bool:
+        """Read what an earlier run committed; False when the seed is complete."""
+        cfg, run_dir, pool_ids = self.cfg, self.run_dir, self.pool_ids
+        done = run_dir.completed_rows()
+        self.selections = run_dir.selections(len(done), set(self.row_of), done)
+        self.n_done, self.total_cycles = len(done), self.schedule.cycles
+        if self.n_done and int(done[-1]["n_labelled"]) >= len(pool_ids):
+            self.total_cycles = self.n_done - 1  # an earlier run stopped at the exhausted pool
+        if self.n_done > self.total_cycles:
+            console.print(f"  seed {self.seed}: complete ({self.n_done} cycles in {run_dir.cycles_path})")
+            return False
+        # who computes the cycles from n_done on, and from which pretrained file
+        self.on_main(lambda: run_dir.record_environment(
+            {**environment(self.device), "weights": weights_identity(cfg.model)}, self.n_done))
+        if not self.selections:
+            initial = pool_lib.initial_rows(len(pool_ids), self.schedule.initial,
+                                            pool_lib.initial_split_seed(cfg.protocol, self.seed))
+            self.selections = [{"cycle": 0, "sample_id": pool_ids[r]} for r in initial]
+        self.labelled = np.asarray(sorted(self.row_of[s["sample_id"]] for s in self.selections))
+        if self.n_done:
+            console.print(f"  seed {self.seed}: resuming after cycle {self.n_done - 1} ({len(self.labelled)} labelled)")
+        self.adapter = make_adapter(self.data.task, cfg.model, cfg.trainer, self.data, self.device,
+                                    self.strategy.training_hook(), num_workers)
+        if cfg.protocol.finetune and self.n_done:
+            self.adapter.reset(pool_lib.train_seed(self.seed, 0))
+            self.adapter.load_state_dict(torch.load(run_dir.state_path, map_location=self.device, weights_only=False))
+        if self.n_done:  # the pseudo-labels the next cycle trains on, as the previous run wrote them
+            self.adapter.set_pseudo_labels(run_dir.read_pseudo_labels(self.n_done, self.row_of,
+                                                                      getattr(self.data, "num_classes", 0)))
+        self.columns = CYCLE_COLUMNS + self.adapter.cost_columns + self.adapter.metric_names + TIMING_COLUMNS
+        return True
+
+    def train(self, cycle: int) -> tuple[float, TrainingCheckpoint]:
+        """Train the cycle's model (cycle 0 through the shared cache); the seconds and its checkpoint."""
+        ids = [self.pool_ids[r] for r in self.labelled]
+        # this cycle's training checkpoint in the seed folder (cycle 0's lives with the cache entry)
+        checkpoint = training_checkpoint(self.cfg, self.run_dir.training_checkpoint_path if self.main else None,
+                                         _digest("train", self.seed, cycle, ids))
+        trackers.ACTIVE.begin_training(f"train/cycle_{cycle}")
+        if cycle == 0:
+            return _train_cycle0(self.adapter, self.cfg, self.seed, self.labelled, ids, self.strategy.training_hook(),
+                                 self.cache, self.progress, checkpoint), checkpoint
+        return _train(self.adapter, self.cfg, self.seed, cycle, self.labelled, self.progress, checkpoint), checkpoint
+
+    def evaluate(self) -> tuple[dict, float]:
+        started = time.perf_counter()
+        metrics = self.on_main(self.adapter.evaluate) or {}
+        return metrics, time.perf_counter() - started
+
+    def acquire(self, cycle: int) -> tuple[np.ndarray, float, float]:
+        """The strategy's picks from the unlabelled pool (and the pseudo-labels the next cycle
+        trains on, where a hook asks): the new rows, inference and selection seconds."""
+        unlabelled = np.setdiff1d(np.arange(len(self.pool_ids)), self.labelled)
+        if cycle >= self.total_cycles or not len(unlabelled):
+            return np.empty(0, dtype=np.int64), 0.0, 0.0
+        budget = self.schedule.steps[cycle]
+        if budget > len(unlabelled):
+            console.print(f"  seed {self.seed}: cycle {cycle} asks for {budget} images but {len(unlabelled)} "
+                          "remain; labelling the rest of the pool and stopping there")
+            budget = len(unlabelled)
+        strategy, adapter, seed = self.strategy, self.adapter, self.seed
+        t1 = time.perf_counter()
+        meta = adapter.records_meta
+        records_u = Records(self.pool_ids[unlabelled], _predict(adapter, unlabelled, strategy.fields,
+                                                                strategy.mc_passes, seed), meta)
+        records_l = Records(self.pool_ids[self.labelled], _predict(adapter, self.labelled, strategy.labelled_fields,
+                                                                   strategy.mc_passes, seed)
+                            if strategy.labelled_fields else {}, meta)
+        t2 = time.perf_counter()
+        picks = self.shared(lambda: np.asarray(strategy.select(records_u, records_l, budget,
+                                                               pool_lib.selection_rng(seed, cycle))))
+        select_seconds = time.perf_counter() - t2
+        _check_selection(picks, budget, len(unlabelled), self.run_dir.path.parent.name)
+        new_rows = unlabelled[picks]
+        t3 = time.perf_counter()
+        # None unless a hook asks; rank 0 labels, every rank trains on them
+        pseudo = self.shared(lambda: adapter.pseudo_labels(np.setdiff1d(unlabelled, new_rows)))
+        if pseudo is not None:
+            self.on_main(lambda: self.run_dir.write_pseudo_labels(cycle + 1, pseudo, self.pool_ids,
+                                                                  self.data.class_names))
+            adapter.set_pseudo_labels(pseudo)
+        return new_rows, (t2 - t1) + (time.perf_counter() - t3), select_seconds
+
+    def commit(self, cycle: int, metrics: dict, new_rows: np.ndarray, checkpoint: TrainingCheckpoint,
+               **seconds: float) -> None:
+        """Write the cycle's row and the new selections (rank 0), drop the training's
+        checkpoint, label the new rows."""
+        labelled, adapter = self.labelled, self.adapter
+        row = {"cycle": cycle, "n_labelled": len(labelled),
+               "labelled_fraction": round(len(labelled) / len(self.pool_ids), 6), **adapter.labelling_cost(labelled),
+               **metrics, **{f"{name}_seconds": round(value, 3) for name, value in seconds.items()}}
+        new_selections = [{"cycle": cycle + 1, "sample_id": self.pool_ids[r]} for r in new_rows]
+
+        def write() -> None:
+            if self.cfg.protocol.finetune:
+                atomic_torch_save(self.run_dir.state_path, adapter.state_dict())
+            self.run_dir.commit_cycle(row, self.columns, self.selections, new_selections)
+            checkpoint.discard()  # the cycle's row is committed: its training is never redone
+            trackers.ACTIVE.log_cycle(cycle, row)
+            console.print(f"  seed {self.seed} cycle {cycle}: {row['n_labelled']} labelled, "
+                          f"{adapter.metric} {metrics[adapter.metric]:.4f}")
+
+        self.on_main(write)
+        self.selections += new_selections
+        self.labelled = np.sort(np.concatenate([labelled, new_rows]))
 
 
 def _train_cycle0(adapter, cfg, seed: int, labelled: np.ndarray, labelled_ids: list[str], hook, cache: Cycle0Cache,
