@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from alb.config import compose_config
 from alb.loop import run_experiment
@@ -88,6 +89,7 @@ def test_finetune_runs_and_resumes_from_its_state(tiny_overrides):
     assert len(read(folder)[0]) == 3
 
 
+@pytest.mark.slow  # a SIGKILL'd CLI run resuming to the same rows is also tests/test_checkpoint.py's (mid-training)
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     base = [*TINY, "protocol.cycles=4", "trainer.epochs=6", "strategy=entropy", f"results_dir={tmp_path}"]
     reference = run_experiment(compose_config([*base, "name=straight", "reuse_cycle0=false"]))[0]

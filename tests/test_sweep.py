@@ -67,6 +67,7 @@ def test_two_joblib_jobs_write_every_row_of_a_sequential_sweep(tmp_path, sequent
     assert session["cpu_threads"] == THREADS
 
 
+@pytest.mark.slow  # the same equality through joblib runs by default; submitit_local's with -m slow
 def test_two_submitit_jobs_finish_with_the_results_of_a_sequential_sweep(tmp_path, sequential):
     launched = alb_cli("sweep", *GRID, f"results_dir={tmp_path}", "name=launched", "hydra/launcher=submitit_local",
                        cwd=tmp_path)

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
+
+from alb.cli import app
 from PIL import Image
 
 from alb.config import CONFIG_DIR, build, compose_config
@@ -292,6 +295,7 @@ def test_detection_validation_split_is_held_out_and_used_for_early_stopping(tmp_
 
 # 6. parallel processes -----------------------------------------------------------------------
 
+@pytest.mark.slow  # three CLI processes (~16 s); the per-seed lock it relies on is tested in-process below it
 def test_parallel_processes_on_one_experiment_equal_a_single_run(tmp_path):
     base = [*TINY, "seeds=2", f"results_dir={tmp_path}"]
     reference = [run_dir for run_dir in _run([*base, "name=single", "strategy=entropy", "reuse_cycle0=false"])]
@@ -310,6 +314,20 @@ def test_parallel_processes_on_one_experiment_equal_a_single_run(tmp_path):
     assert len(list((tmp_path / "par" / ".cycle0").glob("*.pt"))) == 2  # one entry per seed
 
 
+def test_a_seed_whose_lock_is_held_is_skipped_in_process(tmp_path, capsys):
+    from alb.loop import run_experiment
+    from alb.results import RunDir
+    run_dir = RunDir(tmp_path / "lock" / "entropy" / "seed_0")
+    with run_dir.lock() as held:
+        assert held
+        with run_dir.lock() as second:
+            assert second is False  # flock is per open file: a second holder is refused
+        folders = run_experiment(compose_config([*TINY, "protocol.cycles=0", f"results_dir={tmp_path}", "name=lock"]))
+    assert folders == [] and "skipped: another alb process" in capsys.readouterr().err
+    assert not (run_dir.path / "cycles.csv").exists()
+
+
+@pytest.mark.slow  # two CLI processes racing (~20 s); the skip alone is tested in-process above
 def test_a_locked_seed_is_skipped_or_waited_for(tmp_path):
     from alb.results import RunDir
     args = [*TINY, "protocol.cycles=0", f"results_dir={tmp_path}", "name=lock"]
@@ -388,7 +406,8 @@ def test_damaged_result_files_are_reported_and_never_overwritten(tmp_path, damag
         lines[1] = ",".join(fields)
         cycles.write_text("".join(lines))
     before = (cycles.read_bytes(), selections.read_bytes())
-    result = alb_cli("run", *args, "protocol.cycles=2", cwd=tmp_path)
+    result = CliRunner().invoke(app, ["run", *args, "protocol.cycles=2"], env={"COLUMNS": "200"})
+    result.returncode = result.exit_code  # in-process (the console script's startup is tested elsewhere)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(one_line_errors(result.stderr)) == 1 and re.search(expected, result.stderr)
     assert (cycles.read_bytes(), selections.read_bytes()) == before
