@@ -40,6 +40,8 @@ def write_kitti_split(root, n=10):
     (root / "ImageSets" / "val.txt").write_text("\n".join(stems[7:]) + "\n")
 
 
+@pytest.mark.slow  # three seeds through the CLI (~16 s); the command's composition is tested above, the
+# KITTI reader in test_det_datasets, an ImageNet detector through the CLI by the PPAL command below
 def test_noris_on_kitti_runs_as_written(tmp_path, imagenet_home):
     write_kitti_split(tmp_path / "kitti")
     result = alb_cli("run", "strategy=noris", "dataset=kitti", "seeds=3", f"dataset.root={tmp_path / 'kitti'}",

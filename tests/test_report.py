@@ -208,6 +208,7 @@ def test_full_reference_run_trains_on_the_whole_pool_once_per_seed(tiny_override
     assert "the fully trained model" in (report / "summary.md").read_text()
 
 
+@pytest.mark.slow  # four real runs (~16 s); the pivots are tested on a hand-built table below
 def test_sweep_report_tabulates_the_swept_parameters_with_the_best_marked(tiny_overrides):
     from alb.config import compose_config
     from alb.loop import run_experiment
