@@ -264,7 +264,7 @@ def list_options(group: Annotated[str, typer.Argument(help="dataset, model, stra
     table.add_column("name")
     table.add_column("description")
     for name in group_options(group):
-        table.add_row(name, option_description(group, name))
+        table.add_row(name, escape(option_description(group, name)))  # descriptions may hold [...]
     Console().print(table)
 
 
