@@ -160,6 +160,7 @@ class Cycle0Cache:
         self.folder, self.enabled = folder, enabled
         self.base = identity({g: to_container(cfg[g]) for g in ("dataset", "model", "trainer")})
         self.base["device"] = device.type  # CPU and CUDA training give different weights
+        self.weights = weights  # the pretrained file's identity, resolved once per experiment
         if weights is not None:  # the pretrained file's name and sha256: other weights, other entry
             self.base["weights"] = weights
 
@@ -365,7 +366,7 @@ class SeedRun:
             return False
         # who computes the cycles from n_done on, and from which pretrained file
         self.on_main(lambda: run_dir.record_environment(
-            {**environment(self.device), "weights": weights_identity(cfg.model)}, self.n_done))
+            {**environment(self.device), "weights": self.cache.weights}, self.n_done))
         if not self.selections:
             initial = pool_lib.initial_rows(len(pool_ids), self.schedule.initial,
                                             pool_lib.initial_split_seed(cfg.protocol, self.seed))

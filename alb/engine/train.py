@@ -292,8 +292,9 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
     resumable = Resumable(model, optimizer, scheduler, scaler, stopping, generator, draws_of(loader),
                           epochs * steps_per_epoch, {"loss_module": loss_module} if loss_module is not None else None)
     steps, start_epoch, batches, total, count, saved = resume_point(checkpoint, resumable)
-    if finished_stats(saved) is not None:  # trained before a kill: its final state, no step again
-        return finished_stats(saved)
+    finished = finished_stats(saved)
+    if finished is not None:  # trained before a kill: its final state, no step again
+        return finished
     task = progress.add_task(label, total=epochs, completed=start_epoch) if progress else None
     epoch = start_epoch
     for epoch in range(start_epoch, epochs):

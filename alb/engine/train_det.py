@@ -238,8 +238,9 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
     torch.manual_seed(seed)  # what draws from the global generator (dropout) starts from the seed
     resumable = Resumable(model, optimizer, scheduler, scaler, stopping, generator, draws_of(loader), total_steps, extras)
     steps, start_epoch, batches, total, count, saved = resume_point(checkpoint, resumable)
-    if finished_stats(saved) is not None:  # trained before a kill: its final state, no step again
-        return finished_stats(saved)
+    finished = finished_stats(saved)
+    if finished is not None:  # trained before a kill: its final state, no step again
+        return finished
     task = progress.add_task(label, total=total_steps, completed=steps) if progress else None
     epoch = start_epoch
     for epoch in range(start_epoch, epochs):
