@@ -112,3 +112,14 @@ def test_the_same_seed_gives_the_same_batches_with_or_without_loader_workers(rec
     for (a, boxes_a), (b, boxes_b), (c, _) in zip(serial, parallel, again):
         assert same(a, b) and same(a, c) and same(boxes_a, boxes_b)
     assert not same(serial[0][0][:1], serial[2][0][:1])  # image 0 drawn twice, augmented differently
+
+
+def test_a_bad_recipe_name_stops_the_run_before_anything_is_written(tmp_path, monkeypatch):
+    from alb.config import compose_config
+    from alb.loop import run_experiment
+    monkeypatch.setenv("ALB_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(UserError, match="trainer.augment must name a recipe"):
+        run_experiment(compose_config(["experiment=quickstart_det", "trainer.augment=mosaic", "progress=false",
+                                       "dataset.reader.n_pool=12", "dataset.reader.n_test=4", "protocol.initial=4", "protocol.step=2",
+                                       f"results_dir={tmp_path / 'results'}"]))
+    assert not (tmp_path / "results").exists()

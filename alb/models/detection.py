@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from alb.config import build, check_requirement
+from alb.datasets.transforms import DETECTION_RECIPES, recipe_name
 from alb.datasets.detection import DetectionData, DetectionSplit, DetectionTorchSet, collate, flip_boxes
 from alb.engine.difficulty import DifficultyTracker, box_difficulty, matched_difficulties
 from alb.engine.train import autocast, loss_ranking
@@ -76,6 +77,7 @@ class DetectorAdapter:
                          "training; mode=post or auto computes them after training)",
                          "RetinaNet, FCOS, Faster R-CNN, CenterNet")
         training_length(self.cfg, 1)  # a bad trainer.iterations stops here
+        recipe_name(self.cfg.get("augment", "hflip"), DETECTION_RECIPES)  # and a bad trainer.augment
         if ssl_method(self.cfg):
             self._refuse(model, "supports_consistency", f"trainer.ssl={self.cfg.ssl}", "CenterNet, RetinaNet, SSD")
             labelled_share(self.cfg)
