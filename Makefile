@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-cls run-det run-ssl run-ablations test test-yolo bench clean
+.PHONY: install run run-cls run-det run-ssl run-ablations test test-yolo bench docs clean
 
 install: $(STAMP)
 
@@ -53,6 +53,12 @@ bench: install
 	$(VENV)/bin/python benchmarks/bench_data_check.py
 	$(VENV)/bin/python benchmarks/bench_ssl.py
 	$(VENV)/bin/python benchmarks/bench_train.py
+	$(VENV)/bin/python benchmarks/bench_checkpoint.py
+
+# The docs site (mkdocs-material) into site/; --strict: a broken link, a missing page or a
+# failing generated reference fails the build
+docs: install
+	$(VENV)/bin/mkdocs build --strict
 
 clean:
-	rm -rf results/quickstart results/quickstart_det results/quickstart_ssl build *.egg-info
+	rm -rf results/quickstart results/quickstart_det results/quickstart_ssl build site *.egg-info

@@ -1,3 +1,45 @@
-"""alb: a benchmarking harness for deep active learning."""
+"""alb: a benchmarking harness for deep active learning.
+
+The Python API, for notebooks (each function imports what it needs when called, so
+`import alb` stays fast):
+
+    import alb
+    folders = alb.run(["experiment=quickstart", "strategy=entropy", "seeds=2"])
+    frame = alb.load("results/quickstart")      # one row per experiment, strategy, seed, cycle
+    alb.report("results/quickstart")            # results/quickstart/report/ (report.md, report.html)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
 
 __version__ = "0.1.0"
+__all__ = ["run", "load", "report", "__version__"]
+
+
+def run(overrides: Sequence[str] = (), wait: bool = False, config_dir: str | Path | None = None) -> list[Path]:
+    """Run one strategy over its seeds, as `alb run OVERRIDES` does; the seed folders
+    completed. `config_dir`: a folder of your own configs (as `--config-dir`)."""
+    from alb.config import add_user_config_dir, compose_config
+    from alb.loop import run_experiment
+    if config_dir is not None:
+        add_user_config_dir(config_dir)
+    return run_experiment(compose_config(list(overrides)), wait=wait)
+
+
+def load(results_dir: str | Path):
+    """A tidy pandas DataFrame of every experiment at or under `results_dir` (a results root
+    or one experiment's folder): one row per (experiment, strategy, seed, cycle) with the
+    labelled count, every metric and the timings of cycles.csv."""
+    from alb.readers import tidy_results
+    return tidy_results(Path(results_dir))
+
+
+def report(directory: str | Path, ppm_mode: str = "paired-t", alpha: float = 0.05,
+           levels: Sequence[float] = (0.80, 0.90, 0.95), compare: str | Path | None = None) -> Path:
+    """Write `<directory>/report/` as `alb report` does (report.md, report.html, the tables
+    and figures); its path."""
+    from alb.reporting import write_report
+    return write_report(Path(directory), ppm_mode=ppm_mode, alpha=alpha, levels=tuple(levels),
+                        compare=Path(compare) if compare is not None else None)

@@ -13,9 +13,12 @@ from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Benchmark deep active learning: run, sweep, report, list.")
+                  help="Benchmark deep active learning: run, sweep, report, status, check, list.")
 console = Console(stderr=True, soft_wrap=True)  # an error stays one line, also when stderr is not a TTY
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Hydra overrides, e.g. strategy=noris seeds=3")]
+ConfigDir = Annotated[Optional[list[Path]], typer.Option(
+    "--config-dir", help="a folder of your own configs (strategy/mine.yaml, ...) searched after alb's; its Python "
+                         "files are importable (_target_: mine.Mine); repeat for several")]
 Wait = Annotated[bool, typer.Option("--wait", help="wait for a seed that another alb process is running "
                                                    "instead of skipping it")]
 
@@ -92,12 +95,13 @@ def _print_config(overrides: list[str], part: str) -> None:
 
 @app.command()
 @_user_errors
-def run(overrides: Overrides = None, wait: Wait = False, cfg: Cfg = None) -> None:
+def run(overrides: Overrides = None, wait: Wait = False, cfg: Cfg = None, config_dir: ConfigDir = None) -> None:
     """Run one strategy over several seeds, e.g. `alb run strategy=noris seeds=3`;
     `--cfg job` prints the recipe it would run and exits."""
     from alb.config import compose_config
     from alb.loop import run_experiment
     from alb import distributed
+    _use_config_dirs(config_dir)
     if cfg is not None:
         _print_config(overrides or [], cfg)
         return
@@ -117,7 +121,7 @@ Jobs = Annotated[Optional[int], typer.Option("--jobs", min=1, help="run N jobs a
 @app.command()
 @_user_errors
 def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = False, jobs: Jobs = None,
-          cfg: Cfg = None) -> None:
+          cfg: Cfg = None, config_dir: ConfigDir = None) -> None:
     """Run every combination of comma lists / range() overrides, e.g.
     `alb sweep strategy=random,entropy seeds=3` (plus any grid in the preset's `sweep:`).
     `--jobs 4` runs four at once; `hydra/launcher=submitit_slurm hydra.launcher.partition=gpu ...`
@@ -127,6 +131,7 @@ def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = Fal
     from alb.config import compose_config
     from alb.loop import run_experiment
     from alb.sweep import expand_sweep, is_launcher_override, launch
+    _use_config_dirs(config_dir)
     overrides = overrides or []
     launcher = [o for o in overrides if is_launcher_override(o)]
     overrides = [o for o in overrides if not is_launcher_override(o)]
@@ -157,54 +162,50 @@ def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = Fal
         console.print(f"results: {folders[0].parent.parent}")
 
 
+def _use_config_dirs(folders: list[Path] | None) -> None:
+    from alb.config import add_user_config_dir
+    for folder in reversed(folders or []):
+        add_user_config_dir(folder)
+
+
+@app.command()
+@_user_errors
+def check(overrides: Overrides = None, config_dir: ConfigDir = None,
+          task: Annotated[Optional[str], typer.Option(help="classification or detection (default: every task "
+                                                             "the strategy declares)")] = None) -> None:
+    """The strategy contract on any strategy, yours included, e.g.
+    `alb check --config-dir my_conf strategy=mine`: a few cycles on the embedded data for each
+    task it declares; every cycle's budget, no image picked twice, the same picks for the same seed."""
+    from alb.contract import TASK_RUNS, check_strategy
+    from alb.errors import UserError
+    _use_config_dirs(config_dir)
+    if task is not None and task not in TASK_RUNS:
+        raise UserError(f"--task must be one of {', '.join(TASK_RUNS)}, got {task!r}")
+    results = check_strategy(overrides or [], [task] if task else None)
+    for result in results:
+        if result.ok:
+            console.print(f"[green]ok[/] {result.task}: {result.cycles} cycles, budgets kept, no image twice, "
+                          "same picks for the same seed")
+        for problem in result.problems:
+            console.print(f"[red]fail[/] {result.task}: {escape(problem)}")
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
 def _dry_run(jobs: list[list[str]]) -> None:
     """One row per job: its overrides, seeds, and the training images it would process."""
-    from alb.config import compose_config
-    from omegaconf import OmegaConf
-
-    from alb.hooks import EnsembleHook
-    from alb.loop import build_strategy, seed_list
-    from alb.sweep import planned_training_images
-
+    from alb.sweep import plan_jobs
+    plans = plan_jobs(jobs)
     table = Table(title=f"sweep: {len(jobs)} job(s), nothing run")
     for column in ("job", "overrides", "seeds", "training images per seed", "training images"):
         table.add_column(column, justify="right" if "images" in column or column == "seeds" else "left")
-    pool_sizes, total = {}, 0
-    for k, job in enumerate(jobs):
-        cfg = compose_config(job)
-        key = OmegaConf.to_yaml(cfg.dataset)  # not resolved: dataset.root may be unset (???)
-        if key not in pool_sizes:  # the pool size: read (and checked) once per dataset setting
-            pool_sizes[key] = _pool_size(cfg.dataset)
-        hook = build_strategy(cfg).training_hook()
-        members = hook.members if isinstance(hook, EnsembleHook) else 1
-        per_seed = sum(planned_training_images(cfg, pool_sizes[key][0], members))
-        seeds = len(seed_list(cfg.seeds))
-        total += per_seed * seeds
-        table.add_row(str(k + 1), " ".join(job), str(seeds), f"{per_seed:,}", f"{per_seed * seeds:,}")
+    for k, plan in enumerate(plans):
+        table.add_row(str(k + 1), " ".join(plan.overrides), str(plan.seeds), f"{plan.per_seed:,}", f"{plan.total:,}")
     Console().print(table)
-    Console().print(f"total training images: {total:,}")
-    for key, (size, expected) in pool_sizes.items():
-        if expected:
-            Console().print(f"the data is not on this machine: the pool size is the dataset's expected_pool_size ({size:,})")
-            break
-
-
-def _pool_size(dataset) -> tuple[int, bool]:
-    """The pool size after val_size and duplicates, and whether it is the dataset yaml's
-    `expected_pool_size` because the data could not be read here (planning a cluster sweep)."""
-    from omegaconf.errors import MissingMandatoryValue
-
-    from alb.datasets import build_dataset
-    from alb.datasets.base import held_out_count
-    from alb.errors import UserError
-    try:
-        return len(build_dataset(dataset, False).pool), False
-    except (UserError, MissingMandatoryValue):  # no data here, or dataset.root not given
-        expected = dataset.get("expected_pool_size")
-        if not expected:
-            raise
-    val = dataset.get("val_size", 0) if dataset.get("val_source", "pool") == "pool" else 0
-    return (int(expected) - held_out_count(val, int(expected))) * int(dataset.get("duplicates", 1)), True
+    Console().print(f"total training images: {sum(p.total for p in plans):,}")
+    if any(p.expected_pool for p in plans):
+        Console().print("the data is not on this machine: the pool size is the dataset's expected_pool_size "
+                        f"({next(p.pool_size for p in plans if p.expected_pool):,})")
 
 
 @app.command()
@@ -221,7 +222,7 @@ def report(directories: Annotated[list[Path], typer.Argument(help="results/<expe
     """Tables, pairwise penalty matrix, learning curves and labelling-cost savings; with several
     experiments, each one's report and one PPM pooled over them (Ash et al.)."""
     from alb.errors import UserError
-    from alb.report import write_pooled_report, write_report
+    from alb.reporting import write_pooled_report, write_report
     try:
         fractions = tuple(float(v) for v in levels.split(","))
     except ValueError:
@@ -257,9 +258,12 @@ def status(directory: Annotated[Path, typer.Argument(help="a results folder (res
 
 @app.command("list")
 @_user_errors
-def list_options(group: Annotated[str, typer.Argument(help="dataset, model, strategy, protocol, trainer or experiment")]) -> None:
-    """List the options of a config group with their one-line descriptions."""
+def list_options(group: Annotated[str, typer.Argument(help="dataset, model, strategy, protocol, trainer, experiment "
+                                                            "or logger")],
+                 config_dir: ConfigDir = None) -> None:
+    """List the options of a config group with their one-line descriptions, e.g. `alb list strategy`."""
     from alb.config import group_options, option_description
+    _use_config_dirs(config_dir)
     table = Table(title=group)
     table.add_column("name")
     table.add_column("description")

@@ -88,7 +88,7 @@ class Run:
 
 
 def _runs(directory: Path) -> list[Run]:
-    from alb.report import label_configs
+    from alb.readers import label_configs
     return [Run(label, (config.get("meta") or {}).get("strategy", ""), config.get("strategy") or {})
             for label, config in label_configs(directory).items()]
 
@@ -155,7 +155,7 @@ def _our_cycle(row, cycles: pd.DataFrame) -> tuple[int, str] | None:
 def compare_table(directory: Path, folder: Path) -> tuple[pd.DataFrame, list[str]]:
     """One row per reported value that this results folder can be set against, and notes
     (the presets used, differences from them, paper rows without a run here)."""
-    from alb.report import load_results
+    from alb.readers import load_results
     directory = Path(directory)
     reported = read_reported(folder / "reported.csv")
     experiment_path = directory / "experiment.yaml"
@@ -217,13 +217,13 @@ def plot_compare(table: pd.DataFrame, out: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from alb.report import _style
+    from alb.readers import strategy_style
     written = []
     for name, group in table.groupby("table", sort=False):
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         for k, (strategy, g) in enumerate(group.groupby("strategy", sort=False)):
             g = g.sort_values("n_labelled")
-            color = _style(strategy, k)["color"]
+            color = strategy_style(strategy, k)["color"]
             x = g.n_labelled.to_numpy(float)
             ax.plot(x, g.ours_mean, marker="o", markersize=3, color=color, label=f"{strategy} (ours)")
             ax.fill_between(x, g.ours_mean - g.ours_std.fillna(0), g.ours_mean + g.ours_std.fillna(0), color=color,
@@ -237,6 +237,7 @@ def plot_compare(table: pd.DataFrame, out: Path) -> list[Path]:
         fig.tight_layout()
         path = out / f"compare_{name.replace('.', '').replace(' ', '_').lower()}.png"
         fig.savefig(path, dpi=150)
+        fig.savefig(path.with_suffix(".svg"))  # inlined in report.html
         plt.close(fig)
         written.append(path)
     return written

@@ -1,5 +1,11 @@
-"""Config composition: the one place that knows where `conf/` and `experiments/` live and
-the one place that instantiates `_target_`."""
+"""Config composition: the one place that knows where the configs live and the one place
+that instantiates `_target_`.
+
+The configs ship inside the package (`alb/conf/`, the presets in `alb/experiments/`), so an
+installed wheel works from any folder. A user's own config folder joins Hydra's search path
+(`alb run --config-dir DIR`, or `hydra.searchpath=[file://DIR]`): its `strategy/mine.yaml`
+is then an option like alb's own, and DIR is importable, so `_target_: mine.Mine` finds
+DIR/mine.py."""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import functools
 import importlib.util
 import inspect
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +28,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alb.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = Path(os.environ.get("ALB_CONFIG_DIR", REPO_ROOT / "conf")).resolve()
-EXPERIMENTS_DIR = Path(os.environ.get("ALB_EXPERIMENTS_DIR", REPO_ROOT / "experiments")).resolve()
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = Path(os.environ.get("ALB_CONFIG_DIR", PACKAGE_DIR / "conf")).resolve()
+EXPERIMENTS_DIR = Path(os.environ.get("ALB_EXPERIMENTS_DIR", PACKAGE_DIR / "experiments")).resolve()
 
 
 def cache_root() -> Path:
@@ -37,16 +44,56 @@ def hydra_context() -> Iterator[None]:
     """Initialise Hydra on the absolute config dir (works from any working directory)."""
     if not (CONFIG_DIR / "config.yaml").is_file():
         raise UserError(
-            f"config directory {CONFIG_DIR} has no config.yaml; install alb in editable mode "
-            "(`make install`) or point ALB_CONFIG_DIR at the repository's conf/ folder"
+            f"config directory {CONFIG_DIR} has no config.yaml; reinstall alb (`pip install .`) or point "
+            "ALB_CONFIG_DIR at a folder holding alb's config.yaml"
         )
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         yield
 
 
-def _searchpath_override() -> str:
-    return f"hydra.searchpath=[file://{EXPERIMENTS_DIR}]"
+USER_DIRS_ENV = "ALB_CONFIG_PATH"  # the user's config folders (os.pathsep-separated), set by --config-dir
+
+
+def add_user_config_dir(folder: str | Path) -> Path:
+    """Put a user's config folder on the search path of this process and of every job it
+    launches (the environment is inherited by joblib's, submitit's and Slurm's workers)."""
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise UserError(f"--config-dir {folder}: no such folder")
+    known = [d for d in os.environ.get(USER_DIRS_ENV, "").split(os.pathsep) if d]
+    if str(folder) not in known:
+        os.environ[USER_DIRS_ENV] = os.pathsep.join([str(folder), *known])
+    return folder
+
+
+def user_config_dirs() -> list[Path]:
+    return [Path(d) for d in os.environ.get(USER_DIRS_ENV, "").split(os.pathsep) if d]
+
+
+def _split_searchpath(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The overrides without `hydra.searchpath=[...]`, and the entries it named."""
+    rest, entries = [], []
+    for override in overrides:
+        key = override.lstrip("+").split("=", 1)[0]
+        if key != "hydra.searchpath":
+            rest.append(override)
+            continue
+        value = OverridesParser.create().parse_override(override).value()
+        entries += [str(v) for v in (value if isinstance(value, list) else [value])]
+    return rest, entries
+
+
+def _searchpath_override(entries: Sequence[str] = ()) -> str:
+    """Hydra's search path: the user's folders (--config-dir, then hydra.searchpath=...) before
+    alb's presets. Each user folder is also importable (`_target_: mine.Mine` -> DIR/mine.py)."""
+    user = [f"file://{d}" for d in user_config_dirs()] + list(entries)
+    for entry in user:
+        if entry.startswith("file://"):
+            folder = str(Path(entry[len("file://"):]).expanduser())
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+    return f"hydra.searchpath=[{','.join([*user, f'file://{EXPERIMENTS_DIR}'])}]"
 
 
 # Groups whose option a dataset names when neither the command line nor a preset chose one.
@@ -54,15 +101,16 @@ DATASET_DEFAULT_GROUPS = ("model", "trainer")
 
 
 def _compose(overrides: Sequence[str]) -> DictConfig:
+    overrides, searchpath = _split_searchpath(overrides)
     with hydra_context():
-        return compose(config_name="config", overrides=[*overrides, _searchpath_override()],
+        return compose(config_name="config", overrides=[*overrides, _searchpath_override(searchpath)],
                        return_hydra_config=True)
 
 
 def _group_selections(overrides: Sequence[str]) -> list[str]:
     """The overrides that choose a config group option (`dataset=kitti`, `+experiment=x`)."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return [o.input_line for o in parsed if o.key_or_group.split("@")[0] in GROUPS]
+    return [o.input_line for o in parsed if o.key_or_group.split("@")[0] in GROUPS or o.key_or_group == "hydra.searchpath"]
 
 
 def compose_config(overrides: Sequence[str] = (), keep_hydra: bool = False) -> DictConfig:
@@ -94,19 +142,24 @@ def _dataset_defaults(selections: tuple[str, ...]) -> tuple[str, ...]:
                  if first.hydra.runtime.choices.get(g) is None and first.dataset.get(f"default_{g}"))
 
 
-def group_options(group: str) -> list[str]:
-    """Options of a config group, e.g. `group_options("strategy")`."""
-    root = EXPERIMENTS_DIR if group == "experiment" else CONFIG_DIR
-    folder = root / group
-    if not folder.is_dir():
+def _group_folders(group: str) -> list[Path]:
+    """Where a group's options live: the user's folders first, then alb's."""
+    if group not in GROUPS:
         raise UserError(f"unknown config group {group!r}; groups: {', '.join(GROUPS)}")
-    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
+    own = EXPERIMENTS_DIR if group == "experiment" else CONFIG_DIR
+    return [folder / group for folder in (*user_config_dirs(), own) if (folder / group).is_dir()]
+
+
+def group_options(group: str) -> list[str]:
+    """Options of a config group, e.g. `group_options("strategy")` (the user's included)."""
+    return sorted({str(p.relative_to(folder).with_suffix("")) for folder in _group_folders(group)
+                   for p in folder.rglob("*.yaml")})
 
 
 def option_description(group: str, name: str) -> str:
     """The first comment line of an option's yaml, used by `alb list`."""
-    root = EXPERIMENTS_DIR if group == "experiment" else CONFIG_DIR
-    for line in (root / group / f"{name}.yaml").read_text().splitlines():
+    path = next(folder / f"{name}.yaml" for folder in _group_folders(group) if (folder / f"{name}.yaml").is_file())
+    for line in path.read_text().splitlines():
         if line.startswith("#") and not line.startswith("# @package"):
             return line.lstrip("# ").strip()
     return ""

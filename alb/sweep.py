@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from alb.errors import UserError
 
 
 def expand_sweep(overrides: Sequence[str], preset=None, jobs=None) -> list[list[str]]:
@@ -99,7 +102,6 @@ def launch(jobs: list[list[str]], launcher_overrides: list[str], sweep_dir: Path
     from hydra.core.global_hydra import GlobalHydra
 
     from alb.config import _searchpath_override, hydra_context
-    from alb.errors import UserError
     groups = dict(o.lstrip("+").split("=", 1) for o in launcher_overrides if o.lstrip("+").startswith("hydra/"))
     choice = groups.get("hydra/launcher")
     chosen = choice is not None
@@ -116,3 +118,53 @@ def launch(jobs: list[list[str]], launcher_overrides: list[str], sweep_dir: Path
         returns = GlobalHydra.instance().hydra.multirun(config_name="config", task_function=SweepJob(jobs, wait),
                                                         overrides=overrides)
     return [Path(folder) for batch in returns for ret in batch for folder in ret.return_value]
+
+
+@dataclass
+class JobPlan:
+    """What one job of a sweep would train (`alb sweep --dry-run`, the docs' cost tables)."""
+    overrides: list[str]
+    seeds: int
+    per_seed: int       # training images one seed processes, summed over its cycles
+    pool_size: int
+    expected_pool: bool  # the pool size is the dataset's expected_pool_size (data not here)
+
+    @property
+    def total(self) -> int:
+        return self.per_seed * self.seeds
+
+
+def plan_jobs(jobs: list[list[str]]) -> list[JobPlan]:
+    """The plan of every job, reading (and checking) each dataset setting once."""
+    from alb.config import compose_config
+    from alb.hooks import EnsembleHook
+    from alb.loop import build_strategy, seed_list
+    pool_sizes, plans = {}, []
+    for job in jobs:
+        cfg = compose_config(job)
+        key = OmegaConf.to_yaml(cfg.dataset)  # not resolved: dataset.root may be unset (???)
+        if key not in pool_sizes:
+            pool_sizes[key] = pool_size(cfg.dataset)
+        hook = build_strategy(cfg).training_hook()
+        members = hook.members if isinstance(hook, EnsembleHook) else 1
+        size, expected = pool_sizes[key]
+        plans.append(JobPlan(list(job), len(seed_list(cfg.seeds)),
+                             sum(planned_training_images(cfg, size, members)), size, expected))
+    return plans
+
+
+def pool_size(dataset) -> tuple[int, bool]:
+    """The pool size after val_size and duplicates, and whether it is the dataset yaml's
+    `expected_pool_size` because the data could not be read here (planning a cluster sweep)."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    from alb.datasets import build_dataset
+    from alb.datasets.base import held_out_count
+    try:
+        return len(build_dataset(dataset, False).pool), False
+    except (UserError, MissingMandatoryValue):  # no data here, or dataset.root not given
+        expected = dataset.get("expected_pool_size")
+        if not expected:
+            raise
+    val = dataset.get("val_size", 0) if dataset.get("val_source", "pool") == "pool" else 0
+    return (int(expected) - held_out_count(val, int(expected))) * int(dataset.get("duplicates", 1)), True

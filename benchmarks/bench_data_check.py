@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from _out import write_table  # benchmarks/_out.py: the table and its header, into benchmarks/out/
+
 VOC_POOL = 16_551
 
 
@@ -99,11 +101,11 @@ def main() -> None:
     finally:
         shutil.rmtree(verdicts, ignore_errors=True)
     baseline = rows[0][1]
-    print(f"\n{len(paths)} JPEGs, 500 x 375, {megabytes:.0f} MB, {os.cpu_count()} CPUs\n")
-    print("| check | seconds | ms per image | x faster than full decode |")
-    print("|---|---|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.2f} | {1000 * seconds / len(paths):.3f} | {baseline / seconds:.1f}x |")
+    lines = [f"{len(paths)} JPEGs, 500 x 375, {megabytes:.0f} MB, {os.cpu_count()} CPUs", "",
+             "| check | seconds | ms per image | x faster than full decode |", "|---|---|---|---|"]
+    lines += [f"| {name} | {seconds:.2f} | {1000 * seconds / len(paths):.3f} | {baseline / seconds:.1f}x |"
+              for name, seconds in rows]
+    write_table("data_check", lines)
 
 
 if __name__ == "__main__":

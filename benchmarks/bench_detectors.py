@@ -26,6 +26,8 @@ from alb.models.detection import detector_kwargs
 from alb.models.detectors import fixed_input_size
 from omegaconf import OmegaConf
 
+from _out import write_table  # benchmarks/_out.py: the table and its header, into benchmarks/out/
+
 
 def timed(fn) -> float:
     start = time.perf_counter()
@@ -101,10 +103,9 @@ def main() -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"\n{device}, torch threads {torch.get_num_threads()}\n")
-    print("| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]))
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row.values()) + " |")
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
+    write_table("detectors", lines, "" if device.type == "cpu" else f"_{device.type}")
 
 
 if __name__ == "__main__":

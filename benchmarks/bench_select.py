@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from _out import write_table  # benchmarks/_out.py: the table and its header, into benchmarks/out/
+
 NAIVE_LIMIT_BYTES = 6 * 2**30  # skip a naive version whose main array would exceed this
 
 
@@ -126,10 +128,10 @@ def main() -> None:
                 rows.append(json.loads(out.stdout))
                 print(f"{method:15s} {impl:6s} n={n:6d} {rows[-1]['seconds']:8.2f} s "
                       f"{rows[-1]['peak_mib']:9.1f} MiB", file=sys.stderr)
-    print(f"\nD={args.dim}, C={args.classes}, budget={args.budget}; peak = extra RSS over the inputs\n")
-    print("kcenter_bf16: 'alb' is precision=bf16, 'naive' the exact fp32 run; same picks = shared prefix / budget\n")
-    print("| method | N | alb s | alb peak MiB | naive s | naive peak MiB | speed-up | same picks |")
-    print("|---|---|---|---|---|---|---|---|")
+    lines = [f"D={args.dim}, C={args.classes}, budget={args.budget}; peak = extra RSS over the inputs; "
+             "kcenter_bf16: 'alb' is precision=bf16, 'naive' the exact fp32 run", "",
+             "| method | N | alb s | alb peak MiB | naive s | naive peak MiB | speed-up | same picks |",
+             "|---|---|---|---|---|---|---|---|"]
     for n in args.sizes:
         for method in args.methods:
             fast = next(r for r in rows if r["method"] == method and r["n"] == n and r["impl"] == "alb")
@@ -141,8 +143,9 @@ def main() -> None:
                 prefix = next((k for k, (a, b) in enumerate(zip(fast["picks"], slow["picks"])) if a != b), len(fast["picks"]))
                 overlap = len(set(fast["picks"]) & set(slow["picks"]))
                 same = "yes" if prefix == len(fast["picks"]) else f"first {prefix}, {overlap} in common"
-            print(f"| {method} | {n} | {fast['seconds']:.2f} | {fast['peak_mib']:.0f} | {naive[0]} | "
-                  f"{naive[1] if slow['seconds'] is not None else '-'} | {ratio} | {same} |")
+            lines.append(f"| {method} | {n} | {fast['seconds']:.2f} | {fast['peak_mib']:.0f} | {naive[0]} | "
+                         f"{naive[1] if slow['seconds'] is not None else '-'} | {ratio} | {same} |")
+    write_table("select", lines)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from _out import write_table  # benchmarks/_out.py: the table and its header, into benchmarks/out/
+
 
 def detections(n: int, mean_boxes: float, classes: int, dim: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
@@ -150,14 +152,16 @@ def main() -> None:
             r = rows[method, impl]
             print(f"{method:10s} {impl:6s} n={r['n']:6d} boxes={r['boxes']:7d} {r['seconds']:8.2f} s "
                   f"{r['peak_mib']:9.1f} MiB", file=sys.stderr)
-    print(f"\nscale {args.scale}; peak = extra RSS over the inputs\n")
-    print("| method | images | boxes | alb s | alb peak MiB | naive s | naive peak MiB | speed-up | same picks |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    lines = [f"scale {args.scale}; peak = extra RSS over the inputs", "",
+             "| method | images | boxes | alb s | alb peak MiB | naive s | naive peak MiB | speed-up | same picks |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for method in args.methods:
         fast, slow = rows[method, "alb"], rows.get((method, "naive"))
         naive = (f"{slow['seconds']:.2f} | {slow['peak_mib']:.0f} | {slow['seconds'] / fast['seconds']:.1f}x | "
                  f"{agreement(fast['picks'], slow['picks'])}") if slow else "does not fit | - | - | -"
-        print(f"| {method} | {fast['n']} | {fast['boxes']} | {fast['seconds']:.2f} | {fast['peak_mib']:.0f} | {naive} |")
+        lines.append(f"| {method} | {fast['n']} | {fast['boxes']} | {fast['seconds']:.2f} | {fast['peak_mib']:.0f} "
+                     f"| {naive} |")
+    write_table("select_det", lines)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from alb.engine.consistency import flip_consistency
 from alb.models.detection import detector_kwargs
 from omegaconf import OmegaConf
 
+from _out import write_table  # benchmarks/_out.py: the table and its header, into benchmarks/out/
+
 SIZES = {"centernet_tiny": 64, "retinanet_resnet18": 128, "ssd300": 300}
 
 
@@ -76,10 +78,10 @@ def main() -> None:
             median = statistics.median(times[k])
             rows.append({"model": name, "size": size, "batch": args.batch, "kind": k,
                          "seconds_per_step": round(median, 4), "ratio_to_plain": round(median / plain, 2)})
-    print("| model | px | batch | step | s/step | x plain |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['size']} | {r['batch']} | {r['kind']} | {r['seconds_per_step']} | "
-              f"{r['ratio_to_plain']} |")
+    lines = ["| model | px | batch | step | s/step | x plain |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['size']} | {r['batch']} | {r['kind']} | {r['seconds_per_step']} | "
+              f"{r['ratio_to_plain']} |" for r in rows]
+    write_table("ssl", lines)
     out = Path(__file__).parent / "out" / "ssl.csv"
     out.parent.mkdir(exist_ok=True)
     with out.open("w", newline="") as handle:

@@ -20,30 +20,25 @@ from __future__ import annotations
 
 import argparse
 import csv
-import platform
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 import yaml
 from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from alb.config import CONFIG_DIR, build
+from _out import OUT, write_table  # benchmarks/_out.py: the table and its header
 from alb.datasets.detection import DetectionTorchSet, collate
 from alb.datasets.shapes import read_shapes
 from alb.engine.train import autocast, grad_scaler, loader_options
 from alb.engine.train_det import fit_detector
 from alb.models.detection import detector_kwargs
-
-OUT = Path(__file__).parent / "out"
-
 
 def trainer_cfg(steps: int, batch: int, amp: bool):
     return OmegaConf.create({"epochs": 1, "iterations": steps, "milestones": [], "gamma": 0.1, "batch_size": batch,
@@ -110,13 +105,6 @@ def images_per_second(dataset, batch: int, workers: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def header(device: torch.device) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {platform.processor() or platform.machine()}"
-    return (f"<!-- written by benchmarks/bench_train.py on {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; "
-            f"{name}, {torch.get_num_threads()} CPU threads; python {platform.python_version()}, torch {torch.__version__}, "
-            f"torchvision {torchvision.__version__} -->")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="centernet_tiny")
@@ -168,13 +156,10 @@ def main() -> None:
         rows.append({"measure": f"image loading ({len(paths)} JPEGs of {args.image_size} px, {args.workers} workers)",
                      "baseline": f"{pil:.0f} img/s (PIL)", "alb": f"{ours:.0f} img/s (decode_image)",
                      "ratio": round(ours / pil, 3), "target": "> 1"})
-    lines = [header(device), "", "| measure | baseline | alb | alb / baseline | target |", "|---|---|---|---|---|"]
+    lines = ["| measure | baseline | alb | alb / baseline | target |", "|---|---|---|---|---|"]
     lines += [f"| {r['measure']} | {r['baseline']} | {r['alb']} | {r['ratio']} | {r['target']} |" for r in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    OUT.mkdir(exist_ok=True)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
-    (OUT / f"train{suffix}.md").write_text(text)
+    write_table("train", lines, suffix)
     with (OUT / f"train{suffix}.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -244,3 +244,53 @@ def test_status_tells_running_stopped_complete_and_damaged_seeds_apart(tmp_path)
     assert status["seed_3"].state == "running"
     shown = alb_cli("status", str(tmp_path), cwd=tmp_path)
     assert shown.returncode == 0 and "step 4 of 10" in shown.stdout and "damaged" in shown.stdout
+
+
+# submitit: the launcher's pre-emption signal requeues the job, which resumes ---------------------
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (read from /proc: the submitit task runs two levels down)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the submitit task through /proc")
+def test_a_submitit_job_signalled_mid_training_requeues_and_ends_with_the_uninterrupted_rows(tmp_path, uninterrupted):
+    """USR2 (submitit's pre-emption / time-limit signal, what Slurm sends with `--signal`) to
+    the running job: the training writes its checkpoint at the current step, submitit's handler
+    requeues the job, the requeued job resumes from the checkpoint and ends with the rows of a
+    run never stopped."""
+    args = [*LONG, "strategy=entropy", f"results_dir={tmp_path}", "name=cut", "trainer.checkpoint_every=5",
+            "hydra/launcher=submitit_local"]
+    process = subprocess.Popen([str(Path(sys.executable).parent / "alb"), "sweep", *args], cwd=tmp_path, text=True,
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    seed_dir = tmp_path / "cut" / "entropy" / "seed_0"
+    wait_for(seed_dir / "training.ckpt", process, timeout=120)
+    time.sleep(0.3)
+    tasks = [pid for pid in _descendants(process.pid)
+             if "submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+    assert len(tasks) == 1, tasks
+    os.kill(tasks[0], signal.SIGUSR2)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr
+    logs = "".join(p.read_text() for p in (tmp_path / "cut" / ".launcher").rglob("*_log.*"))
+    assert "handing SIGUSR2 to the launcher's handler" in logs and "Requeued job" in logs, logs[-3000:]
+    [resumed] = [l for l in logs.splitlines() if "resuming training from" in l]
+    assert int(resumed.split(" at step ")[1].split()[0]) > 0  # the requeued job went on from the checkpoint
+    columns = ["cycle", "n_labelled", "labelled_fraction", "accuracy"]
+    got, want = (pd.read_csv(folder / "cycles.csv")[columns] for folder in (seed_dir, uninterrupted))
+    pd.testing.assert_frame_equal(got, want)
+    assert list(pd.read_csv(seed_dir / "selections.csv").sample_id) == \
+        list(pd.read_csv(uninterrupted / "selections.csv").sample_id)
+    assert not (seed_dir / "training.ckpt").exists()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from alb.report import labels_to_reach, penalty_matrix, phi, write_report
+from alb.reporting import labels_to_reach, penalty_matrix, phi, write_report
 
 
 def scores(table):
@@ -102,7 +102,7 @@ def test_report_names_missing_seeds(tmp_path):
 
 def test_report_does_not_import_torch(tmp_path):
     fake_results(tmp_path, ["random", "entropy"])
-    code = ("import sys; from alb.report import write_report; write_report(sys.argv[1]); "
+    code = ("import sys; from alb.reporting import write_report; write_report(sys.argv[1]); "
             "assert 'torch' not in sys.modules, 'report imported torch'")
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
 
@@ -128,7 +128,7 @@ def test_ji2023_warns_when_the_seed_count_is_not_three(tmp_path):
 
 
 def test_savings_in_boxes_on_a_hand_made_case():
-    from alb.report import savings
+    from alb.reporting import savings
     summary = pd.DataFrame({"strategy": ["random"] * 3 + ["a"] * 3, "cycle": [0, 1, 2] * 2,
                             "n_labelled": [100, 200, 300] * 2, "metric": "map",
                             "mean": [0.2, 0.4, 0.6, 0.2, 0.5, 0.6], "std": 0.0, "n_seeds": 3})
@@ -163,7 +163,7 @@ def test_report_lists_environments_and_warns_when_seeds_differ(tmp_path):
 
 
 def test_pooled_ppm_is_the_sum_of_each_experiments_ppm_by_hand(tmp_path):
-    from alb.report import pooled_penalty_matrix, write_pooled_report
+    from alb.reporting import pooled_penalty_matrix, write_pooled_report
     a = pd.DataFrame([[0, 1.0], [0, 0]], index=["x", "y"], columns=["x", "y"])          # x beats y everywhere
     b = pd.DataFrame([[0, 0, 0.5], [0.5, 0, 0], [0, 0, 0]], index=["x", "y", "z"], columns=["x", "y", "z"])
     P = pooled_penalty_matrix([a, b])
@@ -235,7 +235,7 @@ def test_sweep_report_tabulates_the_swept_parameters_with_the_best_marked(tiny_o
 
 
 def test_sweep_pivot_lays_three_parameters_out_as_noris_table_3():
-    from alb.report import _sweep_markdown, sweep_pivot
+    from alb.reporting import _sweep_markdown, sweep_pivot
     rows = [(v, sim, a, 0.1 * k, 0.01 * k) for k, (v, sim, a) in enumerate(
         [(v, sim, a) for v in ("max", "sum") for sim in ("gaussian", "linear") for a in (0.2, 0.5)])]
     table = pd.DataFrame(rows, columns=["variant", "similarity", "alpha", "final_mean", "aulc_mean"])

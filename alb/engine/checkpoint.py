@@ -13,8 +13,11 @@ payload; a damaged or half-written file is named in a warning and ignored (the t
 restarts), never loaded. The checkpoint of a finished training (`finished: True`) stays until
 the loop has committed the cycle's row, so a kill in between does not retrain.
 
-`StopSignals` turns SIGTERM, SIGINT and SIGUSR1 (Slurm's `--signal`) into a request the
-training loop sees after its current step: it saves, and raises `TrainingStopped`.
+`stop_signals` turns SIGTERM, SIGINT and SIGUSR1 (Slurm's `--signal`) into a request the
+training loop sees after its current step: it saves, and raises `TrainingStopped`. In a
+submitit job (`hydra/launcher=submitit_slurm|submitit_local`) submitit's own signal (USR2)
+does the same, then goes on to submitit's handler, which requeues the job: it resumes from the
+checkpoint.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import pickle
 import random
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -39,6 +43,16 @@ SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "S
                             getattr(signal, "SIGUSR1", None)) if s is not None)
 
 
+def launcher_signal() -> signal.Signals | None:
+    """submitit's pre-emption / time-limit signal (`SUBMITIT_PREEMPT_SIGNAL`, USR2 by default)
+    when submitit has installed its handler for it (alb runs as a submitit job), else None."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    sig = getattr(signal, name if name.startswith("SIG") else f"SIG{name}", None)
+    if sig is None or not callable(signal.getsignal(sig)):
+        return None
+    return sig
+
+
 class TrainingStopped(Exception):
     """Training stopped on a signal after writing a checkpoint (`path`, at `step`)."""
 
@@ -47,6 +61,9 @@ class TrainingStopped(Exception):
         where = f"checkpoint {path}" if path is not None else "no checkpoint (checkpoints are off)"
         super().__init__(f"stopped by {signal_name} at training step {step} of {total}; {where}; run the same "
                          "command again to resume")
+
+    def __reduce__(self):  # picklable: joblib and submitit send a job's exception back to the sweep
+        return type(self), (self.signal_name, self.path, self.step, self.total)
 
 
 class _StopState:
@@ -58,8 +75,11 @@ STOP = _StopState()
 
 @contextmanager
 def stop_signals():
-    """While the block runs, SIGTERM / SIGINT / SIGUSR1 set `STOP.requested` instead of
-    killing the process (main thread only; a second SIGINT still interrupts at once)."""
+    """While the block runs, SIGTERM / SIGINT / SIGUSR1 (and submitit's signal in a submitit
+    job) set `STOP.requested` instead of killing the process (main thread only; a second SIGINT
+    still interrupts at once). When the training then stops with its checkpoint written, a
+    handler that was there before (submitit's: it requeues the job, which resumes from the
+    checkpoint) is called with the signal."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -70,17 +90,31 @@ def stop_signals():
             raise KeyboardInterrupt
         STOP.requested = signal.Signals(signum).name
 
-    for sig in SIGNALS:
+    extra = launcher_signal()
+    for sig in (*SIGNALS, *((extra,) if extra is not None and extra not in SIGNALS else ())):
         try:
             previous[sig] = signal.signal(sig, handler)
         except (ValueError, OSError):  # not settable here
             pass
     try:
         yield
+    except TrainingStopped as stopped:
+        chained = previous.get(getattr(signal, stopped.signal_name, None))
+        _restore(previous)
+        if callable(chained) and chained is not signal.default_int_handler:
+            print(f"stopped: {stopped}; handing {stopped.signal_name} to the launcher's handler", file=sys.stderr,
+                  flush=True)
+            chained(int(getattr(signal, stopped.signal_name)), None)  # submitit's requeue exits here
+        raise
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-        STOP.requested = None
+        _restore(previous)
+
+
+def _restore(previous: dict) -> None:
+    for sig, old in previous.items():
+        signal.signal(sig, old)
+    previous.clear()
+    STOP.requested = None
 
 
 def random_states() -> dict:

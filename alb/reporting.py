@@ -12,114 +12,16 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from alb.environment import COMPARED
 from alb.errors import UserError, warn_data
-from alb.results import COST_COLUMNS, CYCLE_COLUMNS, TIMING_COLUMNS
+from alb.readers import (Results, environment_notes, label_configs, load_environments,  # noqa: F401 - re-exported
+                         load_results, strategy_parameters)
+from alb.html import write_html
+from alb.readers import strategy_style
+from alb.results import COST_COLUMNS, TIMING_COLUMNS
 
 PPM_MODES = ("paired-t", "ji2023")
 JI2023_THRESHOLD = 2.920  # Ji et al.'s fixed critical value (t, 2 dof, one-sided 0.05)
 SAVING_LEVELS = (0.80, 0.90, 0.95)
-
-
-@dataclass
-class Results:
-    frame: pd.DataFrame  # one row per (strategy, seed, cycle)
-    metrics: list[str]   # metric columns; the first is the headline metric
-    missing: list[str]   # human-readable notes on missing seeds
-
-
-def load_results(directory: Path) -> Results:
-    """Every `<strategy>/seed_<k>/cycles.csv` under `directory`."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise UserError(f"results directory {directory} does not exist")
-    frames = []
-    for path in sorted(directory.glob("*/seed_*/cycles.csv")):
-        try:
-            frame = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-            raise UserError(f"cannot read {path}: {err}") from err
-        missing = [c for c in CYCLE_COLUMNS if c not in frame.columns]
-        if missing:
-            raise UserError(f"{path} lacks the columns {missing}; is it an alb cycles.csv?")
-        if frame.empty:
-            continue
-        frame.insert(0, "seed", int(path.parent.name.removeprefix("seed_")))
-        frame.insert(0, "strategy", path.parent.parent.name)
-        frames.append(frame)
-    if not frames:
-        raise UserError(f"no results under {directory}; expected {directory}/<strategy>/seed_<k>/cycles.csv")
-    frame = pd.concat(frames, ignore_index=True)
-    metrics = [c for c in frame.columns if c not in {"strategy", "seed", *CYCLE_COLUMNS, *TIMING_COLUMNS, *COST_COLUMNS}
-               and pd.api.types.is_numeric_dtype(frame[c])]
-    all_seeds = sorted(frame.seed.unique())
-    notes = []
-    for strategy, group in frame.groupby("strategy"):
-        lacking = sorted(int(s) for s in set(all_seeds) - set(group.seed))
-        if lacking:
-            notes.append(f"{strategy}: missing seeds {lacking}")
-        last = group.groupby("seed").cycle.max()
-        if last.nunique() > 1:
-            notes.append(f"{strategy}: seeds stop at different cycles { {int(k): int(v) for k, v in last.items()} }")
-    return Results(frame, metrics, notes)
-
-
-def load_environments(directory: Path) -> pd.DataFrame:
-    """One row per (strategy, seed, session) from every `<strategy>/seed_<k>/env.yaml`:
-    the compared keys (device, driver, torch, cuda, cudnn) and alb's commit."""
-    rows = []
-    for path in sorted(Path(directory).glob("*/seed_*/env.yaml")):
-        try:
-            sessions = (yaml.safe_load(path.read_text()) or {}).get("sessions") or []
-        except (yaml.YAMLError, AttributeError) as err:
-            raise UserError(f"cannot read {path}: {err}") from err
-        for session in sessions:
-            rows.append({"strategy": path.parent.parent.name, "seed": int(path.parent.name.removeprefix("seed_")),
-                         **{k: session.get(k) for k in (*COMPARED, "git_commit")}})
-    return pd.DataFrame(rows, columns=["strategy", "seed", *COMPARED, "git_commit"])
-
-
-def environment_notes(envs: pd.DataFrame) -> tuple[list[str], str | None]:
-    """Markdown lines listing the environments of a comparison, and a warning when its seeds
-    ran in more than one (different GPUs or library versions change results by themselves)."""
-    if envs.empty:
-        return [], None
-    keyed = envs.fillna("-").astype(str)
-    combos = keyed.groupby(list(COMPARED)).agg(seed_folders=("seed", "size"),
-                                               alb_commits=("git_commit", lambda c: ", ".join(sorted(set(c)))))
-    lines = ["## Environment", "", combos.reset_index().to_markdown(index=False)]
-    if len(combos) < 2:
-        return lines, None
-    differing = [k for k in COMPARED if keyed[k].nunique() > 1]
-    warning = (f"the seeds of this comparison ran in {len(combos)} environments (differing in "
-               f"{', '.join(differing)}): some differences may come from that alone")
-    return lines + ["", f"**Warning:** {warning}."], warning
-
-
-def label_configs(directory: Path) -> dict[str, dict]:
-    """Strategy label -> the resolved config alb wrote for it (its first seed's `config.yaml`)."""
-    out = {}
-    for label_dir in sorted(p for p in Path(directory).iterdir() if p.is_dir()):
-        configs = sorted(label_dir.glob("seed_*/config.yaml"))
-        if not configs:
-            continue
-        try:
-            out[label_dir.name] = yaml.safe_load(configs[0].read_text()) or {}
-        except yaml.YAMLError as err:
-            raise UserError(f"cannot read {configs[0]}: {err}") from err
-    return out
-
-
-def strategy_parameters(directory: Path) -> pd.DataFrame:
-    """One row per strategy label: its strategy name and parameters (`label_configs`)."""
-    rows = []
-    for label, config in label_configs(directory).items():
-        params = {k: v for k, v in (config.get("strategy") or {}).items() if k not in ("_target_", "task")}
-        name = (config.get("meta") or {}).get("strategy") or label.split("-")[0]
-        rows.append({"strategy": label, "name": name,
-                     **{k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
-                        for k, v in params.items()}})
-    return pd.DataFrame(rows)
 
 
 def sweep_tables(summary: pd.DataFrame, aulc: pd.DataFrame, params: pd.DataFrame, metric: str) -> dict:
@@ -360,18 +262,6 @@ def area_under_curve(results: Results, metric: str) -> pd.DataFrame:
         columns={"mean": "aulc_mean", "std": "aulc_std", "count": "n_seeds"}).reset_index()
 
 
-# tab10 without its red and its grey: red and black are reserved for random and entropy
-_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
-
-
-def _style(strategy: str, k: int) -> dict:
-    if strategy == "random":
-        return {"color": "red", "linestyle": ":"}
-    if strategy == "entropy":
-        return {"color": "black"}
-    return {"color": _PALETTE[k % len(_PALETTE)], "linestyle": "-" if k < len(_PALETTE) else "--"}
-
-
 def plot_curves(summary: pd.DataFrame, metric: str, out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -380,7 +270,7 @@ def plot_curves(summary: pd.DataFrame, metric: str, out: Path) -> None:
     others = 0
     for strategy, g in summary[summary.metric == metric].groupby("strategy"):
         g = g.sort_values("cycle")
-        style = _style(strategy, others)
+        style = strategy_style(strategy, others)
         others += strategy not in ("random", "entropy")
         x, m, s = g.n_labelled.to_numpy(float), g["mean"].to_numpy(float), g["std"].fillna(0).to_numpy(float)
         (line,) = ax.plot(x, m, marker="o", markersize=3, label=strategy, **style)
@@ -392,6 +282,7 @@ def plot_curves(summary: pd.DataFrame, metric: str, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=150)
     fig.savefig(out / "curves.pdf")
+    fig.savefig(out / "curves.svg")  # inlined in report.html
     plt.close(fig)
 
 
@@ -411,6 +302,7 @@ def plot_ppm(P: pd.DataFrame, phis: pd.Series, out: Path, name: str = "ppm.png")
     ax.set_ylabel("winner")
     fig.tight_layout()
     fig.savefig(out / name, dpi=150)
+    fig.savefig((out / name).with_suffix(".svg"))  # inlined in report.html
     plt.close(fig)
 
 
@@ -478,9 +370,15 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
     env_lines, env_warning = environment_notes(load_environments(directory))
     if env_lines:
         lines += ["", *env_lines]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
     plot_curves(summary, metric, out)
     plot_ppm(P, phis, out)
+    figures = [(f"{metric} against labelled images, mean ± std over seeds", out / "curves.svg"),
+               (f"pairwise penalty matrix ({ppm_mode}): row beats column", out / "ppm.svg"),
+               *[(f"against the paper: {path.stem.removeprefix('compare_')}", path)
+                 for path in (sorted(out.glob("compare_*.svg")) if compare is not None else [])]]
+    write_html(out, f"{directory.name}: {metric}", text, figures)
     for note in results.missing:
         warn_data(note, directory)
     if env_warning:

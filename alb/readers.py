@@ -1,0 +1,156 @@
+"""Readers of a results folder, shared by `alb.reporting`, `alb.compare` and the Python API
+(`alb.load`): every seed's cycles.csv, env.yaml and config.yaml, checked as they are read; and the
+line style each strategy has in every figure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from alb.environment import COMPARED
+from alb.errors import UserError
+from alb.results import COST_COLUMNS, CYCLE_COLUMNS, TIMING_COLUMNS
+
+
+@dataclass
+class Results:
+    frame: pd.DataFrame  # one row per (strategy, seed, cycle)
+    metrics: list[str]   # metric columns; the first is the headline metric
+    missing: list[str]   # human-readable notes on missing seeds
+
+
+def load_results(directory: Path) -> Results:
+    """Every `<strategy>/seed_<k>/cycles.csv` under `directory`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"results directory {directory} does not exist")
+    frames = []
+    for path in sorted(directory.glob("*/seed_*/cycles.csv")):
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise UserError(f"cannot read {path}: {err}") from err
+        missing = [c for c in CYCLE_COLUMNS if c not in frame.columns]
+        if missing:
+            raise UserError(f"{path} lacks the columns {missing}; is it an alb cycles.csv?")
+        if frame.empty:
+            continue
+        frame.insert(0, "seed", int(path.parent.name.removeprefix("seed_")))
+        frame.insert(0, "strategy", path.parent.parent.name)
+        frames.append(frame)
+    if not frames:
+        raise UserError(f"no results under {directory}; expected {directory}/<strategy>/seed_<k>/cycles.csv")
+    frame = pd.concat(frames, ignore_index=True)
+    metrics = [c for c in frame.columns if c not in {"strategy", "seed", *CYCLE_COLUMNS, *TIMING_COLUMNS, *COST_COLUMNS}
+               and pd.api.types.is_numeric_dtype(frame[c])]
+    all_seeds = sorted(frame.seed.unique())
+    notes = []
+    for strategy, group in frame.groupby("strategy"):
+        lacking = sorted(int(s) for s in set(all_seeds) - set(group.seed))
+        if lacking:
+            notes.append(f"{strategy}: missing seeds {lacking}")
+        last = group.groupby("seed").cycle.max()
+        if last.nunique() > 1:
+            notes.append(f"{strategy}: seeds stop at different cycles { {int(k): int(v) for k, v in last.items()} }")
+    return Results(frame, metrics, notes)
+
+
+def load_environments(directory: Path) -> pd.DataFrame:
+    """One row per (strategy, seed, session) from every `<strategy>/seed_<k>/env.yaml`:
+    the compared keys (device, driver, torch, cuda, cudnn) and alb's commit."""
+    rows = []
+    for path in sorted(Path(directory).glob("*/seed_*/env.yaml")):
+        try:
+            sessions = (yaml.safe_load(path.read_text()) or {}).get("sessions") or []
+        except (yaml.YAMLError, AttributeError) as err:
+            raise UserError(f"cannot read {path}: {err}") from err
+        for session in sessions:
+            rows.append({"strategy": path.parent.parent.name, "seed": int(path.parent.name.removeprefix("seed_")),
+                         **{k: session.get(k) for k in (*COMPARED, "git_commit")}})
+    return pd.DataFrame(rows, columns=["strategy", "seed", *COMPARED, "git_commit"])
+
+
+def environment_notes(envs: pd.DataFrame) -> tuple[list[str], str | None]:
+    """Markdown lines listing the environments of a comparison, and a warning when its seeds
+    ran in more than one (different GPUs or library versions change results by themselves)."""
+    if envs.empty:
+        return [], None
+    keyed = envs.fillna("-").astype(str)
+    combos = keyed.groupby(list(COMPARED)).agg(seed_folders=("seed", "size"),
+                                               alb_commits=("git_commit", lambda c: ", ".join(sorted(set(c)))))
+    lines = ["## Environment", "", combos.reset_index().to_markdown(index=False)]
+    if len(combos) < 2:
+        return lines, None
+    differing = [k for k in COMPARED if keyed[k].nunique() > 1]
+    warning = (f"the seeds of this comparison ran in {len(combos)} environments (differing in "
+               f"{', '.join(differing)}): some differences may come from that alone")
+    return lines + ["", f"**Warning:** {warning}."], warning
+
+
+def label_configs(directory: Path) -> dict[str, dict]:
+    """Strategy label -> the resolved config alb wrote for it (its first seed's `config.yaml`)."""
+    out = {}
+    for label_dir in sorted(p for p in Path(directory).iterdir() if p.is_dir()):
+        configs = sorted(label_dir.glob("seed_*/config.yaml"))
+        if not configs:
+            continue
+        try:
+            out[label_dir.name] = yaml.safe_load(configs[0].read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"cannot read {configs[0]}: {err}") from err
+    return out
+
+
+def strategy_parameters(directory: Path) -> pd.DataFrame:
+    """One row per strategy label: its strategy name and parameters (`label_configs`)."""
+    rows = []
+    for label, config in label_configs(directory).items():
+        params = {k: v for k, v in (config.get("strategy") or {}).items() if k not in ("_target_", "task")}
+        name = (config.get("meta") or {}).get("strategy") or label.split("-")[0]
+        rows.append({"strategy": label, "name": name,
+                     **{k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
+                        for k, v in params.items()}})
+    return pd.DataFrame(rows)
+
+
+def experiment_folders(directory: Path) -> list[Path]:
+    """The experiment folders at or under `directory`: itself when it holds
+    `<strategy>/seed_<k>/cycles.csv`, else its sub-folders that do (a results root)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"results directory {directory} does not exist")
+    if any(directory.glob("*/seed_*/cycles.csv")):
+        return [directory]
+    found = sorted({p.parent.parent.parent for p in directory.glob("*/*/seed_*/cycles.csv")})
+    if not found:
+        raise UserError(f"no results under {directory}; expected {directory}/<strategy>/seed_<k>/cycles.csv "
+                        f"or {directory}/<experiment>/<strategy>/seed_<k>/cycles.csv")
+    return found
+
+
+def tidy_results(directory: Path) -> pd.DataFrame:
+    """One row per (experiment, strategy, seed, cycle): the cycles.csv columns (labelled
+    count, metrics, timings) of every experiment at or under `directory`."""
+    frames = []
+    for folder in experiment_folders(directory):
+        frame = load_results(folder).frame
+        frame.insert(0, "experiment", folder.name)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+# tab10 without its red and its grey: red and black are reserved for random and entropy
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
+
+
+def strategy_style(strategy: str, k: int) -> dict:
+    """One strategy's line in every figure (report, comparison, report.html): random red dotted,
+    entropy black, the k-th other strategy the k-th palette colour."""
+    if strategy == "random":
+        return {"color": "red", "linestyle": ":"}
+    if strategy == "entropy":
+        return {"color": "black"}
+    return {"color": _PALETTE[k % len(_PALETTE)], "linestyle": "-" if k < len(_PALETTE) else "--"}
