@@ -64,3 +64,34 @@ def write_html(out: Path, title: str, summary_markdown: str, figures: list[tuple
     path = out / "report.html"
     atomic_write_text(path, page)
     return path
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def browser() -> str | None:
+    """A headless-capable Chromium on PATH, or None."""
+    import shutil
+    return next((path for name in BROWSERS if (path := shutil.which(name))), None)
+
+
+def screenshot(page: Path, png: Path, width: int = 1280, height: int = 2400, timeout: float = 120.0) -> Path:
+    """A PNG of `page` rendered by headless Chromium (Debian's `chromium` package), e.g. to
+    check that a report's figures render: `python -m alb.html results/x/report/report.html`."""
+    import subprocess
+    import tempfile
+    binary = browser()
+    if binary is None:
+        raise FileNotFoundError(f"no Chromium on PATH (looked for {', '.join(BROWSERS)}); e.g. apt install chromium")
+    with tempfile.TemporaryDirectory() as profile:  # a throw-away profile: nothing of the user's is read
+        subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        f"--user-data-dir={profile}", f"--window-size={width},{height}",
+                        f"--screenshot={Path(png).resolve()}", Path(page).resolve().as_uri()],
+                       check=True, capture_output=True, timeout=timeout)
+    return Path(png)
+
+
+if __name__ == "__main__":
+    import sys
+    target = Path(sys.argv[1])
+    print(screenshot(target, Path(sys.argv[2]) if len(sys.argv) > 2 else target.with_name("report_screenshot.png")))

@@ -225,6 +225,9 @@ def test_compare_on_a_hand_made_results_folder(tmp_path):
     summary = (results / "report" / "summary.md").read_text()
     assert "## Against the paper" in summary and "within our mean ± 2 std in 3 of 5" in summary
     assert (results / "report" / "compare.csv").is_file() and (results / "report" / "compare_tab_1.png").is_file()
+    page = (results / "report" / "report.html").read_text()  # the comparison and its figures in report.html
+    assert "<h2>Against the paper</h2>" in page and "against the paper: tab_1" in page
+    assert page.count("<svg") == 2 + len(list((results / "report").glob("compare_*.svg")))
 
 
 # Issue 17: each paper preset composes to its paper's training recipe (through `--cfg job`)

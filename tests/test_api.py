@@ -1,0 +1,36 @@
+"""The Python API for notebooks: alb.run, alb.load (one tidy DataFrame), alb.report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+
+import alb
+
+from conftest import TINY
+
+
+def test_import_alb_stays_light():
+    """`import alb` imports neither torch nor Hydra: they load when a function is called."""
+    code = "import sys, alb; print(all(m not in sys.modules for m in ('torch', 'hydra', 'pandas')))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "True"
+
+
+def test_run_load_report_round_trip(tmp_path):
+    base = [*TINY, "protocol.cycles=1", f"results_dir={tmp_path}", "name=api", "seeds=[0,1]"]
+    folders = alb.run([*base, "strategy=random"])
+    alb.run([*base, "strategy=entropy"])
+    assert [f.name for f in folders] == ["seed_0", "seed_1"]
+    frame = alb.load(tmp_path)  # a results root: every experiment under it
+    assert list(frame.columns[:4]) == ["experiment", "strategy", "seed", "cycle"]
+    assert {"n_labelled", "accuracy", "train_seconds"} <= set(frame.columns)
+    assert len(frame) == 2 * 2 * 2 and set(frame.strategy) == {"random", "entropy"} and set(frame.experiment) == {"api"}
+    one = alb.load(tmp_path / "api")  # one experiment's folder gives the same rows
+    pd.testing.assert_frame_equal(one, frame)
+    cycles = pd.read_csv(tmp_path / "api" / "entropy" / "seed_1" / "cycles.csv")
+    mine = frame[(frame.strategy == "entropy") & (frame.seed == 1)].reset_index(drop=True)
+    assert list(mine.accuracy) == list(cycles.accuracy) and list(mine.n_labelled) == list(cycles.n_labelled)
+    out = alb.report(tmp_path / "api")
+    assert (out / "summary.md").is_file() and (out / "report.html").is_file()
