@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Both quick starts, each followed by its report: classification (digits, 6 strategies x 3
-# seeds) and detection (generated shapes + tiny CenterNet, 3 strategies x 3 seeds).
+# seeds) and detection (generated shapes + tiny CenterNet, 6 strategies x 3 seeds).
 run: run-cls run-det
 
 run-cls: install

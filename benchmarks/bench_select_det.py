@@ -1,7 +1,7 @@
 """Detection selection at realistic size, on synthetic detector outputs, each beside a naive
 full-matrix version measured in the same run where that fits in memory (6 GiB).
 
-    python benchmarks/bench_select_det.py                 # the sizes of the README table
+    python benchmarks/bench_select_det.py                 # the sizes of the docs' table
     python benchmarks/bench_select_det.py --scale 0.1     # a quick look at a tenth of the size
 
 - noris_det: NORIS-Sum on a VOC-size pool (16,551 images, Poisson(2.5) detections, D=256,

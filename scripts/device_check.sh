@@ -20,7 +20,7 @@ WHEELS=${2:-.whl}
 PY=${PYTHON:-python3}
 PY_VERSION=${DEVICE_PYTHON_VERSION:-3.12}
 # What the GPU machine lacked when last seen (NOTES.md), pinned as in pyproject.toml.
-MISSING=(hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 faster-coco-eval==1.8.0 packaging)
+MISSING=(hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 faster-coco-eval==1.8.0 packaging markdown==3.11.3)
 
 if [ "$mode" = wheels ]; then
   mkdir -p "$WHEELS"
@@ -45,7 +45,7 @@ row() { rows+=("| $1 | $2 | $3 | $4 |"); }
 
 # 1. install: the missing packages from the wheels, alb without dependencies; torch stays the machine's
 start=$(date +%s)
-if [ -z "${FORCE_WHEELS:-}" ] && $PY -c "import hydra, omegaconf, faster_coco_eval" 2>/dev/null; then
+if [ -z "${FORCE_WHEELS:-}" ] && $PY -c "import hydra, omegaconf, faster_coco_eval, markdown" 2>/dev/null; then
   status="ok (already installed)"
 else
   $PY -m pip install -q --no-index --no-deps --no-compile --target "$SITE" --find-links "$WHEELS" \

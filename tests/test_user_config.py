@@ -9,7 +9,7 @@ import os
 import pytest
 
 from alb.config import USER_DIRS_ENV, build, compose_config, group_options
-from alb.contract import check_selections, check_strategy
+from alb.contract import check_selections
 
 from conftest import alb_cli
 
@@ -50,7 +50,7 @@ def user_conf(tmp_path, monkeypatch):
     (folder / "strategy" / "mine.yaml").write_text("# Mine: the last rows first\n_target_: user_strategies.LastFirst\n"
                                                    "reverse: true\n")
     (folder / "strategy" / "twice.yaml").write_text("# Twice: picks one row twice\n_target_: user_strategies.Twice\n")
-    monkeypatch.delenv(USER_DIRS_ENV, raising=False)
+    monkeypatch.setenv(USER_DIRS_ENV, "")  # restored after the test
     return folder
 
 
@@ -77,30 +77,27 @@ def test_selections_that_break_the_budget_or_repeat_an_image_are_named():
     assert any("cycle 2's selection has 10 images, the budget is 20" in p for p in problems)
 
 
-def test_check_passes_a_good_strategy_and_fails_one_that_picks_twice(user_conf, monkeypatch, tmp_path):
-    monkeypatch.setenv(USER_DIRS_ENV, str(user_conf))
-    [result] = check_strategy(["strategy=mine"], tasks=["classification"], workdir=tmp_path)
-    assert result.ok and result.cycles == 2, result.problems
-    [result] = check_strategy(["strategy=twice"], workdir=tmp_path)
-    assert not result.ok and result.task == "classification"  # Twice declares classification only
-    assert "1 distinct" in result.problems[0], result.problems
-
-
-def test_alb_check_and_run_through_the_cli_with_config_dir(user_conf, tmp_path):
-    """What a user types: both tasks the strategy declares checked, then a run of it."""
+def test_alb_check_through_the_cli_with_config_dir(user_conf, tmp_path):
+    """What a user types: both tasks the strategy declares checked; a strategy that breaks the contract fails."""
     env = {USER_DIRS_ENV: ""}
     checked = alb_cli("check", "--config-dir", str(user_conf), "strategy=mine", cwd=tmp_path, env_extra=env)
     assert checked.returncode == 0, checked.stderr
     assert "ok classification" in checked.stderr and "ok detection" in checked.stderr
     failed = alb_cli("check", "--config-dir", str(user_conf), "strategy=twice", cwd=tmp_path, env_extra=env)
     assert failed.returncode == 1 and "fail classification" in failed.stderr, failed.stderr
-    listed = alb_cli("list", "strategy", "--config-dir", str(user_conf), cwd=tmp_path, env_extra=env)
-    assert "the last rows first" in listed.stdout
-    ran = alb_cli("run", "--config-dir", str(user_conf), "strategy=mine", "trainer.epochs=1", "trainer.min_steps=0",
-                  "protocol.initial=30", "protocol.step=20", "protocol.cycles=1", "progress=false",
-                  f"results_dir={tmp_path / 'results'}", cwd=tmp_path, env_extra=env)
-    assert ran.returncode == 0, ran.stderr
-    assert (tmp_path / "results" / "default" / "mine" / "seed_0" / "cycles.csv").is_file()
-    missing = alb_cli("run", "--config-dir", str(tmp_path / "nowhere"), "strategy=mine", cwd=tmp_path, env_extra=env)
-    assert missing.returncode == 2 and "no such folder" in missing.stderr
+    assert "1 distinct" in failed.stderr and "detection" not in failed.stderr  # Twice declares classification only
     assert not os.environ.get(USER_DIRS_ENV)
+
+
+def test_run_with_a_config_dir_from_python_and_a_missing_folder_refused(user_conf, tmp_path, monkeypatch):
+    import alb
+    from alb.config import add_user_config_dir
+    from alb.errors import UserError
+    monkeypatch.setenv(USER_DIRS_ENV, "")  # restored after the test
+    folders = alb.run(["strategy=mine", "trainer.epochs=1", "trainer.min_steps=0", "protocol.initial=30",
+                       "protocol.cycles=0", "progress=false", f"results_dir={tmp_path / 'results'}"],
+                      config_dir=user_conf)
+    assert folders == [tmp_path / "results" / "default" / "mine" / "seed_0"]
+    assert os.environ[USER_DIRS_ENV] == str(user_conf.resolve())
+    with pytest.raises(UserError, match="no such folder"):
+        add_user_config_dir(tmp_path / "nowhere")

@@ -11,7 +11,7 @@ encoded (A, 4)])]` with gradients (every anchor or heat-map cell, before NMS) an
 `probs_kind`; `encoded` is the regression output itself (the anchor-relative offsets, SSD's
 encoding with its variances), where the detector has one.
 
-Readings (README, "Elezi et al."):
+Readings (docs/fidelity.md; docs/detectors.md, "Semi-supervised flip consistency"):
 - Eq. 4 compares "the displacement of the center and scale coefficients": the encoded
   offsets, the flipped view's x displacement negated (the authors' code), when the detector
   gives them (RetinaNet, SSD); `box_term="fraction"` (and CenterNet, which has no anchors)

@@ -211,7 +211,7 @@ def loader_options(num_workers: int, device: torch.device | None = None) -> dict
 def resume_point(checkpoint, resumable: "Resumable") -> tuple[int, int, int, float, int, dict | None]:
     """(step, epoch, batches done in it, its running loss total and count, the saved state)
     to start from: a checkpoint of this training restored into `resumable`, or the start."""
-    if checkpoint is None or distributed.world().size > 1:  # several ranks: no checkpoints (README)
+    if checkpoint is None or distributed.world().size > 1:  # several ranks: no checkpoints (docs/sweeps.md)
         return 0, 0, 0, 0.0, 0, None
     state = checkpoint.load()
     if state is None:

@@ -282,7 +282,7 @@ class TorchvisionDetector(nn.Module):
         self.track_positives, self.positives = False, None
         self.supports_positives = positives.install(self)  # DCUS during training (not SSD)
         # Elezi et al.: flip consistency needs every anchor's prediction, Eq. 8 a loss that can
-        # leave a pseudo-labelled image's background out (RetinaNet and SSD; see the README)
+        # leave a pseudo-labelled image's background out (RetinaNet and SSD; see docs/detectors.md)
         self.supports_consistency = self.supports_pseudo_labels = arch.startswith(("retinanet", "ssd"))
         # learning loss (Yoo & Kweon's detection form, on SSD): per-image losses + the backbone's maps
         self.supports_loss_prediction = arch.startswith("ssd")

@@ -76,7 +76,7 @@ def kcenter_greedy(features, labelled_mask, budget: int, precision: str = "fp32"
         scipy sparse matrix: then each distance row costs its non-zeros).
     labelled_mask: (N,) bool, True for labelled rows (the initial centres).
     precision: "fp32" (exact) or "bf16" (features stored in bfloat16 for the products:
-        half the memory traffic; the picks can differ, see the README's benchmark).
+        half the memory traffic; the picks can differ, see docs/benchmarks.md).
     Returns indices into `features`, in pick order; never a labelled row, never twice.
     With no labelled row, the first pick is the row farthest from the mean.
     Ties go to the lowest index.

@@ -2,7 +2,7 @@
 unlabelled samples, a discriminator learns to tell them apart in it, and the VAE is trained
 adversarially to fool it; the samples the discriminator finds least "labelled" are queried.
 
-Differences from the paper, stated in the README: the VAE encodes the detector's or
+Differences from the paper, stated in docs/strategies.md: the VAE encodes the detector's or
 classifier's feature vectors (image features, or object features as in NORIS supp. Sec. 4),
 not raw pixels, so it is a selection function on arrays and costs seconds; its encoder and
 decoder are two-layer MLPs. The objective is the paper's: reconstruction + beta x KL +
