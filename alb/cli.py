@@ -33,8 +33,7 @@ def _user_errors(func):
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        from alb.engine.checkpoint import TrainingStopped
-        from alb.errors import UserError
+        from alb.errors import TrainingStopped, UserError
         try:
             return func(*args, **kwargs)
         except TrainingStopped as err:  # a signal: checkpoint written, one line, non-zero
@@ -99,13 +98,14 @@ def run(overrides: Overrides = None, wait: Wait = False, cfg: Cfg = None, config
     """Run one strategy over several seeds, e.g. `alb run strategy=noris seeds=3`;
     `--cfg job` prints the recipe it would run and exits."""
     from alb.config import compose_config
-    from alb.loop import run_experiment
-    from alb import distributed
     _use_config_dirs(config_dir)
     if cfg is not None:
         _print_config(overrides or [], cfg)
         return
-    folders = run_experiment(compose_config(overrides or []), wait=wait)
+    composed = compose_config(overrides or [])  # a config error is said before torch is imported (seconds)
+    from alb import distributed
+    from alb.loop import run_experiment
+    folders = run_experiment(composed, wait=wait)
     if folders and distributed.is_main():
         console.print(f"results: {folders[0].parent}")
 
@@ -129,7 +129,6 @@ def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = Fal
     from datetime import datetime
 
     from alb.config import compose_config
-    from alb.loop import run_experiment
     from alb.sweep import expand_sweep, is_launcher_override, launch
     _use_config_dirs(config_dir)
     overrides = overrides or []
@@ -154,6 +153,7 @@ def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = Fal
         console.print(f"launcher files: {sweep_dir}")
         folders = launch(planned, launcher, sweep_dir, jobs, wait)
     else:
+        from alb.loop import run_experiment
         folders = []
         for k, job in enumerate(planned):
             console.print(f"[bold]job {k + 1}/{len(planned)}:[/] {' '.join(job)}")

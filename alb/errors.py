@@ -15,3 +15,16 @@ class UserError(Exception):
 def warn_data(message: str, path: str | Path, line: int = 0) -> None:
     """A warning that points at the user's data or results (file and line)."""
     warnings.warn_explicit(message, UserWarning, filename=str(path), lineno=line)
+
+
+class TrainingStopped(Exception):
+    """Training stopped on a signal after writing a checkpoint (`path`, at `step`)."""
+
+    def __init__(self, signal_name: str, path: Path | None, step: int, total: int):
+        self.signal_name, self.path, self.step, self.total = signal_name, path, step, total
+        where = f"checkpoint {path}" if path is not None else "no checkpoint (checkpoints are off)"
+        super().__init__(f"stopped by {signal_name} at training step {step} of {total}; {where}; run the same "
+                         "command again to resume")
+
+    def __reduce__(self):  # picklable: joblib and submitit send a job's exception back to the sweep
+        return type(self), (self.signal_name, self.path, self.step, self.total)

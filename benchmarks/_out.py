@@ -3,6 +3,7 @@ page includes), headed by the machine, versions, date and the command that produ
 
 from __future__ import annotations
 
+import csv
 import os
 import platform
 import sys
@@ -23,8 +24,9 @@ def machine() -> str:
             f"torch {torch.__version__}, torchvision {torchvision.__version__}")
 
 
-def write_table(name: str, lines: list[str], device_suffix: str = "") -> Path:
-    """Print `lines` (a Markdown table and its notes) and write them to out/<name><suffix>.md."""
+def write_table(name: str, lines: list[str], device_suffix: str = "", rows: list[dict] | None = None) -> Path:
+    """Print `lines` (a Markdown table and its notes) and write them to out/<name><suffix>.md;
+    `rows` (dicts of one shape), when given, to out/<name><suffix>.csv."""
     script = Path(sys.argv[0]).name
     command = " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]])
     header = (f"<!-- written by benchmarks/{script} on {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; "
@@ -34,4 +36,9 @@ def write_table(name: str, lines: list[str], device_suffix: str = "") -> Path:
     OUT.mkdir(exist_ok=True)
     path = OUT / f"{name}{device_suffix}.md"
     path.write_text(text)
+    if rows:
+        with path.with_suffix(".csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     return path

@@ -21,7 +21,6 @@ benchmarks/out/checkpoint.md, the rows to benchmarks/out/checkpoint.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import tempfile
 import time
@@ -34,7 +33,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from alb.config import CONFIG_DIR, build
-from _out import OUT, write_table  # benchmarks/_out.py: the table and its header
+from _out import write_table  # benchmarks/_out.py: the table and its header
 from alb.datasets.detection import DetectionTorchSet
 from alb.datasets.shapes import read_shapes
 from alb.engine.checkpoint import AUTO_FIRST, AUTO_RATIO, TrainingCheckpoint
@@ -140,11 +139,7 @@ def main() -> None:
     lines += [f"| {r['training']} | {r['step_s']} | {r['save_s']} s | {r['file_mb']} MB | {100 * r['overhead_every']:.1f}% "
               f"| {100 * r['share_auto']:.2f}% |" for r in rows]
     suffix = "" if device.type == "cpu" else f"_{device.type}"
-    write_table("checkpoint", lines, suffix)
-    with (OUT / f"checkpoint{suffix}.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_table("checkpoint", lines, suffix, rows)
 
 
 if __name__ == "__main__":

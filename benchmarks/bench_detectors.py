@@ -5,7 +5,7 @@ conf/model/. SSD models have fixed input sizes (300 / 320), so they run once.
 
     python benchmarks/bench_detectors.py [--models a,b] [--sizes 128,512] [--batch 2]
 
-Writes a Markdown table to stdout and benchmarks/out/detectors.csv. The overhead column is
+Writes a Markdown table to stdout and benchmarks/out/detectors.md (the rows also to detectors.csv). The overhead column is
 (median time with AL outputs) / (median time without) - 1, the two run alternately in the
 same process after warm-up.
 """
@@ -13,10 +13,8 @@ same process after warm-up.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import yaml
@@ -97,15 +95,9 @@ def main() -> None:
             row = bench(name, size, args.batch, args.repeats, device)
             rows.append(row)
             print(" | ".join(str(v) for v in row.values()), flush=True)
-    out = Path(__file__).parent / "out"
-    out.mkdir(exist_ok=True)
-    with (out / "detectors.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
-    write_table("detectors", lines, "" if device.type == "cpu" else f"_{device.type}")
+    write_table("detectors", lines, "" if device.type == "cpu" else f"_{device.type}", rows)
 
 
 if __name__ == "__main__":

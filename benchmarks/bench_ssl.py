@@ -5,17 +5,15 @@ learning loss. CenterNet-tiny at 64 px (the quick starts), RetinaNet-R18 at 128 
 
     python benchmarks/bench_ssl.py [--models centernet_tiny,retinanet_resnet18,ssd300] [--batch 8] [--repeats 5]
 
-Writes a Markdown table to stdout and benchmarks/out/ssl.csv. Times are medians of steps run
+Writes a Markdown table to stdout and benchmarks/out/ssl.md (the rows also to ssl.csv). Times are medians of steps run
 alternately (plain, SSL, plain, ...) after warm-up, so drifts in machine load hit both.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import yaml
@@ -81,13 +79,7 @@ def main() -> None:
     lines = ["| model | px | batch | step | s/step | x plain |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['size']} | {r['batch']} | {r['kind']} | {r['seconds_per_step']} | "
               f"{r['ratio_to_plain']} |" for r in rows]
-    write_table("ssl", lines)
-    out = Path(__file__).parent / "out" / "ssl.csv"
-    out.parent.mkdir(exist_ok=True)
-    with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_table("ssl", lines, rows=rows)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ repeats run alternately (plain, alb, plain, ...), so drifts in machine load hit 
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import tempfile
 import time
@@ -33,7 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from alb.config import CONFIG_DIR, build
-from _out import OUT, write_table  # benchmarks/_out.py: the table and its header
+from _out import write_table  # benchmarks/_out.py: the table and its header
 from alb.datasets.detection import DetectionTorchSet, collate
 from alb.datasets.shapes import read_shapes
 from alb.engine.train import autocast, grad_scaler, loader_options
@@ -159,11 +158,7 @@ def main() -> None:
     lines = ["| measure | baseline | alb | alb / baseline | target |", "|---|---|---|---|---|"]
     lines += [f"| {r['measure']} | {r['baseline']} | {r['alb']} | {r['ratio']} | {r['target']} |" for r in rows]
     suffix = "" if device.type == "cpu" else f"_{device.type}"
-    write_table("train", lines, suffix)
-    with (OUT / f"train{suffix}.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_table("train", lines, suffix, rows)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alb.errors import TrainingStopped  # noqa: F401 - defined without torch, for the CLI; raised here
+
 FORMAT = 1
 SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGINT", None),
                             getattr(signal, "SIGUSR1", None)) if s is not None)
@@ -51,19 +53,6 @@ def launcher_signal() -> signal.Signals | None:
     if sig is None or not callable(signal.getsignal(sig)):
         return None
     return sig
-
-
-class TrainingStopped(Exception):
-    """Training stopped on a signal after writing a checkpoint (`path`, at `step`)."""
-
-    def __init__(self, signal_name: str, path: Path | None, step: int, total: int):
-        self.signal_name, self.path, self.step, self.total = signal_name, path, step, total
-        where = f"checkpoint {path}" if path is not None else "no checkpoint (checkpoints are off)"
-        super().__init__(f"stopped by {signal_name} at training step {step} of {total}; {where}; run the same "
-                         "command again to resume")
-
-    def __reduce__(self):  # picklable: joblib and submitit send a job's exception back to the sweep
-        return type(self), (self.signal_name, self.path, self.step, self.total)
 
 
 class _StopState:
