@@ -58,7 +58,7 @@ bench: install
 # The docs site (mkdocs-material) into site/; --strict: a broken link, a missing page or a
 # failing generated reference fails the build
 docs: install
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf results/quickstart results/quickstart_det results/quickstart_ssl build site *.egg-info

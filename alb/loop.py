@@ -26,6 +26,7 @@ from alb.environment import environment
 from alb.errors import UserError
 from alb.hooks import cycle0_key
 from alb.engine.checkpoint import TrainingCheckpoint, stop_signals
+from alb.strategies import build_strategy  # noqa: F401 - the loop's strategies are built there
 from alb.models import make_adapter
 from alb.models.weights import weights_identity
 from alb.progress import make_progress
@@ -60,14 +61,6 @@ def strategy_label(cfg: DictConfig) -> str:
     changed = [f"{k}={_format_value(v)}" for k, v in sorted(current.items())
                if k not in ("_target_", "task") and defaults.get(k) != v]
     return "-".join([name, *changed])
-
-
-def build_strategy(cfg: DictConfig) -> Strategy:
-    try:
-        return build(cfg.strategy)
-    except Exception as err:  # hydra wraps the constructor's ValueError
-        cause = err.__cause__ or err
-        raise UserError(f"strategy {cfg.meta.strategy!r}: {cause}") from err
 
 
 def check_task(cfg: DictConfig, task: str, strategy: Strategy) -> None:

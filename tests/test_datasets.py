@@ -106,13 +106,17 @@ def test_build_dataset_from_config(tmp_path):
     assert len(build_dataset(cfg).pool) == 2 * 1257
 
 
-def test_cli_names_missing_root_and_missing_files(tmp_path):
-    from conftest import alb_cli
-    no_root = alb_cli("run", "dataset=cifar10", cwd=tmp_path)
-    assert no_root.returncode == 2 and "dataset.root=..." in no_root.stderr and "Traceback" not in no_root.stderr
-    wrong = alb_cli("run", "dataset=cifar10", f"dataset.root={tmp_path}", cwd=tmp_path)
-    assert wrong.returncode == 2 and "data_batch_1" in wrong.stderr and str(tmp_path) in wrong.stderr
-    assert "Traceback" not in wrong.stderr
+def test_cli_names_missing_root_and_missing_files(tmp_path, monkeypatch):
+    """Through the Typer app in this process (the console script's own process is tested in test_trust)."""
+    from typer.testing import CliRunner
+
+    from alb.cli import app
+    monkeypatch.chdir(tmp_path)
+    no_root = CliRunner().invoke(app, ["run", "dataset=cifar10"])
+    assert no_root.exit_code == 2 and "dataset.root=..." in no_root.output and "Traceback" not in no_root.output
+    wrong = CliRunner().invoke(app, ["run", "dataset=cifar10", f"dataset.root={tmp_path}"])
+    assert wrong.exit_code == 2 and "data_batch_1" in wrong.output and str(tmp_path) in wrong.output.replace("\n", "")
+    assert "Traceback" not in wrong.output and not (tmp_path / "results").exists()
 
 
 def test_cifar_resnet18_augmented_through_the_loop(fake_cifar, tmp_path):

@@ -22,6 +22,7 @@ def read(folder: Path):
     return pd.read_csv(folder / "cycles.csv"), pd.read_csv(folder / "selections.csv")
 
 
+@pytest.mark.slow  # the CLI sweep runs by default in test_sweep (joblib), the report through the CLI in test_presets
 def test_tiny_sweep_and_report_through_the_cli(tmp_path):
     args = [*TINY, "seeds=2", "name=e2e", "strategy=random,noris,coreset", f"results_dir={tmp_path}"]
     result = alb_cli("sweep", *args, cwd=tmp_path)

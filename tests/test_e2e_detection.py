@@ -4,6 +4,7 @@ the quick-start preset composes."""
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from alb.config import compose_config
 from alb.loop import run_experiment
@@ -17,6 +18,7 @@ DET_TINY = ["experiment=quickstart_det", "dataset.reader.n_pool=24", "dataset.re
             "protocol.cycles=2", "progress=false"]
 
 
+@pytest.mark.slow  # detection through the CLI runs by default in test_user_config (alb check) and test_headline
 def test_tiny_detection_sweep_and_report_through_the_cli(tmp_path):
     env_dir = tmp_path / "cache"
     args = [*DET_TINY, "seeds=2", "name=det", f"results_dir={tmp_path}", "strategy=random,entropy,coreset,margin"]
