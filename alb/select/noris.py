@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from alb.select._backend import as_tensor, check_budget, max_pairwise_distance, sq_dists_to_row, sq_norms
 
@@ -78,31 +79,35 @@ def noris_select(scores: torch.Tensor, similarity_row: Callable[[int], torch.Ten
     penalty = torch.zeros_like(sigma)
     neg_inf = torch.tensor(float("-inf"), dtype=sigma.dtype, device=sigma.device)
     picks, warned = [], False
-    for k in range(budget):
-        effective = sigma - penalty if variant == "max" else sigma
-        remaining = torch.where(available, effective, neg_inf)
-        i = int(torch.argmax(remaining))
-        if not warned and float(remaining[i]) <= 0 and bool((original[available] > 0).any()):
-            warnings.warn(f"NORIS: every remaining score is <= 0 at pick {k + 1} of {budget}; with "
-                          f"update={update!r} the picks that follow "
-                          + ("raise their neighbours' scores (strategy.update=clamp or original avoids it)"
-                             if update == "current" else "are chosen by the least negative score"),
-                          AllScoresNonPositive, stacklevel=3)
-            warned = True
-        gain = (original[i] if update == "original" else
-                effective[i].clamp(min=0) if update == "clamp" else effective[i]).clone()
-        picks.append(i)
-        available[i] = False
-        sim = similarity_row(i)
-        if variant == "sum":
-            sigma -= sim * gain
-        elif variant == "max":
-            closer = sim > best_sim
-            best_sim = torch.where(closer, sim, best_sim)
-            penalty = torch.where(closer, sim * gain, penalty)
-        elif available.any():
-            c = int(torch.argmax(torch.where(available, sim, neg_inf)))
-            sigma[c] -= sim[c] * gain
+    # numpy's BLAS on one thread while the loop runs: its per-pick gemv (`sq_dists_to_row`)
+    # interleaved with torch's OpenMP ops made both thread pools spin against each other on
+    # the CPU (NORIS-Sum, 10k x 512: 16.9 s, 2.5 s with one BLAS thread; benchmarks/bench_select.py)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for k in range(budget):
+            effective = sigma - penalty if variant == "max" else sigma
+            remaining = torch.where(available, effective, neg_inf)
+            i = int(torch.argmax(remaining))
+            if not warned and float(remaining[i]) <= 0 and bool((original[available] > 0).any()):
+                warnings.warn(f"NORIS: every remaining score is <= 0 at pick {k + 1} of {budget}; with "
+                              f"update={update!r} the picks that follow "
+                              + ("raise their neighbours' scores (strategy.update=clamp or original avoids it)"
+                                 if update == "current" else "are chosen by the least negative score"),
+                              AllScoresNonPositive, stacklevel=3)
+                warned = True
+            gain = (original[i] if update == "original" else
+                    effective[i].clamp(min=0) if update == "clamp" else effective[i]).clone()
+            picks.append(i)
+            available[i] = False
+            sim = similarity_row(i)
+            if variant == "sum":
+                sigma -= sim * gain
+            elif variant == "max":
+                closer = sim > best_sim
+                best_sim = torch.where(closer, sim, best_sim)
+                penalty = torch.where(closer, sim * gain, penalty)
+            elif available.any():
+                c = int(torch.argmax(torch.where(available, sim, neg_inf)))
+                sigma[c] -= sim[c] * gain
     return np.asarray(picks, dtype=np.int64)
 
 
