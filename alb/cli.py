@@ -103,8 +103,6 @@ def run(overrides: Overrides = None, wait: Wait = False, cfg: Cfg = None, config
         _print_config(overrides or [], cfg)
         return
     composed = compose_config(overrides or [])  # a config error is said before torch is imported (seconds)
-    from alb.strategies import build_strategy
-    build_strategy(composed)  # so is a bad strategy parameter
     from alb import distributed
     from alb.loop import run_experiment
     folders = run_experiment(composed, wait=wait)

@@ -61,7 +61,7 @@ def add_user_config_dir(folder: str | Path) -> Path:
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise UserError(f"--config-dir {folder}: no such folder")
-    known = [d for d in os.environ.get(USER_DIRS_ENV, "").split(os.pathsep) if d]
+    known = [str(d) for d in user_config_dirs()]
     if str(folder) not in known:
         os.environ[USER_DIRS_ENV] = os.pathsep.join([str(folder), *known])
     return folder
