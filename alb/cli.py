@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -23,9 +24,21 @@ Wait = Annotated[bool, typer.Option("--wait", help="wait for a seed that another
                                                    "instead of skipping it")]
 
 
+def _traceback_file(err: BaseException) -> Path:
+    """Write the traceback of an unexpected error to a file of its own (outside the results)."""
+    import tempfile
+    import time
+    import traceback
+    path = Path(tempfile.gettempdir()) / f"alb-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    path.write_text("".join(traceback.format_exception(type(err), err, err.__traceback__)))
+    return path
+
+
 def _user_errors(func):
-    """Turn bad input into one clear line and exit code 2, never a traceback. Any other
-    exception is a bug in alb and keeps its traceback."""
+    """Turn every error into one clear line, never a traceback: bad input exits 2, a stop
+    signal 128 + its number; any other exception is a bug in alb (or a library under it): one
+    line naming it and the file that holds its traceback, exit 1 (`ALB_TRACEBACK=1` prints
+    the traceback instead)."""
     from functools import wraps
 
     @wraps(func)
@@ -49,6 +62,15 @@ def _user_errors(func):
             missing = re.search(r"Missing mandatory value: (\S+)", message)
             hint = f" (set it on the command line: {missing.group(1)}=...)" if missing else ""
             console.print(f"[red]config error:[/] {escape(message + hint)}")
+        except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as err:  # noqa: BLE001 - a bug: one line and where its traceback is
+            if os.environ.get("ALB_TRACEBACK"):
+                raise
+            first = (str(err).splitlines() or [""])[0]
+            console.print(f"[red]internal error:[/] {escape(type(err).__name__)}: {escape(first)} (the full traceback "
+                          f"is in {_traceback_file(err)}; please report it)")
+            raise typer.Exit(1) from None
         raise typer.Exit(2)
     return wrapper
 
@@ -273,7 +295,31 @@ def list_options(group: Annotated[str, typer.Argument(help="dataset, model, stra
 
 
 def main() -> None:
-    app(prog_name="alb")
+    """The `alb` command. Whatever ends it, it ends now: the loader workers, threads and
+    trackers a failed run leaves behind do not keep the process alive (a diverging run used to
+    hang after its message)."""
+    try:
+        app(prog_name="alb")
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except KeyboardInterrupt:  # a second Ctrl-C while the run was stopping
+        console.print("[yellow]interrupted[/]")
+        code = 130
+    if code:
+        _end_now(code)
+    sys.exit(code)
+
+
+def _end_now(code: int) -> None:
+    """Flush, stop this process's children (DataLoader workers), exit without waiting for
+    threads or finalisers."""
+    import multiprocessing
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for child in multiprocessing.active_children():
+        child.terminate()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,27 @@ def warn_data(message: str, path: str | Path, line: int = 0) -> None:
 
 
 class TrainingStopped(Exception):
-    """Training stopped on a signal after writing a checkpoint (`path`, at `step`)."""
+    """The run stopped on a signal: in training after writing a checkpoint (`path`, at
+    `step` of `total`), or in another `phase` (pool inference, evaluation, selection), whose
+    work is redone by the next run."""
 
-    def __init__(self, signal_name: str, path: Path | None, step: int, total: int):
-        self.signal_name, self.path, self.step, self.total = signal_name, path, step, total
-        where = f"checkpoint {path}" if path is not None else "no checkpoint (checkpoints are off)"
-        super().__init__(f"stopped by {signal_name} at training step {step} of {total}; {where}; run the same "
-                         "command again to resume")
+    def __init__(self, signal_name: str, path: Path | None = None, step: int | None = None, total: int | None = None,
+                 phase: str = "training"):
+        self.signal_name, self.path, self.step, self.total, self.phase = signal_name, path, step, total, phase
+        if step is not None:
+            where = f"checkpoint {path}" if path is not None else "no checkpoint (checkpoints are off)"
+            message = f"stopped by {signal_name} at training step {step} of {total}; {where}"
+        else:
+            message = f"stopped by {signal_name} during {phase}; nothing of it was written"
+        super().__init__(message + "; run the same command again to resume")
 
     def __reduce__(self):  # picklable: joblib and submitit send a job's exception back to the sweep
-        return type(self), (self.signal_name, self.path, self.step, self.total)
+        return type(self), (self.signal_name, self.path, self.step, self.total, self.phase)
+
+
+class NonFiniteLoss(UserError):
+    """The training loss became nan or inf (`trainer.nonfinite=stop`)."""
+
+
+class LoaderDied(UserError):
+    """A DataLoader worker died (killed from outside, out of memory): the run stops, resumable."""

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -25,7 +23,9 @@ from alb.datasets import build_dataset
 from alb.environment import environment
 from alb.errors import UserError
 from alb.hooks import cycle0_key
-from alb.engine.checkpoint import TrainingCheckpoint, stop_signals
+from alb.engine.checkpoint import TrainingCheckpoint
+from alb.machine import configure
+from alb.stop import check as check_stop, stop_signals
 from alb.strategies import build_strategy  # noqa: F401 - the loop's strategies are built there
 from alb.models import make_adapter
 from alb.models.weights import weights_identity
@@ -77,62 +77,6 @@ def check_task(cfg: DictConfig, task: str, strategy: Strategy) -> None:
                         f"{', '.join(strategy.tasks)})")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if has_nvidia_driver():
-            console.print("[yellow]warning:[/] device=auto falls back to the CPU although this machine has an NVIDIA "
-                          f"driver: this torch ({torch.__version__}, CUDA {torch.version.cuda}) cannot use it; "
-                          "check `nvidia-smi` and the torch build, or set device=cpu to silence this")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name} but CUDA is not available")
-    return device
-
-
-def has_nvidia_driver() -> bool:
-    """Whether an NVIDIA kernel driver is loaded (its /proc entry, or nvidia-smi on the PATH)."""
-    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
-
-
-def resolve_workers(num_workers, device: torch.device) -> int:
-    """`num_workers`: a count, or `auto`: on a GPU the CPU cores this process may use (shared
-    by the ranks of `trainer.devices`), so decoding and augmentation keep up with the GPU; on
-    the CPU 0, since loader workers would take the cores the training computes on."""
-    if num_workers == "auto":
-        if device.type != "cuda":
-            return 0
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, cores // max(1, distributed.world().size))
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise UserError(f"num_workers must be auto or a count >= 0, got {num_workers!r}")
-    return num_workers
-
-
-def resolve_threads(threads) -> int:
-    """`threads`: torch's CPU threads for the run. `auto` is the machine's core count
-    (`os.cpu_count()`), whatever launched the job: a sequential sweep, `--jobs N`, submitit
-    and Slurm jobs on one machine then compute the same float sums and write identical rows
-    (joblib and submitit would otherwise give each job fewer threads). Parallel jobs then
-    share the cores; `threads=1` runs them without contention, and a sequential run with
-    `threads=1` reproduces them."""
-    if threads == "auto":
-        return max(1, os.cpu_count() or 1)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise UserError(f"threads must be auto or a count >= 1, got {threads!r}")
-    return threads
-
-
-def fixed_input(model_cfg) -> bool:
-    """Whether every batch reaches the network at one size (the models that resize to
-    `image_size`, SSD, classifiers), where `cudnn.benchmark` pays off; torchvision's
-    keep-ratio resize (min_size / max_size) gives a new shape every batch."""
-    target = str(model_cfg.get("_target_", ""))
-    return not target.endswith("TorchvisionDetector") or str(model_cfg.get("arch", "")).startswith("ssd")
-
-
 def atomic_torch_save(path: Path, obj) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -181,11 +125,8 @@ def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
     strategy = build_strategy(cfg)
     label = strategy_label(cfg)
     world = distributed.setup(cfg.trainer.get("devices", 1), str(cfg.device))  # trainer.devices > 1: torchrun
-    device = distributed.device_for(resolve_device(cfg.device))
-    num_workers = resolve_workers(cfg.num_workers, device)
-    torch.set_num_threads(resolve_threads(cfg.get("threads", "auto")))  # env.yaml records it (cpu_threads)
-    if device.type == "cuda":  # cudnn picks its fastest kernels once per input shape
-        torch.backends.cudnn.benchmark = _cudnn_benchmark(cfg)
+    machine = configure(cfg)  # device, workers, threads, cuDNN, determinism
+    device, num_workers = machine.device, machine.num_workers
     console.quiet = not world.main  # rank 0 reports; the other ranks train and infer with it
     exp_dir = Path(cfg.results_dir) / cfg.name
     check_requirement(cfg.model)
@@ -233,16 +174,6 @@ def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
                 run_seed(cfg, seed, data, strategy, schedule, run_dir, device, cache, progress, num_workers)
             folders.append(run_dir.path)
     return folders
-
-
-def _cudnn_benchmark(cfg) -> bool:
-    """`cudnn_benchmark`: true, false, or auto (on for fixed-size inputs, `fixed_input`)."""
-    choice = cfg.get("cudnn_benchmark", "auto")
-    if choice == "auto":
-        return fixed_input(cfg.model)
-    if not isinstance(choice, bool):
-        raise UserError(f"cudnn_benchmark must be auto, true or false, got {choice!r}")
-    return choice
 
 
 def training_checkpoint(cfg, path: Path | None, key: str) -> TrainingCheckpoint:
@@ -375,7 +306,10 @@ class SeedRun:
         if self.n_done:  # the pseudo-labels the next cycle trains on, as the previous run wrote them
             self.adapter.set_pseudo_labels(run_dir.read_pseudo_labels(self.n_done, self.row_of,
                                                                       getattr(self.data, "num_classes", 0)))
-        self.columns = CYCLE_COLUMNS + self.adapter.cost_columns + self.adapter.metric_names + TIMING_COLUMNS
+        # trainer.nonfinite=skip: how many of the cycle's steps were left out
+        self.skip_column = ["skipped_steps"] if cfg.trainer.get("nonfinite", "stop") == "skip" else []
+        self.columns = (CYCLE_COLUMNS + self.adapter.cost_columns + self.adapter.metric_names + self.skip_column
+                        + TIMING_COLUMNS)
         return True
 
     def train(self, cycle: int) -> tuple[float, TrainingCheckpoint]:
@@ -417,6 +351,7 @@ class SeedRun:
         t2 = time.perf_counter()
         picks = self.shared(lambda: np.asarray(strategy.select(records_u, records_l, budget,
                                                                pool_lib.selection_rng(seed, cycle))))
+        check_stop("selection")  # a signal during a selection without picks to stop between
         select_seconds = time.perf_counter() - t2
         _check_selection(picks, budget, len(unlabelled), self.run_dir.path.parent.name)
         new_rows = unlabelled[picks]
@@ -436,7 +371,8 @@ class SeedRun:
         labelled, adapter = self.labelled, self.adapter
         row = {"cycle": cycle, "n_labelled": len(labelled),
                "labelled_fraction": round(len(labelled) / len(self.pool_ids), 6), **adapter.labelling_cost(labelled),
-               **metrics, **{f"{name}_seconds": round(value, 3) for name, value in seconds.items()}}
+               **metrics, **{c: getattr(adapter, "skipped_steps", 0) for c in self.skip_column},
+               **{f"{name}_seconds": round(value, 3) for name, value in seconds.items()}}
         new_selections = [{"cycle": cycle + 1, "sample_id": self.pool_ids[r]} for r in new_rows]
 
         def write() -> None:
@@ -469,7 +405,8 @@ def _train_cycle0(adapter, cfg, seed: int, labelled: np.ndarray, labelled_ids: l
         if not distributed.broadcast(cached is not None):
             train_seconds = _train(adapter, cfg, seed, 0, labelled, progress, checkpoint)
             if main:
-                cache.save(path, {"state": adapter.state_dict(), "train_seconds": train_seconds})
+                cache.save(path, {"state": adapter.state_dict(), "train_seconds": train_seconds,
+                                  "skipped_steps": getattr(adapter, "skipped_steps", 0)})
                 if cache.enabled and checkpoint is not None:
                     checkpoint.discard()  # the cache entry holds the trained model now
             return train_seconds
@@ -477,6 +414,7 @@ def _train_cycle0(adapter, cfg, seed: int, labelled: np.ndarray, labelled_ids: l
             cached = cache.load(path)
         adapter.reset(pool_lib.train_seed(seed, 0))
         adapter.load_state_dict(cached["state"])
+        adapter.skipped_steps = cached.get("skipped_steps", 0)
         return cached["train_seconds"]
 
 
@@ -487,8 +425,9 @@ def _train(adapter, cfg, seed: int, cycle: int, labelled: np.ndarray, progress,
     t0 = time.perf_counter()
     if not (cfg.protocol.finetune and cycle > 0):
         adapter.reset(pool_lib.train_seed(seed, cycle))
-    adapter.fit(labelled, pool_lib.train_seed(seed, cycle), progress, f"train cycle {cycle} ({len(labelled)} images)",
-                checkpoint)
+    stats = adapter.fit(labelled, pool_lib.train_seed(seed, cycle), progress,
+                        f"train cycle {cycle} ({len(labelled)} images)", checkpoint)
+    adapter.skipped_steps = getattr(stats, "skipped_steps", 0)  # trainer.nonfinite=skip: in cycles.csv
     return time.perf_counter() - t0
 
 

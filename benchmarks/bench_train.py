@@ -35,7 +35,8 @@ from alb.config import CONFIG_DIR, build
 from _out import write_table  # benchmarks/_out.py: the table and its header
 from alb.datasets.detection import DetectionTorchSet, collate
 from alb.datasets.shapes import read_shapes
-from alb.engine.train import autocast, grad_scaler, loader_options
+from alb.engine.train import autocast, grad_scaler
+from alb.machine import loader_options
 from alb.engine.train_det import fit_detector
 from alb.models.detection import detector_kwargs
 

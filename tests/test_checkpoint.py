@@ -21,7 +21,9 @@ from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from alb.engine import checkpoint as ckpt
-from alb.engine.checkpoint import STOP, TrainingCheckpoint, TrainingStopped
+from alb.engine.checkpoint import TrainingCheckpoint
+from alb.errors import TrainingStopped
+from alb.stop import STOP
 from alb.engine.train import fit_classifier
 from alb.engine.train_det import fit_detector
 from alb.models.classifiers import SmallCNN

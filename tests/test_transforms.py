@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 
 from alb.datasets.detection import DetectionSplit, DetectionTorchSet, collate
-from alb.datasets.transforms import DETECTION_RECIPES, augment_detection, classification_recipe, detection_recipe
+from alb.datasets.transforms import DETECTION_RECIPES, augment_detection, images_to, classification_recipe, detection_recipe
 from alb.engine.train import SeededDraws
 from alb.errors import UserError
 
@@ -69,14 +69,19 @@ def test_recipes_are_checked_by_name():
     assert classification_recipe("none", 32) is None and detection_recipe("none") is None
 
 
-def test_augment_detection_returns_a_float_image_and_the_fields_of_the_kept_boxes():
+def test_augment_detection_keeps_uint8_until_the_device_and_the_fields_of_the_kept_boxes():
     image, _, boxes, fields = drawn_sample()
     torch.manual_seed(0)
     out_image, out_boxes, out_fields = augment_detection(detection_recipe("centernet"), image, boxes, fields)
     assert out_image.dtype == torch.float32 and 0 <= out_image.min() and out_image.max() <= 1
     assert out_boxes.shape[1] == 4 and all(len(v) == len(out_boxes) for v in out_fields.values())
     plain, plain_boxes, _ = augment_detection(None, image, boxes, fields)
-    assert torch.equal(plain, image.float() / 255) and torch.equal(plain_boxes, boxes)
+    assert plain.dtype == torch.uint8 and torch.equal(plain, image) and torch.equal(plain_boxes, boxes)
+    flipped, _, _ = augment_detection(detection_recipe("hflip"), image, boxes, fields)
+    assert flipped.dtype == torch.uint8  # a quarter of the bytes from a loader worker
+    [on_device] = images_to([plain], torch.device("cpu"))
+    assert torch.equal(on_device, image.float() / 255) and torch.equal(images_to([out_image], torch.device("cpu"))[0],
+                                                                       out_image)
 
 
 def drawn_split(n: int = 6) -> DetectionSplit:

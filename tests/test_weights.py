@@ -189,7 +189,7 @@ def test_the_weights_sha256_joins_the_run_identity_and_env_yaml(tmp_path, tiny_o
 # GPU-speed settings that can be checked without a GPU --------------------------------------
 
 def test_device_auto_warns_when_it_falls_back_to_the_cpu_beside_an_nvidia_driver(monkeypatch, capsys):
-    import alb.loop as loop
+    import alb.machine as loop
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(loop, "has_nvidia_driver", lambda: True)
     assert loop.resolve_device("auto").type == "cpu"
@@ -202,7 +202,7 @@ def test_device_auto_warns_when_it_falls_back_to_the_cpu_beside_an_nvidia_driver
 def test_num_workers_auto_uses_the_cores_on_a_gpu_and_none_on_the_cpu(monkeypatch):
     import os
 
-    from alb.loop import fixed_input, resolve_workers
+    from alb.machine import fixed_input, resolve_workers
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
     assert resolve_workers("auto", torch.device("cuda")) == 6
     assert resolve_workers("auto", torch.device("cpu")) == 0 and resolve_workers(3, torch.device("cpu")) == 3

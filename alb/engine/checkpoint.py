@@ -13,11 +13,8 @@ payload; a damaged or half-written file is named in a warning and ignored (the t
 restarts), never loaded. The checkpoint of a finished training (`finished: True`) stays until
 the loop has committed the cycle's row, so a kill in between does not retrain.
 
-`stop_signals` turns SIGTERM, SIGINT and SIGUSR1 (Slurm's `--signal`) into a request the
-training loop sees after its current step: it saves, and raises `TrainingStopped`. In a
-submitit job (`hydra/launcher=submitit_slurm|submitit_local`) submitit's own signal (USR2)
-does the same, then goes on to submitit's handler, which requeues the job: it resumes from the
-checkpoint.
+A stop signal (`alb.stop`) is seen by the training loop after its current step: it saves,
+and raises `TrainingStopped`; the next run resumes from the checkpoint.
 """
 
 from __future__ import annotations
@@ -27,83 +24,15 @@ import io
 import os
 import pickle
 import random
-import signal
-import sys
-import threading
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from alb.errors import TrainingStopped  # noqa: F401 - defined without torch, for the CLI; raised here
 
 FORMAT = 1
-SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGINT", None),
-                            getattr(signal, "SIGUSR1", None)) if s is not None)
-
-
-def launcher_signal() -> signal.Signals | None:
-    """submitit's pre-emption / time-limit signal (`SUBMITIT_PREEMPT_SIGNAL`, USR2 by default)
-    when submitit has installed its handler for it (alb runs as a submitit job), else None."""
-    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
-    sig = getattr(signal, name if name.startswith("SIG") else f"SIG{name}", None)
-    if sig is None or not callable(signal.getsignal(sig)):
-        return None
-    return sig
-
-
-class _StopState:
-    requested: str | None = None
-
-
-STOP = _StopState()
-
-
-@contextmanager
-def stop_signals():
-    """While the block runs, SIGTERM / SIGINT / SIGUSR1 (and submitit's signal in a submitit
-    job) set `STOP.requested` instead of killing the process (main thread only; a second SIGINT
-    still interrupts at once). When the training then stops with its checkpoint written, a
-    handler that was there before (submitit's: it requeues the job, which resumes from the
-    checkpoint) is called with the signal."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-
-    def handler(signum, frame):
-        if STOP.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        STOP.requested = signal.Signals(signum).name
-
-    extra = launcher_signal()
-    for sig in (*SIGNALS, *((extra,) if extra is not None and extra not in SIGNALS else ())):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except (ValueError, OSError):  # not settable here
-            pass
-    try:
-        yield
-    except TrainingStopped as stopped:
-        chained = previous.get(getattr(signal, stopped.signal_name, None))
-        _restore(previous)
-        if callable(chained) and chained is not signal.default_int_handler:
-            print(f"stopped: {stopped}; handing {stopped.signal_name} to the launcher's handler", file=sys.stderr,
-                  flush=True)
-            chained(int(getattr(signal, stopped.signal_name)), None)  # submitit's requeue exits here
-        raise
-    finally:
-        _restore(previous)
-
-
-def _restore(previous: dict) -> None:
-    for sig, old in previous.items():
-        signal.signal(sig, old)
-    previous.clear()
-    STOP.requested = None
 
 
 def random_states() -> dict:

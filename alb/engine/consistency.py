@@ -26,6 +26,8 @@ Readings (docs/fidelity.md; docs/detectors.md, "Semi-supervised flip consistency
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 from torchvision.ops import box_iou
@@ -110,16 +112,19 @@ def consistency_terms(boxes, probs, flip_boxes_back, flip_probs, width: float, h
 
 
 def flip_consistency(model: nn.Module, images: list[torch.Tensor], top_k: int | None = 100,
-                     candidates: str = "top_k", box_term: str = "encoded") -> torch.Tensor:
+                     candidates: str = "top_k", box_term: str = "encoded", forward_context=None) -> torch.Tensor:
     """L_con (Eq. 5) of a batch of images (3, H, W): the mean of Eq. 3 plus the mean of Eq. 4
     over every matched pair of the batch. One forward pass for the images and their flips
-    together."""
+    together, under `forward_context` (the training's autocast); the matching and the terms
+    in float32 outside it."""
     if candidates not in CANDIDATES:
         raise ValueError(f"consistency candidates must be one of {CANDIDATES}, got {candidates!r}")
     if box_term not in BOX_TERMS:
         raise ValueError(f"consistency box_term must be one of {BOX_TERMS}, got {box_term!r}")
     n = len(images)
-    predictions = model.dense_predictions(list(images) + [im.flip(-1) for im in images])
+    with forward_context if forward_context is not None else nullcontext():
+        predictions = model.dense_predictions(list(images) + [im.flip(-1) for im in images])
+    predictions = [tuple(t.float() for t in entry) for entry in predictions]
     class_terms, box_terms = [], []
     for i, image in enumerate(images):
         height, width = image.shape[-2:]

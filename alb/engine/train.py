@@ -15,7 +15,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
-from alb import distributed
+from alb import distributed, machine
+from alb.errors import NonFiniteLoss, TrainingStopped, UserError
 from alb.hooks import LossPredictionHook
 from alb.progress import Progress
 
@@ -45,6 +46,32 @@ class TrainStats:
     epochs: int
     steps: int
     final_loss: float
+    skipped_steps: int = 0
+
+
+NONFINITE = ("stop", "skip")
+
+
+def nonfinite_policy(cfg: DictConfig) -> str:
+    """`trainer.nonfinite`: stop (the default: one line, the run ends) or skip (the batch is
+    left out, counted in `cycles.csv`'s skipped_steps)."""
+    policy = cfg.get("nonfinite", "stop")
+    if policy not in NONFINITE:
+        raise UserError(f"trainer.nonfinite must be one of {', '.join(NONFINITE)}, got {policy!r}")
+    return policy
+
+
+def finite_step(loss: torch.Tensor, terms: dict, policy: str, step: int, label: str) -> bool:
+    """Whether the step's loss is finite; a non-finite one stops the run (`stop`: one line
+    naming the step and the loss terms) or is skipped (`skip`: False)."""
+    if bool(torch.isfinite(loss)):
+        return True
+    if policy == "skip":
+        return False
+    values = ", ".join(f"{k} {float(v):.4g}" for k, v in terms.items())
+    raise NonFiniteLoss(f"{label}: the training loss became {float(loss)} at step {step + 1} ({values}); try a lower "
+                        "trainer.lr, trainer.amp=false, trainer.grad_clip=<norm>, or trainer.nonfinite=skip to leave "
+                        "such batches out")
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
@@ -83,12 +110,15 @@ def loss_ranking(pred_loss: torch.Tensor, target_loss: torch.Tensor, margin: flo
     return F.margin_ranking_loss(pred_loss[:half], pred_loss[half:2 * half], sign, margin=margin)
 
 
-def accuracy(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int, amp: bool = True) -> float:
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+def accuracy(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int, amp: bool = True,
+             num_workers: int = 0, phase: str | None = "evaluation") -> float:
+    """Top-1 accuracy on `dataset`; a stop signal ends it between batches (`phase`; None: not
+    checked, as inside a training, which stops after its step)."""
+    data = machine.loader(dataset, num_workers, device, batch_size=batch_size, shuffle=False)
     model.eval()
     correct = 0
     with torch.no_grad():
-        for x, y, _ in loader:
+        for x, y, _ in machine.batches(data, phase or "validation", check_stop=phase is not None):
             with autocast(device, amp):
                 logits = model(x.to(device))
             correct += int((logits.argmax(1).cpu() == y).sum())
@@ -148,6 +178,7 @@ class Resumable:
         self.stopping, self.generator, self.draws, self.total_steps = stopping, generator, draws, total_steps
         self.extras = extras or {}
         self.epoch_start: dict = {}
+        self.skipped = 0  # steps whose loss was not finite (trainer.nonfinite=skip)
 
     def mark_epoch_start(self) -> None:
         """Before an epoch's first batch is drawn."""
@@ -169,7 +200,7 @@ class Resumable:
                 "total_steps": self.total_steps, "finished": finished, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "extras": extras, "random": random_states(),
-                "epoch_start": self.epoch_start,
+                "epoch_start": self.epoch_start, "skipped": self.skipped,
                 "stopping": {"best_score": self.stopping.best_score, "best_state": self.stopping.best_state,
                              "stale": self.stopping.stale}}
 
@@ -191,21 +222,11 @@ class Resumable:
         self.stopping.best_score, self.stopping.best_state = stopping["best_score"], stopping["best_state"]
         self.stopping.stale = stopping["stale"]
         self.epoch_start = state["epoch_start"]
+        self.skipped = state.get("skipped", 0)
         if self.epoch_start:
             self.generator.set_state(self.epoch_start["generator"])
             self.draws.set_epoch_state(self.epoch_start["draws"], skip=state["batches"])
         set_random_states(state["random"])
-
-
-def loader_options(num_workers: int, device: torch.device | None = None) -> dict:
-    """DataLoader keywords for `num_workers` workers: persistent workers (no restart per
-    epoch), pinned memory when the batches go to a CUDA device."""
-    options = {"num_workers": num_workers}
-    if num_workers > 0:
-        options["persistent_workers"] = True
-    if device is not None and device.type == "cuda":
-        options["pin_memory"] = True
-    return options
 
 
 def resume_point(checkpoint, resumable: "Resumable") -> tuple[int, int, int, float, int, dict | None]:
@@ -226,7 +247,8 @@ def finished_stats(saved: dict | None) -> "TrainStats | None":
     """The stats of a training a checkpoint says has finished (restored, not trained again)."""
     if saved is None or not saved["finished"]:
         return None
-    return TrainStats(epochs=saved["epoch"] + 1, steps=saved["step"], final_loss=saved["total"] / max(saved["count"], 1))
+    return TrainStats(epochs=saved["epoch"] + 1, steps=saved["step"], final_loss=saved["total"] / max(saved["count"], 1),
+                      skipped_steps=saved.get("skipped", 0))
 
 
 def after_step(checkpoint, resumable: "Resumable", step: int, epoch: int, batches: int, total: float,
@@ -234,7 +256,7 @@ def after_step(checkpoint, resumable: "Resumable", step: int, epoch: int, batche
     """After an optimiser step: hand the loss terms and learning rate to the trackers every
     N steps; save when due or when a stop signal came, then stop on it."""
     from alb import trackers
-    from alb.engine.checkpoint import STOP, TrainingStopped
+    from alb.stop import STOP
     if trackers.ACTIVE.due(step):
         values = {f"loss_{k}" if k != "loss" else k: float(v) for k, v in (terms or {}).items()}
         values.update(loss_epoch_mean=total / max(count, 1), lr=float(resumable.optimizer.param_groups[0]["lr"]))
@@ -264,8 +286,8 @@ def shuffled_loader(dataset: Dataset, batch_size: int, generator: torch.Generato
     batches = SeededDraws(BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last), seed)
     if distributed.world().size > 1:
         batches = distributed.ShardedBatches(batches)
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn, generator=worker_generator(seed),
-                      **loader_options(num_workers, device))
+    return machine.loader(dataset, num_workers, device, batch_sampler=batches, collate_fn=collate_fn,
+                  generator=worker_generator(seed))
 
 
 def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: torch.device, seed: int,
@@ -289,6 +311,7 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
     patience = cfg.get("patience")
     stopping = EarlyStopping(patience)
     epoch_loss = float("nan")
+    nonfinite = nonfinite_policy(cfg)
     resumable = Resumable(model, optimizer, scheduler, scaler, stopping, generator, draws_of(loader),
                           epochs * steps_per_epoch, {"loss_module": loss_module} if loss_module is not None else None)
     steps, start_epoch, batches, total, count, saved = resume_point(checkpoint, resumable)
@@ -303,7 +326,7 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
         model.train()
         if loss_module is not None:
             loss_module.train()
-        for x, y, _ in loader:
+        for x, y, _ in machine.batches(loader, label, check_stop=False):  # a stop signal is seen after the step
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast(device, use_amp):
                 embedding, maps = model.features(x)
@@ -314,12 +337,15 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
                     inputs = maps if epoch <= detach_epoch else [m.detach() for m in maps]
                     loss = loss + hook.weight * loss_ranking(loss_module(inputs).float(), per_sample, hook.margin)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            distributed.average_gradients(params)
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach()) * len(y)
-            count += len(y)
+            if finite_step(loss, {"loss": loss}, nonfinite, steps, label):
+                scaler.scale(loss).backward()
+                distributed.average_gradients(params)
+                scaler.step(optimizer)
+                scaler.update()
+                total += float(loss.detach()) * len(y)
+                count += len(y)
+            else:
+                resumable.skipped += 1
             steps += 1
             batches += 1
             after_step(checkpoint, resumable, steps, epoch, batches, total, count, steps_per_epoch, {"loss": loss})
@@ -329,7 +355,8 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
         if progress:
             progress.update(task, advance=1, description=f"{label} (loss {epoch_loss:.3f})")
         if patience:
-            score = accuracy(model, val_set, device, cfg.eval_batch_size, cfg.amp) if val_set is not None else -epoch_loss
+            score = (accuracy(model, val_set, device, cfg.eval_batch_size, cfg.amp, num_workers, phase=None)
+                     if val_set is not None else -epoch_loss)
             if stopping.update(score, model):
                 break
     stopping.restore(model)
@@ -337,4 +364,4 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
         checkpoint.save(resumable.state(steps, epoch, batches, total, count, finished=True))
     if progress:
         progress.remove_task(task)
-    return TrainStats(epochs=epoch + 1, steps=steps, final_loss=epoch_loss)
+    return TrainStats(epochs=epoch + 1, steps=steps, final_loss=epoch_loss, skipped_steps=resumable.skipped)

@@ -13,11 +13,12 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from alb import distributed
+from alb import distributed, machine
 from alb.datasets.detection import collate
+from alb.datasets.transforms import images_to
 from alb.engine.consistency import flip_consistency
 from alb.engine.train import (EarlyStopping, Resumable, SeededDraws, TrainStats, after_step, autocast, draws_of,
-                              finished_stats, grad_scaler, loader_options, make_optimizer, resume_point,
+                              finished_stats, finite_step, grad_scaler, make_optimizer, nonfinite_policy, resume_point,
                               shuffled_loader, worker_generator)
 from alb.errors import UserError
 from alb.progress import Progress
@@ -166,8 +167,8 @@ def _loader(train_set: Dataset, unlabelled_set: Dataset | None, cfg: DictConfig,
                                        generator), seed)
     if distributed.world().size > 1:
         sampler = distributed.ShardedBatches(sampler)
-    return DataLoader(_Joined(train_set, unlabelled_set), batch_sampler=sampler, collate_fn=collate,
-                      generator=worker_generator(seed), **loader_options(num_workers, device))
+    return machine.loader(_Joined(train_set, unlabelled_set), num_workers, device, batch_sampler=sampler,
+                          collate_fn=collate, generator=worker_generator(seed))
 
 
 def steps_per_epoch(cfg: DictConfig, n_labelled: int, n_unlabelled: int = 0) -> int:
@@ -235,6 +236,7 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
     epoch_loss = float("nan")
     patience = cfg.get("patience")
     stopping = EarlyStopping(patience)
+    nonfinite = nonfinite_policy(cfg)
     torch.manual_seed(seed)  # what draws from the global generator (dropout) starts from the seed
     resumable = Resumable(model, optimizer, scheduler, scaler, stopping, generator, draws_of(loader), total_steps, extras)
     steps, start_epoch, batches, total, count, saved = resume_point(checkpoint, resumable)
@@ -247,10 +249,10 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
         batches, total, count = resumable.epoch_position(saved is not None and epoch == start_epoch,
                                                          (batches, total, count))
         model.train()
-        for images, targets, _ in loader:
+        for images, targets, _ in machine.batches(loader, label, check_stop=False):  # a signal: after the step
             if steps == total_steps:
                 break
-            images = [im.to(device, non_blocking=True) for im in images]
+            images = images_to(images, device)
             labelled = [k for k, t in enumerate(targets) if t is not None]
             with autocast(device, use_amp):
                 losses = {}
@@ -259,28 +261,31 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
                                           [{n: v.to(device) for n, v in targets[k].items()} for k in labelled])
                     if extra_loss is not None:
                         losses.update(extra_loss(steps, total_steps))
-                if unlabelled_set is not None:  # Eq. 6: L_con over the batch (Elezi: labelled images too)
-                    views = images if ssl_images == "all" else [im for im, t in zip(images, targets) if t is None]
-                    if views:
-                        losses["consistency"] = consistency_weight(cfg, steps, total_steps) * flip_consistency(
-                            model, views, top_k, candidates, box_term)
+            if unlabelled_set is not None:  # Eq. 6: L_con over the batch (Elezi: labelled images too)
+                views = images if ssl_images == "all" else [im for im, t in zip(images, targets) if t is None]
+                if views:
+                    # the matching and the KL / box terms in float32, the forward under autocast
+                    losses["consistency"] = consistency_weight(cfg, steps, total_steps) * flip_consistency(
+                        model, views, top_k, candidates, box_term, autocast(device, use_amp))
             loss = sum(v.float() for v in losses.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{label}: the detection loss became {float(loss)} at step {steps} "
-                                         f"({ {k: float(v) for k, v in losses.items()} }); lower trainer.lr")
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            distributed.average_gradients(params)
-            if clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            scaler.step(optimizer)
-            scaler.update()
+            finite = finite_step(loss, losses, nonfinite, steps, label)
+            if finite:
+                scaler.scale(loss).backward()
+                distributed.average_gradients(params)
+                if clip:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                resumable.skipped += 1
             scheduler.step()
             if on_step is not None:
                 on_step()
-            total += float(loss.detach()) * len(images)
-            count += len(images)
+            if finite:
+                total += float(loss.detach()) * len(images)
+                count += len(images)
             steps += 1
             batches += 1
             if progress:
@@ -299,4 +304,4 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
         checkpoint.save(resumable.state(steps, epoch, batches, total, count, finished=True))
     if progress:
         progress.remove_task(task)
-    return TrainStats(epochs=epoch + 1, steps=steps, final_loss=epoch_loss)
+    return TrainStats(epochs=epoch + 1, steps=steps, final_loss=epoch_loss, skipped_steps=resumable.skipped)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
-
+from alb import machine
 from alb.config import build
 from alb.datasets import ClassificationData, TorchSplit
 from alb.datasets.transforms import classification_recipe
@@ -64,8 +63,8 @@ class ClassifierAdapter:
         val_set = (TorchSplit(self.data.val, np.arange(len(self.data.val)), self.data, None, self.normalisation)
                    if self.data.val is not None else None)
         torch.manual_seed(seed)
-        fit_classifier(self.model, train_set, self.cfg, self.device, seed, self.loss_module, self.hook,
-                       val_set, progress, self.num_workers, label, checkpoint)
+        return fit_classifier(self.model, train_set, self.cfg, self.device, seed, self.loss_module, self.hook,
+                              val_set, progress, self.num_workers, label, checkpoint)
 
     def labelling_cost(self, rows: np.ndarray) -> dict[str, int]:
         return {}  # one label per image: n_labelled is the cost
@@ -82,7 +81,8 @@ class ClassifierAdapter:
 
     def evaluate(self) -> dict[str, float]:
         test_set = TorchSplit(self.data.test, np.arange(len(self.data.test)), self.data, None, self.normalisation)
-        return {"accuracy": accuracy(self.model, test_set, self.device, self.cfg.eval_batch_size, self.cfg.amp)}
+        return {"accuracy": accuracy(self.model, test_set, self.device, self.cfg.eval_batch_size, self.cfg.amp,
+                                     self.num_workers)}
 
     @torch.no_grad()
     def predict(self, rows: np.ndarray, fields: tuple[str, ...], mc_passes: int = 0, seed: int = 0) -> dict[str, np.ndarray]:
@@ -101,9 +101,10 @@ class ClassifierAdapter:
                 raise UserError("this strategy uses MC dropout but the model has dropout 0: set model.dropout=0.3 "
                                 "(for every strategy you compare, so they share one model)")
         self.model.eval()
-        loader = DataLoader(TorchSplit(self.data.pool, rows, self.data, None, self.normalisation), batch_size=self.cfg.eval_batch_size)
+        data = machine.loader(TorchSplit(self.data.pool, rows, self.data, None, self.normalisation), self.num_workers,
+                              self.device, batch_size=self.cfg.eval_batch_size)
         embeddings, probs, pred_loss = [], [], []
-        for x, _, _ in loader:
+        for x, _, _ in machine.batches(data, "pool inference"):
             with autocast(self.device, self.cfg.amp):
                 embedding, maps = self.model.features(x.to(self.device))
                 embeddings.append(embedding.float())

@@ -9,10 +9,9 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
-
+from alb import machine
 from alb.config import build, check_requirement
-from alb.datasets.transforms import DETECTION_RECIPES, recipe_name
+from alb.datasets.transforms import DETECTION_RECIPES, images_to, recipe_name
 from alb.datasets.detection import DetectionData, DetectionSplit, DetectionTorchSet, collate, flip_boxes
 from alb.engine.difficulty import DifficultyTracker, box_difficulty, matched_difficulties
 from alb.engine.train import autocast, loss_ranking
@@ -160,10 +159,10 @@ class DetectorAdapter:
         extra_loss = self._learning_loss() if self.loss_module is not None else None
         extras = {name: obj for name, obj in (("loss_module", self.loss_module), ("difficulty", tracker)) if obj is not None}
         try:
-            fit_detector(self.model, train_set, self.cfg, self.device, seed, progress, self.num_workers, label,
-                         validate, on_step, unlabelled_set, extra_loss,
-                         list(self.loss_module.parameters()) if self.loss_module is not None else None,
-                         checkpoint, extras)
+            stats = fit_detector(self.model, train_set, self.cfg, self.device, seed, progress, self.num_workers,
+                                 label, validate, on_step, unlabelled_set, extra_loss,
+                                 list(self.loss_module.parameters()) if self.loss_module is not None else None,
+                                 checkpoint, extras)
         finally:
             self.model.track_positives = self.model.track_image_losses = False
         if tracker is not None:
@@ -172,6 +171,7 @@ class DetectorAdapter:
             self.hook_state = {"class_difficulty": tracker.difficulty.copy(),
                                "class_frequency": self._class_frequency(train_set),
                                "difficulty_source": "training" if during else "post"}
+        return stats
 
     def _learning_loss(self):
         """Yoo & Kweon's detection form: the module predicts each image's detector loss from
@@ -226,15 +226,17 @@ class DetectorAdapter:
             np.add.at(counts, train_set.target(i)["labels"].numpy(), 1)
         return counts / max(counts.sum(), 1)
 
-    def detections(self, split: DetectionSplit, rows: np.ndarray, flipped: bool = False):
+    def detections(self, split: DetectionSplit, rows: np.ndarray, flipped: bool = False,
+                   phase: str = "pool inference"):
         """Yield (row position, detection dict of CPU tensors) for `rows` of `split`, in order.
-        `flipped`: run on the mirrored image and map the boxes back."""
+        `flipped`: run on the mirrored image and map the boxes back. A stop signal ends it
+        between batches (`phase` names it)."""
         self.model.eval()
-        loader = DataLoader(DetectionTorchSet(split, rows), batch_size=self.cfg.eval_batch_size,
-                            num_workers=self.num_workers, collate_fn=collate)
+        data = machine.loader(DetectionTorchSet(split, rows), self.num_workers, self.device,
+                              batch_size=self.cfg.eval_batch_size, collate_fn=collate)
         with torch.no_grad():
-            for images, _, positions in loader:
-                images = [im.to(self.device) for im in images]
+            for images, _, positions in machine.batches(data, phase):
+                images = images_to(images, self.device)
                 if flipped:
                     images = [im.flip(-1) for im in images]
                 with autocast(self.device, self.cfg.amp):
@@ -251,7 +253,7 @@ class DetectorAdapter:
         # a detector may evaluate at other thresholds than it hands strategies (SSD as ssd.pytorch)
         with getattr(self.model, "evaluation_thresholds", nullcontext)():
             detections = [{k: out[k].numpy() for k in ("boxes", "scores", "labels")}
-                          for _, out in self.detections(split, np.arange(len(split)))]
+                          for _, out in self.detections(split, np.arange(len(split)), phase="evaluation")]
         return self.data.evaluate(detections, split)
 
     def predict(self, rows: np.ndarray, fields: tuple[str, ...], mc_passes: int = 0, seed: int = 0) -> dict[str, np.ndarray]:
@@ -310,12 +312,12 @@ class DetectorAdapter:
         """(n,) the learning-loss module's predicted loss per pool row."""
         self.model.eval()
         self.loss_module.eval()
-        loader = DataLoader(DetectionTorchSet(self.data.pool, rows), batch_size=self.cfg.eval_batch_size,
-                            num_workers=self.num_workers, collate_fn=collate)
+        data = machine.loader(DetectionTorchSet(self.data.pool, rows), self.num_workers, self.device,
+                              batch_size=self.cfg.eval_batch_size, collate_fn=collate)
         predicted = []
-        for images, _, _ in loader:
+        for images, _, _ in machine.batches(data, "pool inference"):
             with autocast(self.device, self.cfg.amp):
-                maps = self.model.feature_levels([im.to(self.device) for im in images])
+                maps = self.model.feature_levels(images_to(images, self.device))
                 predicted.append(self.loss_module([m.float() for m in maps]).float().cpu())
         return torch.cat(predicted).numpy() if predicted else np.zeros(0, np.float32)
 

@@ -48,10 +48,18 @@ class EnsembleAdapter:
             member.load_state_dict(member_state)
 
     def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train",
-            checkpoint=None) -> None:
+            checkpoint=None):
+        """Train every member; the stats of the members together (skipped steps summed)."""
+        stats = None
         for k, member in enumerate(self.members):  # each member has its own checkpoint file
-            member.fit(labelled_rows, member_seed(seed, k), progress, f"{label} member {k + 1}/{len(self.members)}",
-                       checkpoint.member(k) if checkpoint is not None else None)
+            member_stats = member.fit(labelled_rows, member_seed(seed, k), progress,
+                                      f"{label} member {k + 1}/{len(self.members)}",
+                                      checkpoint.member(k) if checkpoint is not None else None)
+            if stats is None:
+                stats = member_stats
+            elif member_stats is not None:
+                stats.skipped_steps += member_stats.skipped_steps
+        return stats
 
     def evaluate(self, *args, **kwargs) -> dict[str, float]:
         return self.members[0].evaluate(*args, **kwargs)

@@ -15,6 +15,7 @@ import scipy.sparse
 import torch
 
 from alb.select._backend import as_tensor, check_budget, min_sq_dists, sq_dists_to_row, sq_norms, storage
+from alb.stop import check
 
 BLOCK = 256  # rows per distance block when a callable gives the distances
 
@@ -28,12 +29,14 @@ def greedy_farthest(min_dist: torch.Tensor, dist_to: Callable[[int], torch.Tenso
     if min_dist.device.type == "cpu":  # numpy between the products (see _backend.uses_numpy)
         best = min_dist.numpy()
         for k in range(budget):
+            check("selection")
             i = int(best.argmax())
             picks[k] = i
             np.minimum(best, dist_to(i).numpy().astype(best.dtype, copy=False), out=best)
             best[i] = -1.0
         return picks
     for k in range(budget):
+        check("selection")
         i = int(torch.argmax(min_dist))
         picks[k] = i
         torch.minimum(min_dist, dist_to(i).to(min_dist.dtype), out=min_dist)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from alb.select._backend import as_tensor, check_budget, sq_dists_to_row, sq_norms
+from alb.stop import check
 
 
 def d2_sampling(sq_dist_to: Callable[[int], torch.Tensor], n: int, budget: int, first: int,
@@ -30,6 +31,7 @@ def d2_sampling(sq_dist_to: Callable[[int], torch.Tensor], n: int, budget: int, 
     chosen[first] = True
     min_dist = sq_dist_to(first)
     for _ in range(budget - 1):
+        check("selection")
         weights = min_dist.double().cpu().numpy()
         weights[chosen] = 0.0
         cumulative = np.cumsum(weights)

@@ -15,6 +15,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from alb.select._backend import as_tensor, check_budget, max_pairwise_distance, sq_dists_to_row, sq_norms
+from alb.stop import check
 
 VARIANTS = ("sum", "max", "max_alg2")
 SIMILARITIES = ("gaussian", "linear")
@@ -84,6 +85,7 @@ def noris_select(scores: torch.Tensor, similarity_row: Callable[[int], torch.Ten
     # the CPU (NORIS-Sum, 10k x 512: 16.9 s, 2.5 s with one BLAS thread; benchmarks/bench_select.py)
     with threadpool_limits(limits=1, user_api="blas"):
         for k in range(budget):
+            check("selection")
             effective = sigma - penalty if variant == "max" else sigma
             remaining = torch.where(available, effective, neg_inf)
             i = int(torch.argmax(remaining))

@@ -15,6 +15,7 @@ import torch
 
 from alb.select._backend import as_tensor, check_budget, default_device
 from alb.select.objects import segment_reduce
+from alb.stop import check
 
 
 def dcus_weights(difficulty, alpha: float = 0.3, beta: float = 0.2) -> np.ndarray:
@@ -139,6 +140,7 @@ def kcenter_kmedoids(similarity, budget: int, iterations: int = 100) -> np.ndarr
     taken = torch.zeros(n, dtype=torch.bool, device=s.device)
     pick = 0
     for k in range(budget):
+        check("selection")
         centres[k] = pick
         taken[pick] = True
         torch.maximum(closest, s[pick], out=closest)
@@ -146,6 +148,7 @@ def kcenter_kmedoids(similarity, budget: int, iterations: int = 100) -> np.ndarr
             pick = int(torch.argmin(torch.where(taken, torch.full_like(closest, math.inf), closest)))
     arange = torch.arange(budget, device=s.device)
     for _ in range(iterations):
+        check("selection")
         assign = torch.argmax(s[:, centres], dim=1)  # (n,) most similar centre, lowest on ties
         assign[centres] = arange
         sums = _within_cluster_sums(s, assign, budget)
