@@ -5,6 +5,7 @@ comparison and warns when its seeds ran in more than one."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -57,7 +58,8 @@ def environment(device) -> dict:
         "driver": _nvidia_driver() if cuda else None,
         # on the CPU the thread count changes the order of float sums, hence the results' last digits
         "cpu_threads": None if cuda else torch.get_num_threads(),
-        "deterministic": {"cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "deterministic": {"cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+                          "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
                           "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
                           "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled())},
     }

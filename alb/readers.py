@@ -68,9 +68,12 @@ def load_environments(directory: Path) -> pd.DataFrame:
         except (yaml.YAMLError, AttributeError) as err:
             raise UserError(f"cannot read {path}: {err}") from err
         for session in sessions:
+            flags = session.get("deterministic") or {}
+            # a GPU run repeats its rows only with deterministic algorithms (deterministic=true)
+            repeatable = not session.get("cuda") or flags.get("deterministic_algorithms") is not False
             rows.append({"strategy": path.parent.parent.name, "seed": int(path.parent.name.removeprefix("seed_")),
-                         **{k: session.get(k) for k in (*COMPARED, "git_commit")}})
-    return pd.DataFrame(rows, columns=["strategy", "seed", *COMPARED, "git_commit"])
+                         **{k: session.get(k) for k in (*COMPARED, "git_commit")}, "repeatable": repeatable})
+    return pd.DataFrame(rows, columns=["strategy", "seed", *COMPARED, "git_commit", "repeatable"])
 
 
 def environment_notes(envs: pd.DataFrame) -> tuple[list[str], str | None]:
@@ -82,12 +85,19 @@ def environment_notes(envs: pd.DataFrame) -> tuple[list[str], str | None]:
     combos = keyed.groupby(list(COMPARED)).agg(seed_folders=("seed", "size"),
                                                alb_commits=("git_commit", lambda c: ", ".join(sorted(set(c)))))
     lines = ["## Environment", "", combos.reset_index().to_markdown(index=False)]
-    if len(combos) < 2:
+    warnings = []
+    unrepeatable = envs[~envs.repeatable.astype(bool)]
+    if len(unrepeatable):
+        devices = ", ".join(sorted(set(unrepeatable.device.astype(str))))
+        warnings.append(f"{len(unrepeatable)} seed session(s) ran on {devices} with deterministic=false: rows of one "
+                        "seed are not repeatable on that device (run again with deterministic=true)")
+    if len(combos) > 1:
+        differing = [k for k in COMPARED if keyed[k].nunique() > 1]
+        warnings.append(f"the seeds of this comparison ran in {len(combos)} environments (differing in "
+                        f"{', '.join(differing)}): some differences may come from that alone")
+    if not warnings:
         return lines, None
-    differing = [k for k in COMPARED if keyed[k].nunique() > 1]
-    warning = (f"the seeds of this comparison ran in {len(combos)} environments (differing in "
-               f"{', '.join(differing)}): some differences may come from that alone")
-    return lines + ["", f"**Warning:** {warning}."], warning
+    return lines + ["", *[f"**Warning:** {w}." for w in warnings]], "; ".join(warnings)
 
 
 def label_configs(directory: Path) -> dict[str, dict]:

@@ -160,6 +160,25 @@ def test_report_lists_environments_and_warns_when_seeds_differ(tmp_path):
         out = write_report(tmp_path)
     text = (out / "summary.md").read_text()
     assert "## Environment" in text and "NVIDIA A100" in text and "NVIDIA H100" in text
+    assert "not repeatable" not in text  # no determinism flags recorded: not said to be unrepeatable either
+
+
+@pytest.mark.parametrize("deterministic, cuda, said", [(False, "13.0", True), (True, "13.0", False),
+                                                        (False, None, False)])
+def test_report_says_when_rows_of_one_seed_are_not_repeatable_on_their_gpu(tmp_path, deterministic, cuda, said):
+    import yaml
+    fake_results(tmp_path, ["random", "entropy"])
+    env = {"device": "NVIDIA H200" if cuda else "cpu (x86_64)", "cuda": cuda, "git_commit": "abc",
+           "deterministic": {"deterministic_algorithms": deterministic, "cudnn_deterministic": deterministic}}
+    for s in ("random", "entropy"):
+        for seed in (0, 1, 2):
+            (tmp_path / s / f"seed_{seed}" / "env.yaml").write_text(yaml.safe_dump({"sessions": [env]}))
+    if said:
+        with pytest.warns(UserWarning, match="6 seed session\\(s\\) ran on NVIDIA H200 with deterministic=false"):
+            out = write_report(tmp_path)
+    else:
+        out = write_report(tmp_path)
+    assert ("not repeatable on that device" in (out / "summary.md").read_text()) == said
 
 
 def test_pooled_ppm_is_the_sum_of_each_experiments_ppm_by_hand(tmp_path):

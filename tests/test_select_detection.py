@@ -196,6 +196,20 @@ def test_sparse_kcenter_equals_dense():
     assert list(c + 5) == list(a)
 
 
+def test_a_sparse_embedding_made_dense_for_the_gpu_holds_the_same_values_and_picks(monkeypatch):
+    """The GPU path (UWE for detection on CUDA): the CSR made dense on the device, then the
+    dense greedy; on the CPU here, with the device check forced."""
+    import alb.select.kcenter as kcenter
+    rng = np.random.default_rng(4)
+    dense = (rng.standard_normal((80, 12)) * (rng.uniform(size=(80, 12)) < 0.3)).astype(np.float32)
+    made = kcenter.densify(scipy.sparse.csr_matrix(dense), torch.device("cpu"))
+    assert made.dtype == torch.float32 and torch.equal(made, torch.from_numpy(dense))
+    labelled = np.zeros(80, bool)
+    labelled[:5] = True
+    monkeypatch.setattr(kcenter, "_dense_on_gpu", lambda features: kcenter.densify(features, torch.device("cpu")))
+    assert list(kcenter_greedy(scipy.sparse.csr_matrix(dense), labelled, 15)) == list(kcenter_greedy(dense, labelled, 15))
+
+
 def test_kcenter_on_distances_equals_euclidean_kcenter():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((70, 3))

@@ -88,8 +88,11 @@ def noris_select(scores: torch.Tensor, similarity_row: Callable[[int], torch.Ten
             check("selection")
             effective = sigma - penalty if variant == "max" else sigma
             remaining = torch.where(available, effective, neg_inf)
-            i = int(torch.argmax(remaining))
-            if not warned and float(remaining[i]) <= 0 and bool((original[available] > 0).any()):
+            best = torch.argmax(remaining)
+            # the pick and its score in one transfer (one GPU sync per pick, not two)
+            i, value = torch.stack([best.double(), remaining[best].double()]).tolist()
+            i = int(i)
+            if not warned and value <= 0 and bool((original[available] > 0).any()):
                 warnings.warn(f"NORIS: every remaining score is <= 0 at pick {k + 1} of {budget}; with "
                               f"update={update!r} the picks that follow "
                               + ("raise their neighbours' scores (strategy.update=clamp or original avoids it)"

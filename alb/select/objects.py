@@ -94,18 +94,39 @@ class ObjectDistances:
         every_col = cols is None
         cols = np.arange(self.n) if every_col else np.asarray(cols, dtype=np.int64).reshape(-1)
         device = self.f.device
-        image_d = _pair_distances(self.f[rows], self.f[cols], self.metric, self.f_norm[rows], self.f_norm[cols])
-        r_obj, r_pos = self._objects_of(rows)
-        if every_col:
-            c_obj, c_pos = torch.arange(len(self.o), device=device), self.owner
+        if len(rows) == 1:  # the greedy's one row per pick: slices, no index copied to the device
+            i = int(rows[0])
+            r_f, r_f_norm = self.f[i:i + 1], self.f_norm[i:i + 1]
+            start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+            r_o, r_o_norm = self.o[start:end], self.o_norm[start:end]
+            r_pos = None  # one row: its objects are reduced together
+            r_count = self.counts[i:i + 1]
         else:
+            r_index = torch.as_tensor(rows, device=device)
+            r_f, r_f_norm = self.f[r_index], self.f_norm[r_index]
+            r_obj, r_pos = self._objects_of(rows)
+            r_o, r_o_norm = self.o[r_obj], self.o_norm[r_obj]
+            r_count = self.counts[r_index]
+        if every_col:  # every image: the stored matrices themselves, not a gathered copy of them
+            c_f, c_f_norm, c_o, c_o_norm, c_pos, c_count = self.f, self.f_norm, self.o, self.o_norm, self.owner, self.counts
+        else:
+            c_index = torch.as_tensor(cols, device=device)
             c_obj, c_pos = self._objects_of(cols)
-        pair = _pair_distances(self.o[r_obj], self.o[c_obj], self.metric, self.o_norm[r_obj], self.o_norm[c_obj])
+            c_f, c_f_norm, c_o, c_o_norm = self.f[c_index], self.f_norm[c_index], self.o[c_obj], self.o_norm[c_obj]
+            c_count = self.counts[c_index]
+        image_d = _pair_distances(r_f, c_f, self.metric, r_f_norm, c_f_norm)
+        pair = _pair_distances(r_o, c_o, self.metric, r_o_norm, c_o_norm)
         how = "amax" if self.aggregate == "max" else "sum"
-        per_col = segment_reduce(pair, c_pos, len(cols), dim=1, how=how)  # (|objects of rows|, n_cols)
-        d_o = segment_reduce(per_col, r_pos, len(rows), dim=0, how=how)  # (n_rows, n_cols)
-        r_count = self.counts[torch.as_tensor(rows, device=device)].to(d_o.dtype)
-        c_count = self.counts[torch.as_tensor(cols, device=device)].to(d_o.dtype)
+        # the rows' objects reduced first: for one row a plain reduction, so the segment
+        # reduction over the pool's objects runs on one row instead of |objects of the row|
+        if len(rows) > 1:
+            per_row = segment_reduce(pair, r_pos, len(rows), dim=0, how=how)  # (n_rows, |objects of cols|)
+        elif len(pair):
+            per_row = pair.amax(dim=0, keepdim=True) if how == "amax" else pair.sum(dim=0, keepdim=True)
+        else:  # an image without objects: d_o is unused (the image term alone)
+            per_row = pair.new_zeros((1, pair.shape[1]))
+        d_o = segment_reduce(per_row, c_pos, len(cols), dim=1, how=how)  # (n_rows, n_cols)
+        r_count, c_count = r_count.to(d_o.dtype), c_count.to(d_o.dtype)
         if self.aggregate == "mean":
             d_o = d_o / (r_count[:, None] * c_count[None, :]).clamp_(min=1.0)
         both = (r_count[:, None] > 0) & (c_count[None, :] > 0)
