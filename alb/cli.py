@@ -215,19 +215,58 @@ def check(overrides: Overrides = None, config_dir: ConfigDir = None,
 
 
 def _dry_run(jobs: list[list[str]]) -> None:
-    """One row per job: its overrides, seeds, and the training images it would process."""
+    """One row per job: its overrides, seeds, the training and inference images it would
+    process, and device-hours where `alb calibrate` has measured this machine's device."""
     from alb.sweep import plan_jobs
     plans = plan_jobs(jobs)
     table = Table(title=f"sweep: {len(jobs)} job(s), nothing run")
-    for column in ("job", "overrides", "seeds", "training images per seed", "training images"):
-        table.add_column(column, justify="right" if "images" in column or column == "seeds" else "left")
+    columns = ("job", "overrides", "seeds", "training images per seed", "training images", "inference images",
+               "device-hours")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("job", "overrides") else "right")
     for k, plan in enumerate(plans):
-        table.add_row(str(k + 1), " ".join(plan.overrides), str(plan.seeds), f"{plan.per_seed:,}", f"{plan.total:,}")
+        hours = f"{plan.hours:,.2f}" if plan.hours is not None else "-"
+        table.add_row(str(k + 1), " ".join(plan.overrides), str(plan.seeds), f"{plan.per_seed:,}", f"{plan.total:,}",
+                      f"{plan.infer_total:,}", hours)
     Console().print(table)
-    Console().print(f"total training images: {sum(p.total for p in plans):,}")
+    Console().print(f"total training images: {sum(p.total for p in plans):,}; inference images (pool passes before "
+                    f"each selection; test-set evaluation on top): {sum(p.infer_total for p in plans):,}")
+    calibrated = [p for p in plans if p.hours is not None]
+    if calibrated:
+        Console().print(f"device-hours: {sum(p.hours for p in calibrated):,.2f} for {len(calibrated)} of {len(plans)} "
+                        f"job(s), at the throughput measured by `alb calibrate` ({calibrated[0].calibration})")
+    if len(calibrated) < len(plans):
+        missing = sorted({" ".join(o for o in p.overrides if o.split("=")[0].lstrip("+") in ("experiment", "model",
+                                                                                             "dataset"))
+                          for p in plans if p.hours is None})
+        hint = "; ".join(f"alb calibrate {m}".strip() for m in missing)
+        Console().print(f"no device-hours for {len(plans) - len(calibrated)} job(s): measure this machine's device "
+                        f"once with `{hint}` (about a minute each), then run the dry run again")
     if any(p.expected_pool for p in plans):
         Console().print("the data is not on this machine: the pool size is the dataset's expected_pool_size "
                         f"({next(p.pool_size for p in plans if p.expected_pool):,})")
+
+
+Seconds = Annotated[float, typer.Option("--seconds", min=4, help="measuring time, half training, half inference")]
+
+
+@app.command()
+@_user_errors
+def calibrate(overrides: Overrides = None, seconds: Seconds = 60.0, config_dir: ConfigDir = None) -> None:
+    """Measure this machine's training and inference images/s for a preset's model, input
+    size and precision (about a minute), e.g. `alb calibrate experiment=ppal/voc`; cached under
+    the cache folder, so `alb sweep ... --dry-run` prints device-hours."""
+    from alb.config import compose_config
+    _use_config_dirs(config_dir)
+    composed = compose_config(overrides or [])
+    from alb import calibrate as calibration
+    from alb.machine import resolve_device
+    device = resolve_device(composed.device)
+    entry = calibration.calibrate(composed, device, seconds)
+    console.print(f"{entry['device']}: {entry['model']} at {entry['input']} ({entry['precision']}): training "
+                  f"{entry['train_images_per_s']:.1f} images/s (batch {entry['train_batch']}), inference "
+                  f"{entry['infer_images_per_s']:.1f} images/s (batch {entry['infer_batch']}); weights "
+                  f"{entry['weights']}; saved to {calibration.path_of(calibration.key_of(composed, device))}")
 
 
 @app.command()

@@ -63,6 +63,22 @@ def planned_training_images(cfg: DictConfig, pool_size: int, members: int = 1) -
     return sizes
 
 
+def planned_inference_images(cfg: DictConfig, pool_size: int, views: int = 1, members: int = 1) -> list[int]:
+    """Pool images one seed runs inference on in each cycle (the unlabelled pool before each
+    selection, `views` passes each: 2 with the flipped view, more with MC dropout; `members`
+    models), for `alb sweep --dry-run`. Evaluation on the test split comes on top."""
+    from alb import pool as pool_lib
+
+    schedule = pool_lib.budget_schedule(cfg.protocol, pool_size)
+    sizes, n = [], schedule.initial
+    for cycle in range(schedule.cycles + 1):
+        n = min(n, pool_size)
+        sizes.append(members * views * (pool_size - n) if cycle < schedule.cycles else 0)
+        if cycle < schedule.cycles:
+            n += schedule.steps[cycle]
+    return sizes
+
+
 def is_launcher_override(override: str) -> bool:
     """`hydra/launcher=...`, `hydra.launcher.partition=...`: settings of Hydra itself, which go to
     the launcher, not to the jobs."""
@@ -128,29 +144,65 @@ class JobPlan:
     per_seed: int       # training images one seed processes, summed over its cycles
     pool_size: int
     expected_pool: bool  # the pool size is the dataset's expected_pool_size (data not here)
+    infer_per_seed: int = 0  # pool images inferred per seed (selection passes), summed over cycles
+    hours_per_seed: float | None = None  # device-hours per seed from `alb calibrate` (None: not calibrated)
+    calibration: str | None = None  # what the hours come from (device, model, input, precision)
 
     @property
     def total(self) -> int:
         return self.per_seed * self.seeds
+
+    @property
+    def infer_total(self) -> int:
+        return self.infer_per_seed * self.seeds
+
+    @property
+    def hours(self) -> float | None:
+        return None if self.hours_per_seed is None else self.hours_per_seed * self.seeds
 
 
 def plan_jobs(jobs: list[list[str]]) -> list[JobPlan]:
     """The plan of every job, reading (and checking) each dataset setting once."""
     from alb.config import compose_config
     from alb.hooks import EnsembleHook
-    from alb.loop import build_strategy, seed_list
+    from alb.loop import seed_list
+    from alb.strategies import build_strategy
     pool_sizes, plans = {}, []
     for job in jobs:
         cfg = compose_config(job)
         key = OmegaConf.to_yaml(cfg.dataset)  # not resolved: dataset.root may be unset (???)
         if key not in pool_sizes:
             pool_sizes[key] = pool_size(cfg.dataset)
-        hook = build_strategy(cfg).training_hook()
+        strategy = build_strategy(cfg)
+        hook = strategy.training_hook()
         members = hook.members if isinstance(hook, EnsembleHook) else 1
         size, expected = pool_sizes[key]
-        plans.append(JobPlan(list(job), len(seed_list(cfg.seeds)),
-                             sum(planned_training_images(cfg, size, members)), size, expected))
+        fields = tuple(getattr(strategy, "fields", ()))
+        # one pass, a second for the flipped view, and the MC-dropout passes
+        views = 1 + any(f.startswith("flip_") for f in fields) + (
+            int(getattr(hook, "passes", 0)) if "mc_box_probs" in fields else 0)
+        train, infer = planned_training_images(cfg, size, members), planned_inference_images(cfg, size, views, members)
+        hours, source = None, None
+        entry = _calibration(cfg)
+        if entry is not None:
+            from alb.calibrate import hours as device_hours
+            hours = device_hours(sum(train), sum(infer), entry)
+            source = f"{entry['device']}, {entry['model']} {entry['input']} {entry['precision']}"
+        plans.append(JobPlan(list(job), len(seed_list(cfg.seeds)), sum(train), size, expected, sum(infer), hours,
+                             source))
     return plans
+
+
+def _calibration(cfg: DictConfig) -> dict | None:
+    """The cached `alb calibrate` entry for the job's model on the device it would run on."""
+    import torch
+
+    from alb.calibrate import load
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else str(cfg.device))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return None
+    return load(cfg, device)
 
 
 def pool_size(dataset) -> tuple[int, bool]:

@@ -2,6 +2,10 @@
 embeddings, each beside a naive implementation (full N x N matrix / materialised gradient
 embeddings) measured in the same run where it fits in memory.
 
+`kcenter_plain`: alb's k-center greedy against a warm plain torch loop on the same device
+(CUDA when present), in the same process: per pick one matrix-vector product, a minimum and an
+argmax; both warmed up first (CUDA context, cuBLAS handles). Target: alb <= 1.5x the loop.
+
     make bench                      # pool sizes 10k and 50k, D=512, budget 2000, C=10
     python benchmarks/bench_select.py --sizes 2000 --budget 200   # a quick look
 
@@ -73,6 +77,52 @@ def naive_noris(scores, features, budget, alpha=0.5):
     return picks
 
 
+def plain_kcenter(x, labelled, budget: int) -> list[int]:
+    """The plainest torch k-center greedy on x's device: one gemv, a minimum, an argmax per pick."""
+    import torch
+    x_sq = (x * x).sum(1)
+    centres = x[labelled]
+    min_dist = torch.full((len(x),), float("inf"), device=x.device)
+    for start in range(0, len(centres), 1024):
+        c = centres[start:start + 1024]
+        d = x_sq[:, None] + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T)
+        min_dist = torch.minimum(min_dist, d.min(dim=1).values)
+    min_dist[labelled] = -1.0
+    picks = []
+    for _ in range(budget):
+        i = int(torch.argmax(min_dist))
+        picks.append(i)
+        min_dist = torch.minimum(min_dist, x_sq + x_sq[i] - 2.0 * (x @ x[i]))
+        min_dist[i] = -1.0
+    return picks
+
+
+def kcenter_against_plain(n: int, dim: int, classes: int, budget: int) -> dict:
+    """(alb seconds, plain loop seconds) in one process, both warm, on the default device."""
+    import torch
+
+    from alb.select import kcenter_greedy
+    from alb.select._backend import default_device
+    device = default_device()
+    features, _, labelled = inputs(n, dim, classes)
+    x, mask = torch.from_numpy(features).to(device), torch.from_numpy(labelled).to(device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    plain_kcenter(x, mask, 20), kcenter_greedy(features, labelled, 20)  # warm-up
+    sync()
+    start = time.perf_counter()
+    plain = plain_kcenter(x, mask, budget)
+    sync()
+    plain_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ours = kcenter_greedy(features, labelled, budget)
+    sync()
+    return {"method": "kcenter_plain", "n": n, "device": device.type, "alb_s": time.perf_counter() - start,
+            "plain_s": plain_s, "same": [int(i) for i in ours] == plain}
+
+
 def measure(method: str, impl: str, n: int, dim: int, classes: int, budget: int) -> dict:
     import torch
     torch.set_num_threads(torch.get_num_threads())
@@ -108,16 +158,25 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--budget", type=int, default=2000)
-    parser.add_argument("--methods", nargs="+", default=["kcenter_greedy", "kcenter_bf16", "badge", "noris_sum"])
+    parser.add_argument("--methods", nargs="+",
+                        default=["kcenter_greedy", "kcenter_bf16", "badge", "noris_sum", "kcenter_plain"])
     parser.add_argument("--one", nargs=3, metavar=("METHOD", "IMPL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         method, impl, n = args.one
-        print(json.dumps(measure(method, impl, int(n), args.dim, args.classes, args.budget)))
+        if method == "kcenter_plain":
+            print(json.dumps(kcenter_against_plain(int(n), args.dim, args.classes, args.budget)))
+        else:
+            print(json.dumps(measure(method, impl, int(n), args.dim, args.classes, args.budget)))
         return
-    rows = []
+    rows, plain_rows = [], []
     for n in args.sizes:
-        for method in args.methods:
+        if "kcenter_plain" in args.methods:
+            out = subprocess.run([sys.executable, __file__, "--one", "kcenter_plain", "alb", str(n), "--dim",
+                                  str(args.dim), "--classes", str(args.classes), "--budget", str(args.budget)],
+                                 capture_output=True, text=True, check=True)
+            plain_rows.append(json.loads(out.stdout))
+        for method in (m for m in args.methods if m != "kcenter_plain"):
             for impl in ("naive", "alb"):
                 if impl == "naive" and naive_bytes(method, n, args.dim, args.classes) > NAIVE_LIMIT_BYTES:
                     rows.append({"method": method, "impl": impl, "n": n, "seconds": None, "peak_mib": None})
@@ -133,7 +192,7 @@ def main() -> None:
              "| method | N | alb s | alb peak MiB | naive s | naive peak MiB | speed-up | same picks |",
              "|---|---|---|---|---|---|---|---|"]
     for n in args.sizes:
-        for method in args.methods:
+        for method in (m for m in args.methods if m != "kcenter_plain"):
             fast = next(r for r in rows if r["method"] == method and r["n"] == n and r["impl"] == "alb")
             slow = next(r for r in rows if r["method"] == method and r["n"] == n and r["impl"] == "naive")
             if slow["seconds"] is None:
@@ -145,7 +204,14 @@ def main() -> None:
                 same = "yes" if prefix == len(fast["picks"]) else f"first {prefix}, {overlap} in common"
             lines.append(f"| {method} | {n} | {fast['seconds']:.2f} | {fast['peak_mib']:.0f} | {naive[0]} | "
                          f"{naive[1] if slow['seconds'] is not None else '-'} | {ratio} | {same} |")
-    write_table("select", lines)
+    if plain_rows:
+        lines += ["", "k-center greedy against a warm plain torch loop (one gemv, minimum, argmax per pick), same "
+                  "process, same device (target: ratio <= 1.5):", "",
+                  "| N | device | alb s | plain loop s | alb / plain | same picks |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['n']} | {r['device']} | {r['alb_s']:.2f} | {r['plain_s']:.2f} | "
+                  f"{r['alb_s'] / r['plain_s']:.2f} | {'yes' if r['same'] else 'no'} |" for r in plain_rows]
+    import torch
+    write_table("select", lines, "" if not torch.cuda.is_available() else "_cuda")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ full-matrix version measured in the same run where that fits in memory (6 GiB).
   images, Poisson(7) detections over 80 classes, D=256, budget 2,365). Naive: the k-medoid
   update as a Python loop over clusters (the CCMS object-pair matrix, 66k^2, does not fit).
 - uwe_det: UWE on the VOC-size pool (20 classes, D=256, 5% labelled, budget 1,655), sparse
-  class blocks. Naive: the dense N x K*D embedding and dense k-center greedy.
+  class blocks (made dense on a GPU). Naive: the dense N x K*D embedding and dense k-center greedy.
+- cdal: CDAL's contextual diversity on the VOC-size pool (5% labelled, budget 1,655): k-center
+  on the symmetric-KL distance, one row per pick. Naive: the N^2 distance matrix first.
 
 Each measurement runs in its own process so that its peak RSS (ru_maxrss) is its own; the
 reported memory is the peak minus the RSS after the inputs were built.
@@ -91,15 +93,31 @@ def run_uwe(det, budget, naive, classes):
     return kcenter_greedy(emb, labelled, budget)
 
 
+def run_cdal(det, budget, naive, classes):
+    import torch
+    from alb.select import SymmetricKLDistances, cdal_contexts, kcenter_on_distances
+    n = len(det["offsets"]) - 1
+    labelled = np.zeros(n, bool)
+    labelled[np.random.default_rng(1).choice(n, n // 20, replace=False)] = True
+    contexts, present = cdal_contexts(det["box_probs"], det["labels"], det["offsets"], classes)
+    distances = SymmetricKLDistances(contexts, present)
+    if not naive:
+        return kcenter_on_distances(distances, n, labelled, budget)
+    full = torch.cat([torch.as_tensor(distances(np.arange(s, min(s + 512, n)))) for s in range(0, n, 512)])
+    return kcenter_on_distances(lambda rows: full[torch.as_tensor(np.asarray(rows), device=full.device)], n,
+                                labelled, budget)
+
+
 SETUPS = {  # n images, mean boxes, classes, dim, budget
     "noris_det": (16_551, 2.5, 20, 256, 1_655),
     "ppal": (4 * 2_365, 7.0, 80, 256, 2_365),
     "uwe_det": (16_551, 2.5, 20, 256, 1_655),
+    "cdal": (16_551, 2.5, 20, 256, 1_655),
 }
 
 
 def naive_bytes(method: str, n: int, classes: int, dim: int) -> int:
-    return {"noris_det": n * n * 4, "ppal": n * n * 4 * 2, "uwe_det": n * classes * dim * 4}[method]
+    return {"noris_det": n * n * 4, "ppal": n * n * 4 * 2, "uwe_det": n * classes * dim * 4, "cdal": n * n * 4}[method]
 
 
 def measure(method: str, impl: str, scale: float) -> dict:
@@ -115,6 +133,8 @@ def measure(method: str, impl: str, scale: float) -> dict:
         picks = run_noris(det, budget, naive)
     elif method == "ppal":
         picks = run_ppal(det, budget, naive)
+    elif method == "cdal":
+        picks = run_cdal(det, budget, naive, classes)
     else:
         picks = run_uwe(det, budget, naive, classes)
     seconds = time.perf_counter() - start

@@ -6,10 +6,13 @@
 #   bash scripts/device_check.sh run [DIR]      # on the GPU machine, in the checkout, with DIR beside it
 #
 # `run` installs those wheels and alb itself with --no-deps (the machine's torch and torchvision stay),
-# then with device=cuda: both quick starts (one seed each), one reduced cycle of every detection
-# preset from made-up ImageNet weight files (random tensors under torchvision's file names in a
-# temporary TORCH_HOME, on the generated shapes data), benchmarks/bench_select.py,
-# benchmarks/bench_detectors.py and benchmarks/bench_train.py (AMP), and prints one table. Logs go to $OUT (default /tmp/alb-device-check).
+# then with device=cuda, each step under its own time limit (about 5 minutes in all): the mission's
+# command twice (same rows: deterministic=true), a SIGTERM to the whole process group during
+# training with loader workers and the resumed run's rows, bench_train (loader vs PIL, alb vs a
+# plain loop), bench_determinism (its cost per detector family), bench_select (k-center vs a warm
+# plain loop), bench_select_det, bench_detectors (pool inference vs a plain forward), `alb calibrate`
+# and a dry run with device-hours, and `pytest -m gpu`; it prints one table. Logs go to $OUT
+# (default /tmp/alb-device-check). PRESETS="elezi/voc ..." adds one reduced cycle of those presets.
 # A dry run without a GPU: DEVICE=cpu FORCE_WHEELS=1 BENCH_SELECT_ARGS="--sizes 2000 --budget 100"
 #   BENCH_DETECTORS_ARGS="--models centernet_tiny --sizes 128 --repeats 2" PYTHON=.venv/bin/python
 #   DEVICE_PYTHON_VERSION=3.11 (for `wheels`) bash scripts/device_check.sh run DIR
@@ -20,7 +23,8 @@ WHEELS=${2:-.whl}
 PY=${PYTHON:-python3}
 PY_VERSION=${DEVICE_PYTHON_VERSION:-3.12}
 # What the GPU machine lacked when last seen (NOTES.md), pinned as in pyproject.toml.
-MISSING=(hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 faster-coco-eval==1.8.0 packaging markdown==3.11.3)
+MISSING=(hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 faster-coco-eval==1.8.0 packaging markdown==3.11.3
+         typer==0.29.2 pydantic==2.14.4 pydantic-core==2.50.5 typing-inspection annotated-types threadpoolctl)
 
 if [ "$mode" = wheels ]; then
   mkdir -p "$WHEELS"
@@ -45,7 +49,7 @@ row() { rows+=("| $1 | $2 | $3 | $4 |"); }
 
 # 1. install: the missing packages from the wheels, alb without dependencies; torch stays the machine's
 start=$(date +%s)
-if [ -z "${FORCE_WHEELS:-}" ] && $PY -c "import hydra, omegaconf, faster_coco_eval, markdown" 2>/dev/null; then
+if [ -z "${FORCE_WHEELS:-}" ] && $PY -c "import hydra, omegaconf, faster_coco_eval, markdown, typer, threadpoolctl" 2>/dev/null; then
   status="ok (already installed)"
 else
   $PY -m pip install -q --no-index --no-deps --no-compile --target "$SITE" --find-links "$WHEELS" \
@@ -59,58 +63,79 @@ torch_line=$($PY -c "import torch, torchvision; print(f'torch {torch.__version__
   f'cuda {torch.version.cuda}, ' + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA DEVICE'))" 2>&1)
 row "install (wheels + alb, --no-deps)" "$status" "$(( $(date +%s) - start ))" "$torch_line"
 
-# 2. both quick starts on the GPU, one seed each, with their reports
-for preset in quickstart quickstart_det; do
-  start=$(date +%s)
-  if "${ALB[@]}" sweep "experiment=$preset" seeds=1 device=$DEVICE progress=false "results_dir=$OUT/results" \
-       > "$OUT/$preset.log" 2>&1 && "${ALB[@]}" report "$OUT/results/$preset" >> "$OUT/$preset.log" 2>&1; then
-    last=$(grep -E "cycle [0-9]+:" "$OUT/$preset.log" | tail -n 1 | sed 's/^ *//')
-    row "alb sweep experiment=$preset seeds=1 device=$DEVICE" ok "$(( $(date +%s) - start ))" "last: $last"
+# each step under its own limit (GNU timeout signals the group; alb's workers ignore it, alb stops)
+step() {  # step <label> <limit seconds> <log> <command...>
+  local label=$1 limit=$2 log=$3; shift 3
+  local start; start=$(date +%s)
+  if timeout "$limit" "$@" > "$OUT/$log" 2>&1; then
+    row "$label" ok "$(( $(date +%s) - start ))" "$(grep -E "cycle [0-9]+:|^\| " "$OUT/$log" | tail -n 1 | cut -c1-160)"
   else
-    row "alb sweep experiment=$preset seeds=1 device=$DEVICE" "FAILED ($preset.log)" "$(( $(date +%s) - start ))" \
-        "$(tail -n 1 "$OUT/$preset.log" | cut -c1-160)"
+    row "$label" "FAILED ($log)" "$(( $(date +%s) - start ))" "$(tail -n 1 "$OUT/$log" | cut -c1-160)"
   fi
-done
+}
+rows_of() {  # the non-timing columns of a seed's cycles.csv
+  $PY -c "import pandas as pd, sys; f = pd.read_csv(sys.argv[1]); print(f[[c for c in f.columns if not c.endswith('_seconds')]].to_csv(index=False))" "$1"
+}
+MISSION=(run experiment=quickstart_det strategy=entropy seeds=1 protocol.cycles=2 device=$DEVICE progress=false)
 
-# 2b. every detection preset for one reduced cycle (shapes data, 20 iterations), from made-up
-# ImageNet weights: the recipes (weights, augmentation, input sizes) run on the GPU end to end
+# 2. the mission's command twice into fresh folders: deterministic=true (the default) gives the same rows
+step "mission's command, run 1 (deterministic)" 240 mission1.log "${ALB[@]}" "${MISSION[@]}" "results_dir=$OUT/r1"
+step "mission's command, run 2 (deterministic)" 240 mission2.log "${ALB[@]}" "${MISSION[@]}" "results_dir=$OUT/r2"
+ref="$OUT/r1/default/entropy/seed_0/cycles.csv"
+if [ -f "$ref" ] && [ -f "$OUT/r2/default/entropy/seed_0/cycles.csv" ] && \
+   [ "$(rows_of "$ref")" = "$(rows_of "$OUT/r2/default/entropy/seed_0/cycles.csv")" ]; then
+  row "same seed, same rows (two runs)" ok 0 "$(rows_of "$ref" | tail -n 1)"
+else
+  row "same seed, same rows (two runs)" FAILED 0 "$(rows_of "$ref" | tail -n 1) vs $(rows_of "$OUT/r2/default/entropy/seed_0/cycles.csv" | tail -n 1)"
+fi
+
+# 3. SIGTERM to the whole process group during training, loader workers alive; the same command resumes
+step "group SIGTERM in training, num_workers=4 (exit 143)" 240 signal.log \
+  bash -c '"$@"; test $? -eq 143' _ $PY tests/_group_signal.py training SIGTERM 2 -- "${MISSION[@]:1}" num_workers=4 \
+  "results_dir=$OUT/r3"
+grep -q "^stopped:" "$OUT/signal.log" || row "  ... one 'stopped:' line" FAILED 0 "$(tail -n 1 "$OUT/signal.log" | cut -c1-160)"
+step "  ... the same command again" 240 resume.log "${ALB[@]}" "${MISSION[@]}" num_workers=4 "results_dir=$OUT/r3"
+if [ "$(rows_of "$ref")" = "$(rows_of "$OUT/r3/default/entropy/seed_0/cycles.csv" 2>/dev/null)" ]; then
+  row "  ... resumed rows equal the uninterrupted run's" ok 0 ""
+else
+  row "  ... resumed rows equal the uninterrupted run's" FAILED 0 "$(rows_of "$OUT/r3/default/entropy/seed_0/cycles.csv" 2>&1 | tail -n 1)"
+fi
+
+# 4. the benchmarks, each with its baseline measured in the same run
 export TORCH_HOME="$OUT/torch_home"
 $PY -c "from alb.models.weights import write_random_weights as w
 for e in ('ResNet18_Weights.IMAGENET1K_V1', 'ResNet50_Weights.IMAGENET1K_V1', 'VGG16_Weights.IMAGENET1K_FEATURES'): w(e)" \
   > "$OUT/weights.log" 2>&1 || row "made-up weight files" "FAILED (weights.log)" 0 "$(tail -n 1 "$OUT/weights.log")"
-for preset in ${PRESETS:-elezi/voc noris/voc noris/kitti ppal/voc uwe/voc_retinanet uwe/voc_faster_rcnn reality_check/voc}; do
-  start=$(date +%s)
-  log="$OUT/preset_${preset//\//_}.log"
-  if "${ALB[@]}" run "experiment=$preset" dataset=shapes strategy=random seeds=1 protocol.initial=40 protocol.step=20 \
-       protocol.cycles=1 trainer.iterations=${PRESET_ITERATIONS:-20} "trainer.milestones=[15]" device=$DEVICE \
-       progress=false "results_dir=$OUT/results" "name=preset_${preset//\//_}" > "$log" 2>&1; then
-    last=$(grep -E "cycle [0-9]+:" "$log" | tail -n 1 | sed 's/^ *//')
-    row "experiment=$preset, one reduced cycle, imagenet (made up)" ok "$(( $(date +%s) - start ))" "last: $last"
-  else
-    row "experiment=$preset, one reduced cycle, imagenet (made up)" "FAILED ($(basename "$log"))" \
-        "$(( $(date +%s) - start ))" "$(tail -n 1 "$log" | cut -c1-160)"
-  fi
-done
+step "bench_train (loader vs PIL, alb vs plain loop)" 150 bench_train.md $PY benchmarks/bench_train.py \
+  ${BENCH_TRAIN_ARGS:---model retinanet_resnet50 --size 600 --batch 8 --workers 8 --steps 20 --repeats 2 --images 600 --image-size 500}
+step "bench_determinism (cost per family)" 150 bench_determinism.md $PY benchmarks/bench_determinism.py \
+  ${BENCH_DETERMINISM_ARGS:---size 600 --batch 8 --steps 10 --repeats 2}
+step "bench_select (k-center vs a warm plain loop)" 90 bench_select.md $PY benchmarks/bench_select.py \
+  ${BENCH_SELECT_ARGS:---sizes 50000 --methods kcenter_greedy noris_sum kcenter_plain}
+step "bench_select_det (UWE, NORIS, CDAL, CCMS vs dense)" 150 bench_select_det.md $PY benchmarks/bench_select_det.py \
+  ${BENCH_SELECT_DET_ARGS:-}
+step "bench_detectors (pool inference vs plain forward)" 150 bench_detectors.md $PY benchmarks/bench_detectors.py \
+  ${BENCH_DETECTORS_ARGS:---models retinanet_resnet50,fasterrcnn_resnet50,ssd300,centernet_r18 --sizes 600 --repeats 3 --pool 64 --workers 8}
+step "alb calibrate experiment=ppal/voc" 90 calibrate.log "${ALB[@]}" calibrate experiment=ppal/voc device=$DEVICE --seconds 20
+step "alb sweep experiment=ppal/voc --dry-run" 60 dryrun.log "${ALB[@]}" sweep experiment=ppal/voc device=$DEVICE --dry-run
 
-# 3. the benchmarks (alb.select, the detectors and training run on CUDA when it is there)
-for bench in "bench_select.py ${BENCH_SELECT_ARGS:---sizes 10000 50000}" \
-             "bench_detectors.py ${BENCH_DETECTORS_ARGS:---repeats 5}" \
-             "bench_train.py ${BENCH_TRAIN_ARGS:---model retinanet_resnet50 --size 600 --batch 8 --workers 8 --steps 30}"; do
-  start=$(date +%s)
-  name=${bench%% *}
-  if $PY benchmarks/$bench > "$OUT/${name%.py}.md" 2> "$OUT/${name%.py}.log"; then
-    row "benchmarks/$bench" ok "$(( $(date +%s) - start ))" "table in ${name%.py}.md"
-  else
-    row "benchmarks/$bench" "FAILED (${name%.py}.log)" "$(( $(date +%s) - start ))" \
-        "$(tail -n 1 "$OUT/${name%.py}.log" | cut -c1-160)"
-  fi
+# 5. the CUDA tests
+step "pytest -m gpu tests/test_gpu.py" 150 pytest_gpu.log $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
+
+# optional: one reduced cycle of detection presets (PRESETS="elezi/voc noris/voc ...")
+for preset in ${PRESETS:-}; do
+  step "experiment=$preset, one reduced cycle, imagenet (made up)" 240 "preset_${preset//\//_}.log" \
+    "${ALB[@]}" run "experiment=$preset" dataset=shapes strategy=random seeds=1 protocol.initial=40 protocol.step=20 \
+    protocol.cycles=1 trainer.iterations=${PRESET_ITERATIONS:-20} "trainer.milestones=[15]" device=$DEVICE \
+    progress=false "results_dir=$OUT/results" "name=preset_${preset//\//_}"
 done
 
 echo
 echo "| step | status | seconds | detail |"
 echo "|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
-for table in "$OUT"/bench_select.md "$OUT"/bench_detectors.md "$OUT"/bench_train.md; do
+for table in "$OUT"/bench_train.md "$OUT"/bench_determinism.md "$OUT"/bench_select.md "$OUT"/bench_select_det.md \
+             "$OUT"/bench_detectors.md "$OUT"/calibrate.log "$OUT"/dryrun.log; do
   [ -s "$table" ] && { echo; cat "$table"; }
 done
 ! printf '%s\n' "${rows[@]}" | grep -q FAILED

@@ -69,7 +69,7 @@ def finite_step(loss: torch.Tensor, terms: dict, policy: str, step: int, label: 
     if policy == "skip":
         return False
     values = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items())
-    raise NonFiniteLoss(f"{label}: the training loss became {float(loss)} at step {step + 1} ({values}); try a lower "
+    raise NonFiniteLoss(f"{label}: the training loss became {float(loss.detach())} at step {step + 1} ({values}); try a lower "
                         "trainer.lr, trainer.amp=false, trainer.grad_clip=<norm>, or trainer.nonfinite=skip to leave "
                         "such batches out")
 
