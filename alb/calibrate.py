@@ -42,8 +42,12 @@ def input_shape(cfg: DictConfig) -> tuple[int, int, int]:
     from the dataset (its first image when readable, else its reader's image_size)."""
     model = cfg.model
     if cfg.model.get("task", "classification") == "detection":
-        if model.get("image_size"):
-            return 3, int(model.image_size), int(model.image_size)
+        size = model.get("image_size")
+        if size is not None and not isinstance(size, (int, float)):  # [width, height] (CenterNet on KITTI)
+            width, height = (int(v) for v in size)
+            return 3, height, width
+        if size:
+            return 3, int(size), int(size)
         if model.get("min_size"):
             short = int(model.min_size)
             long = min(round(short * 4 / 3), int(model.get("max_size") or 10 ** 6))

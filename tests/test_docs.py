@@ -22,9 +22,9 @@ from conftest import REPO, synthetic_records
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```[a-z]*\n(.*?)^```", re.S | re.M)
-INLINE = re.compile(r"`(alb (?:run|sweep|check|report|status|list) [^`]*)`")
+INLINE = re.compile(r"`(alb (?:run|sweep|check|report|status|list|calibrate) [^`]*)`")
 FLAGS = {"--dry-run", "--wait"}                # options without a value
-VALUED = {"--jobs", "--cfg", "--config-dir", "--task"}
+VALUED = {"--jobs", "--cfg", "--config-dir", "--task", "--seconds"}
 LAUNCHERS = {"joblib", "submitit_local", "submitit_slurm"}
 
 
@@ -63,7 +63,7 @@ def docs_conf(tmp_path_factory):
 
 def test_the_docs_show_the_commands_of_every_kind():
     kinds = {shlex.split(c, comments=True)[1] for _, c in COMMANDS}
-    assert {"run", "sweep", "report", "status", "list", "check"} <= kinds
+    assert {"run", "sweep", "report", "status", "list", "check", "calibrate"} <= kinds
     assert len(COMMANDS) > 60
 
 
@@ -111,7 +111,7 @@ def checked_key(command: str) -> tuple:
     return verb, tuple(o for o in overrides if not is_launcher_override(o)), options.get("--config-dir", "")
 
 
-CHECKED = sorted({checked_key(c) for _, c in COMMANDS if split(c)[0] in ("run", "check", "sweep", "list")})
+CHECKED = sorted({checked_key(c) for _, c in COMMANDS if split(c)[0] in ("run", "check", "sweep", "list", "calibrate")})
 
 
 @pytest.mark.parametrize("verb, overrides, config_dir", CHECKED, ids=[" ".join([v, *o])[:70] for v, o, _ in CHECKED])
@@ -123,7 +123,7 @@ def test_every_command_in_the_docs_passes_the_config_check(verb, overrides, conf
     overrides = list(overrides)
     if verb == "list":
         assert group_options(overrides[0])
-    if verb in ("run", "check"):
+    if verb in ("run", "check", "calibrate"):
         compose_config(overrides)
     if verb == "sweep":
         fixed = [o for o in expand_sweep(overrides)[0] if o.split("=", 1)[0] in {"experiment", "+experiment"}]

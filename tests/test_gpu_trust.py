@@ -82,7 +82,7 @@ def test_skipped_steps_reach_cycles_csv_only_with_skip(tmp_path):
     from alb.loop import run_experiment
     args = [*TINY, "protocol.cycles=1", f"results_dir={tmp_path}"]
     (plain,) = run_experiment(compose_config([*args, "name=plain"]))
-    (skip,) = run_experiment(compose_config([*args, "name=skip", "+trainer.nonfinite=skip"]))
+    (skip,) = run_experiment(compose_config([*args, "name=skip", "trainer.nonfinite=skip"]))
     assert "skipped_steps" not in pd.read_csv(plain / "cycles.csv").columns
     assert pd.read_csv(skip / "cycles.csv").skipped_steps.tolist() == [0, 0]
 
@@ -131,3 +131,37 @@ def test_an_unexpected_error_is_one_line_naming_its_traceback_file(tmp_path, mon
     assert line.startswith("internal error: KeyError: 'boom'") and "Traceback" not in result.output
     path = line.split("traceback is in ")[1].split(";")[0]
     assert "KeyError: 'boom'" in open(path).read()
+
+
+def test_calibrate_caches_rates_and_the_dry_run_turns_image_counts_into_hours(tmp_path, monkeypatch):
+    import json
+
+    import torch as _torch
+
+    from alb import calibrate
+    from alb.config import compose_config
+    from alb.sweep import plan_jobs, planned_inference_images, planned_training_images
+    monkeypatch.setenv("ALB_CACHE_DIR", str(tmp_path / "cache"))
+    job = ["experiment=quickstart", "strategy=entropy", "device=cpu"]
+    cfg = compose_config(job)
+    [plan] = plan_jobs([job])
+    assert plan.hours is None and plan.infer_per_seed > 0
+    entry = calibrate.calibrate(cfg, _torch.device("cpu"), seconds=1.0)
+    assert entry["train_images_per_s"] > 0 and entry["infer_images_per_s"] > 0 and entry["precision"] == "fp32"
+    path = calibrate.path_of(calibrate.key_of(cfg, _torch.device("cpu")))
+    assert json.loads(path.read_text()) == entry and entry["input"] == "1x8x8"  # digits: one channel, 8 x 8
+    # hand-set rates: the hours are the images over the rates
+    path.write_text(json.dumps({**entry, "train_images_per_s": 100.0, "infer_images_per_s": 1000.0}))
+    [plan] = plan_jobs([job])
+    pool = plan.pool_size
+    train, infer = sum(planned_training_images(cfg, pool)), sum(planned_inference_images(cfg, pool))
+    assert plan.per_seed == train and plan.infer_per_seed == infer
+    assert plan.hours == pytest.approx(plan.seeds * (train / 100 + infer / 1000) / 3600)
+
+
+def test_inference_images_count_the_unlabelled_pool_before_each_selection():
+    from alb.config import compose_config
+    from alb.sweep import planned_inference_images
+    cfg = compose_config(["protocol.initial=100", "protocol.step=50", "protocol.cycles=3"])
+    assert planned_inference_images(cfg, 1000) == [900, 850, 800, 0]
+    assert planned_inference_images(cfg, 1000, views=2, members=3) == [5400, 5100, 4800, 0]
