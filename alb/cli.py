@@ -65,6 +65,13 @@ def _user_errors(func):
         except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
             raise
         except Exception as err:  # noqa: BLE001 - a bug: one line and where its traceback is
+            from alb.errors import nondeterministic_op
+            op = nondeterministic_op(err)
+            if op is not None:  # deterministic=true met an op that has no deterministic kernel here
+                console.print(f"[red]error:[/] deterministic=true, but {escape(op)} has no deterministic "
+                              "implementation on this device: run this model with deterministic=false (rows of one "
+                              "seed then vary from run to run; alb report says so)")
+                raise typer.Exit(2) from None
             if os.environ.get("ALB_TRACEBACK"):
                 raise
             first = (str(err).splitlines() or [""])[0]

@@ -42,3 +42,13 @@ class NonFiniteLoss(UserError):
 
 class LoaderDied(UserError):
     """A DataLoader worker died (killed from outside, out of memory): the run stops, resumable."""
+
+
+def nondeterministic_op(err: BaseException) -> str | None:
+    """The op named by torch's "... does not have a deterministic implementation" error
+    (`deterministic=true` and an op without one), else None."""
+    text = str(err)
+    marker = "does not have a deterministic implementation"
+    if marker not in text:
+        return None
+    return text.split(marker)[0].strip().split()[-1]

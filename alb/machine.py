@@ -112,15 +112,6 @@ def set_deterministic(enabled: bool) -> None:
     torch.backends.cudnn.deterministic = enabled
 
 
-def nondeterministic_op(err: BaseException) -> str | None:
-    """The op named by torch's "does not have a deterministic implementation" error, else None."""
-    text = str(err)
-    marker = "does not have a deterministic implementation"
-    if marker not in text:
-        return None
-    return text.split(marker)[0].strip().split()[-1]
-
-
 @dataclass(frozen=True)
 class Machine:
     device: torch.device

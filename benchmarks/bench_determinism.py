@@ -26,7 +26,8 @@ from omegaconf import OmegaConf
 from _out import write_table  # benchmarks/_out.py: the table and its header, into benchmarks/out/
 from alb.config import CONFIG_DIR, build
 from alb.engine.train import autocast, grad_scaler
-from alb.machine import fixed_input, nondeterministic_op, set_deterministic
+from alb.errors import nondeterministic_op
+from alb.machine import fixed_input, set_deterministic
 from alb.models.detection import detector_kwargs
 
 

@@ -270,11 +270,11 @@ def _descendants(pid: int) -> list[int]:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the submitit task through /proc")
 def test_a_submitit_job_signalled_mid_training_requeues_and_ends_with_the_uninterrupted_rows(tmp_path, uninterrupted):
     """USR2 (submitit's pre-emption / time-limit signal, what Slurm sends with `--signal`) to
-    the running job: the training writes its checkpoint at the current step, submitit's handler
-    requeues the job, the requeued job resumes from the checkpoint and ends with the rows of a
-    run never stopped."""
+    every process of the running job, its loader workers included: the workers ignore it, the
+    training writes its checkpoint at the current step, submitit's handler requeues the job,
+    the requeued job resumes from the checkpoint and ends with the rows of a run never stopped."""
     args = [*LONG, "strategy=entropy", f"results_dir={tmp_path}", "name=cut", "trainer.checkpoint_every=5",
-            "hydra/launcher=submitit_local"]
+            "num_workers=2", "hydra/launcher=submitit_local"]
     process = subprocess.Popen([str(Path(sys.executable).parent / "alb"), "sweep", *args], cwd=tmp_path, text=True,
                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     seed_dir = tmp_path / "cut" / "entropy" / "seed_0"
@@ -282,8 +282,13 @@ def test_a_submitit_job_signalled_mid_training_requeues_and_ends_with_the_uninte
     time.sleep(0.3)
     tasks = [pid for pid in _descendants(process.pid)
              if "submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+    # the task, not its loader workers (forked from it, with its command line)
+    tasks = [pid for pid in tasks if not any(pid in _descendants(other) for other in tasks if other != pid)]
     assert len(tasks) == 1, tasks
-    os.kill(tasks[0], signal.SIGUSR2)
+    workers = _descendants(tasks[0])
+    assert workers  # the task's DataLoader workers, alive in its training
+    for pid in [tasks[0], *workers]:  # as Slurm signals every process of the step
+        os.kill(pid, signal.SIGUSR2)
     _, stderr = process.communicate(timeout=240)
     assert process.returncode == 0, stderr
     logs = "".join(p.read_text() for p in (tmp_path / "cut" / ".launcher").rglob("*_log.*"))

@@ -90,7 +90,7 @@ def test_skipped_steps_reach_cycles_csv_only_with_skip(tmp_path):
 def test_deterministic_is_applied_and_recorded_and_checked(tmp_path):
     from alb.config import compose_config
     from alb.loop import run_experiment
-    from alb.machine import nondeterministic_op
+    from alb.errors import nondeterministic_op
     try:
         (folder,) = run_experiment(compose_config([*TINY, "protocol.cycles=0", f"results_dir={tmp_path}", "name=d"]))
         assert torch.are_deterministic_algorithms_enabled()
@@ -113,6 +113,24 @@ def test_deterministic_is_applied_and_recorded_and_checked(tmp_path):
                        "'torch.use_deterministic_algorithms(True)'")
     assert nondeterministic_op(err) == "adaptive_max_pool2d_backward_cuda"
     assert nondeterministic_op(RuntimeError("other")) is None
+
+
+def test_an_op_without_a_deterministic_kernel_is_named_in_one_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import alb.loop
+    from alb.cli import app
+
+    def no_kernel(cfg, wait=False):
+        raise RuntimeError("upsample_bilinear2d_backward_out_cuda does not have a deterministic implementation, but "
+                           "you set 'torch.use_deterministic_algorithms(True)'. You can turn off ...")
+
+    monkeypatch.setattr(alb.loop, "run_experiment", no_kernel)
+    result = CliRunner().invoke(app, ["run", *TINY, f"results_dir={tmp_path}"])
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert "upsample_bilinear2d_backward_out_cuda has no deterministic implementation" in line
+    assert "deterministic=false" in line
 
 
 def test_an_unexpected_error_is_one_line_naming_its_traceback_file(tmp_path, monkeypatch):
