@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from alb.config import CONFIG_DIR, compose_config, missing_requirement
+from alb.errors import UserError
 from alb.datasets.shapes import read_shapes
 from alb.models.detection import DetectorAdapter
 from alb.models.detectors import fixed_input_size
@@ -111,3 +112,54 @@ def test_unknown_detector_arch_and_feature_level_are_rejected():
         TorchvisionDetector(3, arch="yolo")
     with pytest.raises(ValueError, match="f1..f4"):
         CenterNet(3, backbone="tiny", feature_level="f5")
+
+
+# Issue 25: PPAL's RetinaNet (focal gamma, P6 from C5, its test thresholds) ---------------------
+
+def test_p6_from_c5_builds_mmdetections_on_input_extra_conv():
+    from alb.models.detectors import TorchvisionDetector
+    torch.manual_seed(0)
+    c5 = TorchvisionDetector(3, "retinanet_resnet50_fpn", image_size=128, p6_from="c5")
+    p5 = TorchvisionDetector(3, "retinanet_resnet50_fpn", image_size=128)
+    extra_c5, extra_p5 = c5.model.backbone.fpn.extra_blocks, p5.model.backbone.fpn.extra_blocks
+    assert extra_c5.p6.in_channels == 2048 and not extra_c5.use_P5  # a stride-2 conv on C5
+    assert extra_p5.p6.in_channels == 256 and extra_p5.use_P5
+    assert set(c5.state_dict()) == set(p5.state_dict())  # the same parameters otherwise
+    with pytest.raises(UserError, match="p6_from"):
+        TorchvisionDetector(3, "retinanet_resnet50_fpn", image_size=128, p6_from="p7")
+    with pytest.raises(UserError, match="RetinaNet settings"):
+        TorchvisionDetector(3, "fcos_resnet50_fpn", image_size=128, focal_gamma=1.5)
+
+
+def test_focal_gamma_reaches_the_classification_loss_by_hand():
+    from torchvision.ops import sigmoid_focal_loss
+
+    from alb.models.detectors import TorchvisionDetector
+    torch.manual_seed(0)
+    model = TorchvisionDetector(3, "retinanet_resnet18_fpn", image_size=64, focal_gamma=1.5)
+    head = model.model.head.classification_head
+    logits = torch.tensor([[[2.0, -1.0, 0.5], [-3.0, 0.2, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, -2.0]]])
+    matched = [torch.tensor([0, -1, -2, 1])]  # anchor 0 -> box 0 (class 2), 1 background, 2 ignored, 3 -> box 1 (class 0)
+    targets = [{"labels": torch.tensor([2, 0])}]
+    wanted = torch.tensor([[0.0, 0, 1], [0, 0, 0], [1, 0, 0]])
+    kept = logits[0][[0, 1, 3]]
+    # two foreground anchors: the sum over the three counted anchors, over 2
+    by_hand = sigmoid_focal_loss(kept, wanted, alpha=0.25, gamma=1.5, reduction="sum") / 2
+    got = head.compute_loss(targets, {"cls_logits": logits}, matched)
+    assert torch.allclose(got, by_hand)
+    assert not torch.allclose(got, sigmoid_focal_loss(kept, wanted, alpha=0.25, gamma=2.0, reduction="sum") / 2)
+    default = TorchvisionDetector(3, "retinanet_resnet18_fpn", image_size=64).model.head.classification_head
+    assert torch.allclose(default.compute_loss(targets, {"cls_logits": logits}, matched),
+                          sigmoid_focal_loss(kept, wanted, reduction="sum") / 2)  # torchvision's own: gamma 2
+
+
+def test_evaluation_nms_and_candidates_apply_to_the_test_metric_only():
+    from alb.models.detectors import TorchvisionDetector
+    model = TorchvisionDetector(3, "retinanet_resnet18_fpn", image_size=64, eval_score_threshold=0.01,
+                                eval_nms_threshold=0.4, eval_candidates=5000)
+    inner = model.model
+    before = (inner.score_thresh, inner.nms_thresh, inner.topk_candidates, inner.detections_per_img)
+    with model.evaluation_thresholds():
+        assert (inner.score_thresh, inner.nms_thresh, inner.topk_candidates) == (0.01, 0.4, 5000)
+        assert inner.detections_per_img == before[3]  # max_per_img stays max_detections
+    assert (inner.score_thresh, inner.nms_thresh, inner.topk_candidates, inner.detections_per_img) == before

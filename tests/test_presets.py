@@ -241,7 +241,12 @@ def expected_recipe(preset: str) -> dict | None:
         return {"backbone": "resnet18", "augment": "centernet", "image_size": size,
                 "imagenet_weights": "ResNet18_Weights.IMAGENET1K_V1"}
     if paper in ("ppal", "uwe") and name.startswith("voc"):
-        return {"augment": "hflip", "min_size": 600, "max_size": 1000, "imagenet_weights": "ResNet50_Weights.IMAGENET1K_V1"}
+        recipe = {"augment": "hflip", "min_size": 600, "max_size": 1000,
+                  "imagenet_weights": "ResNet50_Weights.IMAGENET1K_V1"}
+        if paper == "ppal":  # the authors' configs/voc_active_learning/bases/models/retinanet_r50_fpn.py
+            recipe.update(focal_gamma=1.5, p6_from="c5", eval_score_threshold=0.01, eval_nms_threshold=0.4,
+                          eval_candidates=5000, score_threshold=0.05, max_detections=100)
+        return recipe
     return None
 
 

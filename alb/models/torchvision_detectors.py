@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from torchvision.models.detection import backbone_utils
 from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
+from alb.errors import UserError
 from alb.models import positives, weights
 from alb.models.roi import pool_features, probing
 
@@ -196,21 +197,51 @@ def _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo, per_i
     return losses, own
 
 
-def _retinanet_resnet18(num_classes: int, weights_backbone=None, trainable_backbone_layers: int | None = None,
-                        **kwargs) -> nn.Module:
-    """RetinaNet on a ResNet-18-FPN, assembled as torchvision's `retinanet_resnet50_fpn` is
-    (torchvision ships no R18 builder): frozen BatchNorm and `trainable_backbone_layers`
-    stages when the backbone is pretrained, plain BatchNorm and all stages otherwise."""
+P6_SOURCES = ("p5", "c5")
+
+
+def _retinanet(depth: int, num_classes: int, weights_backbone=None, trainable_backbone_layers: int | None = None,
+               p6_from: str = "p5", **kwargs) -> nn.Module:
+    """RetinaNet on a ResNet-`depth`-FPN, assembled as torchvision's `retinanet_resnet50_fpn`
+    is (torchvision ships no R18 builder, and its R50 builder takes P6 from P5): frozen
+    BatchNorm and `trainable_backbone_layers` stages when the backbone is pretrained, plain
+    BatchNorm and all stages otherwise. `p6_from="c5"`: P6 is a stride-2 convolution of C5,
+    MMDetection's `add_extra_convs='on_input'` (PPAL's and MMDetection's RetinaNet configs);
+    "p5": of P5, torchvision's v1 RetinaNet."""
     from torchvision.models.detection.retinanet import RetinaNet, _default_anchorgen
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
     from torchvision.ops.misc import FrozenBatchNorm2d
 
+    if p6_from not in P6_SOURCES:
+        raise UserError(f"model.p6_from must be one of {', '.join(P6_SOURCES)}, got {p6_from!r}")
     trained = weights_backbone is not None
+    c5 = 512 if depth < 50 else 2048
     backbone = backbone_utils.resnet_fpn_backbone(
-        backbone_name="resnet18", weights=weights_backbone, norm_layer=FrozenBatchNorm2d if trained else nn.BatchNorm2d,
+        backbone_name=f"resnet{depth}", weights=weights_backbone,
+        norm_layer=FrozenBatchNorm2d if trained else nn.BatchNorm2d,
         trainable_layers=trainable_backbone_layers if trained else 5, returned_layers=[2, 3, 4],
-        extra_blocks=LastLevelP6P7(256, 256))
+        extra_blocks=LastLevelP6P7(c5 if p6_from == "c5" else 256, 256))
     return RetinaNet(backbone, num_classes, anchor_generator=_default_anchorgen(), **kwargs)
+
+
+def _focal_loss(head, gamma: float, alpha: float = 0.25):
+    """RetinaNet's classification loss with focal `gamma` (torchvision's head fixes 2.0; PPAL's
+    VOC config uses 1.5): per image, the sigmoid focal loss summed over the anchors that are
+    not ignored, over the image's foreground count; the batch's mean of that."""
+    from torchvision.ops import sigmoid_focal_loss
+
+    def compute_loss(targets, head_outputs, matched_idxs):
+        per_image = []
+        for target, logits, matched in zip(targets, head_outputs["cls_logits"], matched_idxs):
+            foreground = matched >= 0
+            wanted = torch.zeros_like(logits)
+            wanted[foreground, target["labels"][matched[foreground]]] = 1.0
+            counted = matched != head.BETWEEN_THRESHOLDS
+            per_image.append(sigmoid_focal_loss(logits[counted], wanted[counted], alpha=alpha, gamma=gamma,
+                                                reduction="sum") / max(1, int(foreground.sum())))
+        return sum(per_image) / len(targets)
+
+    return compute_loss
 
 
 class TorchvisionDetector(nn.Module):
@@ -233,7 +264,9 @@ class TorchvisionDetector(nn.Module):
                  feature_level: str = "0", score_threshold: float = 0.05, max_detections: int = 100,
                  min_size: int | None = None, max_size: int | None = None, pretrained: str | None = None,
                  imagenet_weights: str | None = None, pretrained_strict: bool = True, trainable_layers: int = 3,
-                 eval_score_threshold: float | None = None, eval_per_class: int | None = None):
+                 eval_score_threshold: float | None = None, eval_per_class: int | None = None,
+                 eval_nms_threshold: float | None = None, eval_candidates: int | None = None,
+                 focal_gamma: float = 2.0, p6_from: str = "p5"):
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown torchvision detector {arch!r}; expected one of {ARCHITECTURES}")
@@ -256,14 +289,20 @@ class TorchvisionDetector(nn.Module):
             kwargs = dict(min_size=min_size, max_size=max_size, score_thresh=score_threshold,
                           detections_per_img=max_detections)
         kwargs.update(weights_backbone=enum, trainable_backbone_layers=int(trainable_layers) if enum else None)
-        if arch == "retinanet_resnet18_fpn":
-            self.model = _retinanet_resnet18(n, **kwargs)
+        if not arch.startswith("retinanet") and (p6_from != "p5" or focal_gamma != 2.0):
+            raise UserError(f"model.p6_from and model.focal_gamma are RetinaNet settings; {arch} has no P6 / focal loss")
+        if arch == "retinanet_resnet18_fpn" or (arch == "retinanet_resnet50_fpn" and p6_from != "p5"):
+            self.model = _retinanet(18 if arch == "retinanet_resnet18_fpn" else 50, n, p6_from=p6_from, **kwargs)
         else:
             builder = getattr(torchvision.models.detection, arch)
             self.model = builder(weights=None, num_classes=n, **kwargs)
+        if arch.startswith("retinanet") and focal_gamma != 2.0:
+            classification = self.model.head.classification_head
+            classification.compute_loss = _focal_loss(classification, float(focal_gamma))
         if found is not None and enum is None:
             self._load_file(found, trainable_layers, pretrained_strict)
         self.eval_score_threshold, self.eval_per_class = eval_score_threshold, eval_per_class
+        self.eval_nms_threshold, self.eval_candidates = eval_nms_threshold, eval_candidates
         self._probs: list[torch.Tensor] = []
         self._maps: OrderedDict | None = None
         self._batch_shape: tuple[int, int] | None = None
@@ -295,7 +334,7 @@ class TorchvisionDetector(nn.Module):
         the AL outputs' (ssd.pytorch evaluates SSD300 at score 0.01 with up to 200 boxes per
         class after NMS: `eval_score_threshold: 0.01`, `eval_per_class: 200`)."""
         owner = self.model.roi_heads if self.arch.startswith("fasterrcnn") else self.model
-        saved = {k: getattr(owner, k) for k in ("score_thresh", "detections_per_img", "topk_candidates")
+        saved = {k: getattr(owner, k) for k in ("score_thresh", "detections_per_img", "topk_candidates", "nms_thresh")
                  if hasattr(owner, k)}
         try:
             if self.eval_score_threshold is not None:
@@ -304,6 +343,10 @@ class TorchvisionDetector(nn.Module):
                 if hasattr(owner, "topk_candidates"):  # per class before NMS (SSD), per level (dense heads)
                     owner.topk_candidates = int(self.eval_per_class)
                 owner.detections_per_img = int(self.eval_per_class) * self.num_classes
+            if self.eval_nms_threshold is not None:  # PPAL's VOC test config: NMS IoU 0.4
+                owner.nms_thresh = float(self.eval_nms_threshold)
+            if self.eval_candidates is not None and hasattr(owner, "topk_candidates"):  # MMDetection's nms_pre
+                owner.topk_candidates = int(self.eval_candidates)
             yield
         finally:
             for key, value in saved.items():
