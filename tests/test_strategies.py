@@ -203,3 +203,18 @@ def test_noris_detection_ablations_select_validly(override):
     unlabelled = only(synthetic_det_records(40, seed=5), strategy.fields)
     picks = strategy.select(unlabelled, unlabelled, 7, np.random.default_rng(0))
     assert len(set(picks.tolist())) == 7 and picks.min() >= 0 and picks.max() < 40
+
+
+def test_ppal_reference_code_weights_are_the_authors_formula_on_hand_built_qualities():
+    """The authors' sampler: reverse_q = 1 - class_quality, b = e^(1/alpha) - 1,
+    w = 1 + alpha * log(b * reverse_q + 1) * ub (alpha 0.3, ub 0.2); their class quality is
+    1 - the difficulty d that alb's hook records."""
+    import math
+    quality = np.array([0.0, 0.25, 0.9, 1.0])  # 0: a class never seen well (the buffer's start)
+    b = math.exp(1 / 0.3) - 1
+    authors = 1 + 0.3 * np.log(b * (1 - quality) + 1) * 0.2
+    meta = {"class_difficulty": 1 - quality, "num_classes": 4}
+    for mode in ("true", "false"):
+        strategy = make("ppal", "dataset=shapes", f"strategy.reference_code={mode}")
+        np.testing.assert_allclose(strategy.class_weights(meta), authors, rtol=1e-12)
+    assert authors[0] == pytest.approx(1.2) and authors[-1] == 1.0  # the hardest class weighs most

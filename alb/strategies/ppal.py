@@ -12,10 +12,11 @@ features) | jaccard (of the predicted class sets) | ccms; `delta`. Tab. 1's "FPN
 (the mean over pyramid levels) is not offered: the seam carries one feature level.
 
 `reference_code=true` follows the authors' released code where it differs from the paper
-(NOTES.md): the binary entropy of the post-NMS score for every detector, weights computed
-from the class quality 1 - d instead of the difficulty d, and boxes smaller than
-`min_box_size` px or with an aspect ratio above `max_aspect_ratio` dropped before scoring
-and matching. Its distance (1 - cosine, a class mismatch counting 2) is 2 - CCMS, so the
+(NOTES.md): the binary entropy of the post-NMS score for every detector, and boxes smaller
+than `min_box_size` px or with an aspect ratio above `max_aspect_ratio` dropped before scoring
+and matching. The weights are Eq. 4's in both modes: the code's `reverse_q = 1 -
+class_quality` is the difficulty d (its class quality, an EMA of P^xi IoU^(1-xi) from 0, is
+1 - d), so `1 + alpha * log(b * reverse_q + 1) * ub` is w(d). Its distance (1 - cosine, a class mismatch counting 2) is 2 - CCMS, so the
 query is the same.
 """
 
@@ -78,8 +79,8 @@ class PPAL(Strategy):
             return np.ones(meta["num_classes"])
         if self.uncertainty == "dcus_freq":
             return 1.0 - np.asarray(meta["class_frequency"])
-        difficulty = np.asarray(meta["class_difficulty"])
-        return dcus_weights(1.0 - difficulty if self.reference_code else difficulty, self.alpha, self.beta)
+        # the same in reference-code mode: the authors' reverse_q = 1 - class_quality is d
+        return dcus_weights(np.asarray(meta["class_difficulty"]), self.alpha, self.beta)
 
     def box_entropy(self, records) -> np.ndarray:
         """Per-box uncertainty (M,) by `measure` (entropy in Eq. 5; Tab. 3 also posterior =
