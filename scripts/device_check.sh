@@ -104,7 +104,7 @@ fi
 # 4. the benchmarks, each with its baseline measured in the same run
 export TORCH_HOME="$OUT/torch_home"
 $PY -c "from alb.models.weights import write_random_weights as w
-for e in ('ResNet18_Weights.IMAGENET1K_V1', 'ResNet50_Weights.IMAGENET1K_V1', 'VGG16_Weights.IMAGENET1K_FEATURES'): w(e)" \
+for e in ('ResNet18_Weights.IMAGENET1K_V1', 'ResNet50_Weights.IMAGENET1K_V1', 'VGG16_Weights.IMAGENET1K_FEATURES', 'VGG16_Weights.IMAGENET1K_V1'): w(e)" \
   > "$OUT/weights.log" 2>&1 || row "made-up weight files" "FAILED (weights.log)" 0 "$(tail -n 1 "$OUT/weights.log")"
 step "bench_train (loader vs PIL, alb vs plain loop)" 150 bench_train.md $PY benchmarks/bench_train.py \
   ${BENCH_TRAIN_ARGS:---model retinanet_resnet50 --size 600 --batch 8 --workers 8 --steps 20 --repeats 2 --images 600 --image-size 500}

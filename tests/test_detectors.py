@@ -163,3 +163,96 @@ def test_evaluation_nms_and_candidates_apply_to_the_test_metric_only():
         assert (inner.score_thresh, inner.nms_thresh, inner.topk_candidates) == (0.01, 0.4, 5000)
         assert inner.detections_per_img == before[3]  # max_per_img stays max_detections
     assert (inner.score_thresh, inner.nms_thresh, inner.topk_candidates, inner.detections_per_img) == before
+
+
+# Issue 25: SSD300 as ssd.pytorch builds it: reduced fc pretrained, VOC's default boxes ----------
+
+def test_reduced_fc_subsamples_fc6_and_fc7_as_the_ssd_paper_describes():
+    from alb.models.torchvision_detectors import reduced_fc
+    fc6 = torch.arange(4096 * 25088, dtype=torch.float32).reshape(4096, 25088)
+    fc7 = torch.arange(4096 * 4096, dtype=torch.float32).reshape(4096, 4096)
+    out = reduced_fc({"classifier.0.weight": fc6, "classifier.0.bias": torch.arange(4096.0),
+                      "classifier.3.weight": fc7, "classifier.3.bias": -torch.arange(4096.0)})
+    conv6, conv7 = out["extra.0.7.1.weight"], out["extra.0.7.3.weight"]
+    assert conv6.shape == (1024, 512, 3, 3) and conv7.shape == (1024, 1024, 1, 1)
+    # filter k of conv6 is fc6's filter 4k; its tap (i, j) of channel c is fc6's (c, 3i, 3j) of the 7 x 7 grid
+    k, c, i, j = 5, 7, 2, 1
+    assert conv6[k, c, i, j] == fc6[4 * k, c * 49 + 3 * i * 7 + 3 * j]
+    assert conv7[3, 10, 0, 0] == fc7[12, 40] and out["extra.0.7.1.bias"][9] == 36.0
+    assert out["extra.0.7.3.bias"][2] == -8.0
+    with pytest.raises(UserError, match="IMAGENET1K_FEATURES has only the convolutions"):
+        reduced_fc({"classifier.0.weight": torch.full((4096, 25088), float("nan")), "classifier.0.bias": fc6[0, :4096],
+                    "classifier.3.weight": fc7, "classifier.3.bias": fc7[0]})
+
+
+def test_ssd300_from_imagenet_v1_loads_the_reduced_fc_and_its_normalisation(tmp_path, monkeypatch):
+    from alb.models.detectors import TorchvisionDetector
+    from alb.models.weights import write_random_weights
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    from alb.models.weights import hub_file, torchvision_weights
+    full = write_random_weights("VGG16_Weights.IMAGENET1K_V1")  # fc6 / fc7 saved as expanded zeros: small
+    # fc6 and fc7 that tell their entries apart, still small on disk (expanded along one axis)
+    full["classifier.0.weight"] = torch.arange(25088, dtype=torch.float32).expand(4096, 25088)
+    full["classifier.3.weight"] = torch.arange(4096, dtype=torch.float32)[:, None].expand(4096, 4096)
+    torch.save(full, hub_file(torchvision_weights("VGG16_Weights.IMAGENET1K_V1")))
+    model = TorchvisionDetector(3, "ssd300_vgg16", pretrained="imagenet", imagenet_weights="VGG16_Weights.IMAGENET1K_V1")
+    backbone = model.model.backbone.state_dict()
+    assert torch.equal(backbone["extra.0.7.1.weight"], full["classifier.0.weight"].view(4096, 512, 7, 7)[::4, :, ::3, ::3])
+    assert torch.equal(backbone["extra.0.7.3.weight"][:, :, 0, 0], full["classifier.3.weight"][::4, ::4])
+    assert torch.equal(backbone["features.0.weight"], full["features.0.weight"])  # the convolutions: V1's own
+    assert torch.equal(backbone["extra.0.5.weight"], full["features.28.weight"])  # conv5_3
+    assert model.model.transform.image_mean == [0.485, 0.456, 0.406]  # V1's input statistics, 0..1 input
+    assert model.model.transform.image_std == [0.229, 0.224, 0.225]
+
+
+def test_ssd_pytorchs_vgg16_reducedfc_file_loads_every_tensor_by_its_index(tmp_path):
+    from alb.models.detectors import TorchvisionDetector
+    from alb.models.torchvision_detectors import SSD_PYTORCH_VGG
+    shapes = {"0": (64, 3, 3, 3), "2": (64, 64, 3, 3), "5": (128, 64, 3, 3), "7": (128, 128, 3, 3),
+              "10": (256, 128, 3, 3), "12": (256, 256, 3, 3), "14": (256, 256, 3, 3), "17": (512, 256, 3, 3),
+              "19": (512, 512, 3, 3), "21": (512, 512, 3, 3), "24": (512, 512, 3, 3), "26": (512, 512, 3, 3),
+              "28": (512, 512, 3, 3), "31": (1024, 512, 3, 3), "33": (1024, 1024, 1, 1)}
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for index, shape in shapes.items():
+        state[f"{index}.weight"] = torch.randn(shape, generator=generator)
+        state[f"{index}.bias"] = torch.randn(shape[0], generator=generator)
+    path = tmp_path / "vgg16_reducedfc.pth"
+    torch.save(state, path)
+    model = TorchvisionDetector(3, "ssd300_vgg16", pretrained=str(path))
+    loaded = model.model.backbone.state_dict()
+    for key, value in state.items():
+        index, kind = key.rsplit(".", 1)
+        want = value.flip(1) if key == "0.weight" else value  # ssd.pytorch's BGR conv1 to torchvision's RGB
+        assert torch.equal(loaded[f"{SSD_PYTORCH_VGG[index]}.{kind}"], want), key
+    assert model.model.transform.image_std == [1 / 255] * 3  # caffe's 0..255 mean subtraction, as the file expects
+    state["31.weight"] = state["31.weight"][:, :, :1]
+    torch.save(state, path)
+    with pytest.raises(UserError, match="extra.0.7.1.weight"):
+        TorchvisionDetector(3, "ssd300_vgg16", pretrained=str(path))
+
+
+def test_ssd300_default_boxes_follow_the_configured_scales():
+    from torchvision.models.detection.image_list import ImageList
+
+    from alb.models.detectors import TorchvisionDetector
+    voc = [0.1, 0.2, 0.37, 0.54, 0.71, 0.88, 1.05]
+    model = TorchvisionDetector(21, "ssd300_vgg16", default_box_scales=voc).model
+    images = ImageList(torch.zeros(1, 3, 300, 300), [(300, 300)])
+    maps = [torch.zeros(1, 1, s, s) for s in (38, 19, 10, 5, 3, 1)]
+    boxes = model.anchor_generator(images, maps)[0]  # (8732, 4) xyxy in pixels
+    assert boxes.shape == (8732, 4)
+    sizes = boxes[:, 2:] - boxes[:, :2]
+    # a cell in the middle of the 38 x 38 map (no clipping): aspect 1 boxes of 30 px and sqrt(30 x 60) px,
+    # then 2:1 and 1:2 boxes of 30 px
+    cell = (19 * 38 + 19) * 4
+    root2 = 2 ** 0.5
+    expected = torch.tensor([[30.0, 30.0], [(30 * 60) ** 0.5] * 2, [30 * root2, 30 / root2], [30 / root2, 30 * root2]])
+    assert torch.allclose(sizes[cell:cell + 4], expected, atol=1e-3)
+    # the 1 x 1 map: 264 px and sqrt(264 x 315) px
+    last = 8732 - 4
+    assert torch.allclose(sizes[last:last + 2], torch.tensor([[264.0, 264.0], [(264 * 315) ** 0.5] * 2]), atol=1e-3)
+    coco = TorchvisionDetector(21, "ssd300_vgg16").model.anchor_generator
+    assert coco.scales == [0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05] and model.anchor_generator.scales == voc
+    with pytest.raises(UserError, match="7 scales"):
+        TorchvisionDetector(21, "ssd300_vgg16", default_box_scales=[0.1, 0.2])

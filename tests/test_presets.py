@@ -235,7 +235,10 @@ def expected_recipe(preset: str) -> dict | None:
     """What the paper's code trains with, for the detection presets; None for classification."""
     paper, name = preset.split("/")
     if paper in ("elezi",) or (paper == "reality_check" and name.startswith("voc")):
-        return {"arch": "ssd300_vgg16", "augment": "ssd", "imagenet_weights": "VGG16_Weights.IMAGENET1K_FEATURES"}
+        # every VGG layer pretrained (fc6 / fc7 reduced); VOC: AL-SSL's default boxes, COCO: torchvision's (COCO's)
+        boxes = None if name.startswith("coco") else [0.1, 0.2, 0.37, 0.54, 0.71, 0.88, 1.05]
+        return {"arch": "ssd300_vgg16", "augment": "ssd", "imagenet_weights": "VGG16_Weights.IMAGENET1K_V1",
+                "default_box_scales": boxes}
     if paper == "noris" and name.startswith(("voc", "kitti")):
         size = [1280, 384] if name.startswith("kitti") else 512
         return {"backbone": "resnet18", "augment": "centernet", "image_size": size,

@@ -198,6 +198,42 @@ def _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo, per_i
 
 
 P6_SOURCES = ("p5", "c5")
+# ImageNet's statistics on [0, 1] input: what torchvision's VGG16_Weights.IMAGENET1K_V1 expects
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+# ssd.pytorch's `vgg` list (vgg16_reducedfc.pth) -> torchvision's SSD300 backbone: conv1_1 .. conv4_3
+# keep their indices; conv5_1..3, conv6 (fc6 reduced) and conv7 (fc7 reduced) sit in extra.0
+SSD_PYTORCH_VGG = {**{str(i): f"features.{i}" for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21)},
+                   "24": "extra.0.1", "26": "extra.0.3", "28": "extra.0.5", "31": "extra.0.7.1", "33": "extra.0.7.3"}
+
+
+def reduced_fc(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The SSD paper's reduced fc from a full VGG-16 state dict (torchvision's keys): fc6
+    (4096, 25088) seen as (4096, 512, 7, 7), every 4th filter and every 3rd tap -> the dilated
+    3x3 conv6 (1024, 512, 3, 3); fc7 (4096, 4096) every 4th row and column -> the 1x1 conv7
+    (1024, 1024, 1, 1); biases every 4th. Keyed as torchvision's SSD300 backbone."""
+    fc6, fc7 = state["classifier.0.weight"], state["classifier.3.weight"]
+    if fc6.shape != (4096, 25088) or fc7.shape != (4096, 4096) or not torch.isfinite(fc6[:4]).all():
+        raise UserError("the VGG-16 weights hold no usable fc6 / fc7 (VGG16_Weights.IMAGENET1K_FEATURES has only the "
+                        "convolutions: use VGG16_Weights.IMAGENET1K_V1 for the reduced fc)")
+    return {"extra.0.7.1.weight": fc6.reshape(4096, 512, 7, 7)[::4, :, ::3, ::3].contiguous(),
+            "extra.0.7.1.bias": state["classifier.0.bias"][::4].contiguous(),
+            "extra.0.7.3.weight": fc7[::4, ::4].contiguous().reshape(1024, 1024, 1, 1),
+            "extra.0.7.3.bias": state["classifier.3.bias"][::4].contiguous()}
+
+
+def from_ssd_pytorch(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """ssd.pytorch's `vgg16_reducedfc.pth` (keys "0.weight" .. "33.bias") as torchvision's SSD300
+    backbone keys; None when `state` is not such a file. conv1_1's input channels are reversed:
+    ssd.pytorch reads BGR images, torchvision's transform hands RGB (its own port of these
+    weights, VGG16_Weights.IMAGENET1K_FEATURES, is RGB with the mean in RGB order)."""
+    names = {k.rsplit(".", 1)[0] for k in state}
+    if not names or not names <= set(SSD_PYTORCH_VGG):
+        return None
+    out = {}
+    for key, value in state.items():
+        index, kind = key.rsplit(".", 1)
+        out[f"{SSD_PYTORCH_VGG[index]}.{kind}"] = value.flip(1) if key == "0.weight" else value
+    return out
 
 
 def _retinanet(depth: int, num_classes: int, weights_backbone=None, trainable_backbone_layers: int | None = None,
@@ -266,7 +302,7 @@ class TorchvisionDetector(nn.Module):
                  imagenet_weights: str | None = None, pretrained_strict: bool = True, trainable_layers: int = 3,
                  eval_score_threshold: float | None = None, eval_per_class: int | None = None,
                  eval_nms_threshold: float | None = None, eval_candidates: int | None = None,
-                 focal_gamma: float = 2.0, p6_from: str = "p5"):
+                 focal_gamma: float = 2.0, p6_from: str = "p5", default_box_scales: list[float] | None = None):
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown torchvision detector {arch!r}; expected one of {ARCHITECTURES}")
@@ -285,6 +321,8 @@ class TorchvisionDetector(nn.Module):
                           box_detections_per_img=max_detections)
         elif arch.startswith("ssd"):
             kwargs = dict(score_thresh=score_threshold, detections_per_img=max_detections)
+            if enum is not None and found.enum == "VGG16_Weights.IMAGENET1K_V1":  # its own input statistics
+                kwargs.update(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
         else:
             kwargs = dict(min_size=min_size, max_size=max_size, score_thresh=score_threshold,
                           detections_per_img=max_detections)
@@ -296,6 +334,17 @@ class TorchvisionDetector(nn.Module):
         else:
             builder = getattr(torchvision.models.detection, arch)
             self.model = builder(weights=None, num_classes=n, **kwargs)
+        if default_box_scales is not None:
+            if arch != "ssd300_vgg16" or len(default_box_scales) != 7:
+                raise UserError("model.default_box_scales: 7 scales (6 feature maps + the last max size) for "
+                                f"ssd300_vgg16, got {list(default_box_scales)} for {arch}")
+            from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+            old_boxes = self.model.anchor_generator  # the same aspect ratios and steps, other scales
+            self.model.anchor_generator = DefaultBoxGenerator(old_boxes.aspect_ratios,
+                                                              scales=[float(v) for v in default_box_scales],
+                                                              steps=old_boxes.steps, clip=old_boxes.clip)
+        if arch == "ssd300_vgg16" and found is not None and found.enum == "VGG16_Weights.IMAGENET1K_V1":
+            self.model.backbone.load_state_dict(reduced_fc(weights.read_state_dict(found)), strict=False)
         if arch.startswith("retinanet") and focal_gamma != 2.0:
             classification = self.model.head.classification_head
             classification.compute_loss = _focal_loss(classification, float(focal_gamma))
@@ -357,6 +406,17 @@ class TorchvisionDetector(nn.Module):
         BatchNorm; on ResNet bodies the frozen stages), then the file is matched by key to
         this wrapper, the torchvision model, or the backbone's body."""
         body = getattr(self.model.backbone, "body", self.model.backbone)
+        if self.arch == "ssd300_vgg16":
+            mapped = from_ssd_pytorch(weights.read_state_dict(found))
+            if mapped is not None:  # ssd.pytorch's vgg16_reducedfc.pth: every VGG layer, fc6 / fc7 reduced
+                own = body.state_dict()
+                wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in mapped.items()
+                         if own[k].shape != v.shape]
+                if wrong:
+                    raise UserError(f"model.pretrained: {found.path.name} reads as ssd.pytorch's VGG list but its "
+                                    f"shapes differ from SSD300's (file vs model): {', '.join(wrong[:5])}")
+                body.load_state_dict(mapped, strict=False)  # L2Norm's scale and the extra layers stay as built
+                return
         if all(hasattr(body, name) for name in weights.RESNET_STAGES):
             weights.freeze_resnet(body, trainable_layers)
         else:
