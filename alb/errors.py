@@ -40,6 +40,18 @@ class NonFiniteLoss(UserError):
     """The training loss became nan or inf (`trainer.nonfinite=stop`)."""
 
 
+class Diverged(Exception):
+    """The training diverged (`trainer.nonfinite=restart`: a loss not finite, or above
+    `trainer.restart_above`); the loop restarts it from its initial weights on other batches."""
+
+    def __init__(self, step: int, loss: float):
+        self.step, self.loss = step, loss
+        super().__init__(f"the training loss reached {loss:.4g} at step {step}")
+
+    def __reduce__(self):
+        return type(self), (self.step, self.loss)
+
+
 class LoaderDied(UserError):
     """A DataLoader worker died (killed from outside, out of memory): the run stops, resumable."""
 

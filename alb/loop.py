@@ -3,6 +3,7 @@ The only module that sees both a model adapter and a strategy."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -21,7 +22,7 @@ from alb import trackers
 from alb.config import build, check_requirement, compose_config, shared_config, to_container
 from alb.datasets import build_dataset
 from alb.environment import environment
-from alb.errors import UserError
+from alb.errors import Diverged, NonFiniteLoss, UserError
 from alb.hooks import cycle0_key
 from alb.engine.checkpoint import TrainingCheckpoint
 from alb.machine import configure
@@ -306,9 +307,9 @@ class SeedRun:
         if self.n_done:  # the pseudo-labels the next cycle trains on, as the previous run wrote them
             self.adapter.set_pseudo_labels(run_dir.read_pseudo_labels(self.n_done, self.row_of,
                                                                       getattr(self.data, "num_classes", 0)))
-        # trainer.nonfinite=skip: how many of the cycle's steps were left out
-        self.skip_column = ["skipped_steps"] if cfg.trainer.get("nonfinite", "stop") == "skip" else []
-        self.columns = (CYCLE_COLUMNS + self.adapter.cost_columns + self.adapter.metric_names + self.skip_column
+        # trainer.nonfinite=skip | restart: the cycle's steps left out, or its training's restarts
+        self.counted = {"skip": ["skipped_steps"], "restart": ["restarts"]}.get(cfg.trainer.get("nonfinite", "stop"), [])
+        self.columns = (CYCLE_COLUMNS + self.adapter.cost_columns + self.adapter.metric_names + self.counted
                         + TIMING_COLUMNS)
         return True
 
@@ -371,7 +372,7 @@ class SeedRun:
         labelled, adapter = self.labelled, self.adapter
         row = {"cycle": cycle, "n_labelled": len(labelled),
                "labelled_fraction": round(len(labelled) / len(self.pool_ids), 6), **adapter.labelling_cost(labelled),
-               **metrics, **{c: getattr(adapter, "skipped_steps", 0) for c in self.skip_column},
+               **metrics, **{c: getattr(adapter, c, 0) for c in self.counted},
                **{f"{name}_seconds": round(value, 3) for name, value in seconds.items()}}
         new_selections = [{"cycle": cycle + 1, "sample_id": self.pool_ids[r]} for r in new_rows]
 
@@ -406,7 +407,7 @@ def _train_cycle0(adapter, cfg, seed: int, labelled: np.ndarray, labelled_ids: l
             train_seconds = _train(adapter, cfg, seed, 0, labelled, progress, checkpoint)
             if main:
                 cache.save(path, {"state": adapter.state_dict(), "train_seconds": train_seconds,
-                                  "skipped_steps": getattr(adapter, "skipped_steps", 0)})
+                                  **{k: getattr(adapter, k, 0) for k in COUNTED}})
                 if cache.enabled and checkpoint is not None:
                     checkpoint.discard()  # the cache entry holds the trained model now
             return train_seconds
@@ -414,8 +415,12 @@ def _train_cycle0(adapter, cfg, seed: int, labelled: np.ndarray, labelled_ids: l
             cached = cache.load(path)
         adapter.reset(pool_lib.train_seed(seed, 0))
         adapter.load_state_dict(cached["state"])
-        adapter.skipped_steps = cached.get("skipped_steps", 0)
+        for key in COUNTED:
+            setattr(adapter, key, cached.get(key, 0))
         return cached["train_seconds"]
+
+
+COUNTED = ("skipped_steps", "restarts")  # what a training reports for cycles.csv (trainer.nonfinite)
 
 
 def _train(adapter, cfg, seed: int, cycle: int, labelled: np.ndarray, progress,
@@ -423,12 +428,36 @@ def _train(adapter, cfg, seed: int, cycle: int, labelled: np.ndarray, progress,
     """Train for one cycle (from scratch unless finetuning after cycle 0), from `checkpoint`
     where a killed run left one; the seconds taken."""
     t0 = time.perf_counter()
-    if not (cfg.protocol.finetune and cycle > 0):
-        adapter.reset(pool_lib.train_seed(seed, cycle))
-    stats = adapter.fit(labelled, pool_lib.train_seed(seed, cycle), progress,
-                        f"train cycle {cycle} ({len(labelled)} images)", checkpoint)
+    finetune = cfg.protocol.finetune and cycle > 0
+    start = copy.deepcopy(adapter.state_dict()) if finetune and cfg.trainer.get("nonfinite") == "restart" else None
+    max_restarts = int(cfg.trainer.get("max_restarts", 5))
+    restarts = 0
+    while True:
+        if not finetune:
+            adapter.reset(pool_lib.train_seed(seed, cycle))
+        elif restarts:
+            adapter.load_state_dict(start)
+        # a restart (trainer.nonfinite=restart) starts from the same weights on other batches, as
+        # Elezi et al.'s code goes on drawing from its loader; its checkpoint is its own
+        try:
+            stats = adapter.fit(labelled, (pool_lib.train_seed(seed, cycle) + RESTART_SEED * restarts) % 2 ** 31,
+                                progress, f"train cycle {cycle} ({len(labelled)} images)",
+                                checkpoint.restart(restarts) if checkpoint is not None and restarts else checkpoint)
+            break
+        except Diverged as diverged:
+            restarts += 1
+            if restarts > max_restarts:
+                raise NonFiniteLoss(f"train cycle {cycle}: the training diverged {restarts} times (the last: {diverged}); "
+                                    f"trainer.max_restarts={max_restarts} reached: try a lower trainer.lr or "
+                                    "trainer.grad_clip=<norm>") from None
+            console.print(f"  cycle {cycle}: {diverged}: restarting the training from its initial weights "
+                          f"(restart {restarts} of at most {max_restarts})")
     adapter.skipped_steps = getattr(stats, "skipped_steps", 0)  # trainer.nonfinite=skip: in cycles.csv
+    adapter.restarts = restarts  # trainer.nonfinite=restart: in cycles.csv
     return time.perf_counter() - t0
+
+
+RESTART_SEED = 1_000_003  # a restart's training seed: the cycle's plus this per restart
 
 
 def _predict(adapter, rows: np.ndarray, fields: tuple[str, ...], mc_passes: int, seed: int) -> dict:

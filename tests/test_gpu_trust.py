@@ -183,3 +183,43 @@ def test_inference_images_count_the_unlabelled_pool_before_each_selection():
     cfg = compose_config(["protocol.initial=100", "protocol.step=50", "protocol.cycles=3"])
     assert planned_inference_images(cfg, 1000) == [900, 850, 800, 0]
     assert planned_inference_images(cfg, 1000, views=2, members=3) == [5400, 5100, 4800, 0]
+
+
+def test_restart_raises_diverged_above_the_threshold_or_on_nan():
+    from alb.engine.train import finite_step, nonfinite_policy
+    from alb.errors import Diverged
+    policy = nonfinite_policy(OmegaConf.create({"nonfinite": "restart", "restart_above": 100.0}))
+    assert finite_step(torch.tensor(99.0), {}, policy, 0, "t")
+    for bad in (101.0, float("nan"), float("inf")):
+        with pytest.raises(Diverged, match="at step 8"):
+            finite_step(torch.tensor(bad), {}, policy, 7, "t")
+    with pytest.raises(UserError, match="restart_above"):
+        nonfinite_policy(OmegaConf.create({"nonfinite": "restart", "restart_above": -1}))
+
+
+def test_a_diverged_training_restarts_from_its_initial_weights_on_other_batches(tmp_path, monkeypatch):
+    """As Elezi et al.'s code: the first attempt diverges, the loop starts the training again
+    from the same initial weights with another training seed; cycles.csv counts the restart."""
+    from alb.config import compose_config
+    from alb.errors import Diverged
+    from alb.loop import run_experiment
+    from alb.models.classification import ClassifierAdapter
+    calls, original = [], ClassifierAdapter.fit
+
+    def fit(self, rows, seed, *args, **kwargs):
+        first = next(iter(self.model.state_dict().values())).clone()
+        calls.append((seed, first))
+        if len(calls) == 1:
+            raise Diverged(3, float("nan"))
+        return original(self, rows, seed, *args, **kwargs)
+
+    monkeypatch.setattr(ClassifierAdapter, "fit", fit)
+    (folder,) = run_experiment(compose_config([*TINY, "protocol.cycles=1", f"results_dir={tmp_path}", "name=r",
+                                               "trainer.nonfinite=restart"]))
+    assert pd.read_csv(folder / "cycles.csv").restarts.tolist() == [1, 0]
+    (seed0, w0), (seed1, w1) = calls[:2]
+    assert seed1 != seed0 and torch.equal(w0, w1)  # other batches, the same initial weights
+    monkeypatch.setattr(ClassifierAdapter, "fit", lambda self, *a, **k: (_ for _ in ()).throw(Diverged(2, 1e9)))
+    with pytest.raises(NonFiniteLoss, match=r"diverged 3 times .* trainer.max_restarts=2 reached"):
+        run_experiment(compose_config([*TINY, "protocol.cycles=1", f"results_dir={tmp_path}", "name=s",
+                                       "trainer.nonfinite=restart", "trainer.max_restarts=2"]))

@@ -75,6 +75,11 @@ class TrainingCheckpoint:
         path = self.path.with_name(f"{self.path.stem}.member{k}{self.path.suffix}") if self.path else None
         return TrainingCheckpoint(path, f"{self.key}/member{k}", self.every, self.unit, self.minutes)
 
+    def restart(self, k: int) -> "TrainingCheckpoint":
+        """The checkpoint of the training's k-th restart (`trainer.nonfinite=restart`): the same
+        file, another key, so a restart never resumes from the diverged attempt's state."""
+        return TrainingCheckpoint(self.path, f"{self.key}/restart{k}", self.every, self.unit, self.minutes)
+
     def due(self, step: int, epoch_done: int | None) -> bool:
         """After optimiser step `step` (1-based); `epoch_done`: the epochs completed when this
         step ended one, else None."""

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
 from alb import distributed, machine
-from alb.errors import NonFiniteLoss, TrainingStopped, UserError
+from alb.errors import Diverged, NonFiniteLoss, TrainingStopped, UserError
 from alb.hooks import LossPredictionHook
 from alb.progress import Progress
 
@@ -49,29 +49,41 @@ class TrainStats:
     skipped_steps: int = 0
 
 
-NONFINITE = ("stop", "skip")
+NONFINITE = ("stop", "skip", "restart")
 
 
-def nonfinite_policy(cfg: DictConfig) -> str:
-    """`trainer.nonfinite`: stop (the default: one line, the run ends) or skip (the batch is
-    left out, counted in `cycles.csv`'s skipped_steps)."""
+def nonfinite_policy(cfg: DictConfig) -> tuple[str, float]:
+    """`trainer.nonfinite`: stop (the default: one line, the run ends), skip (the batch is left
+    out, counted in `cycles.csv`'s skipped_steps) or restart (a loss not finite or above
+    `trainer.restart_above` restarts the training from its initial weights on other batches,
+    as Elezi et al.'s code does above 100; counted in `cycles.csv`'s restarts); and the
+    restart threshold."""
     policy = cfg.get("nonfinite", "stop")
     if policy not in NONFINITE:
         raise UserError(f"trainer.nonfinite must be one of {', '.join(NONFINITE)}, got {policy!r}")
-    return policy
+    above = cfg.get("restart_above", 100.0)
+    if policy == "restart" and (isinstance(above, bool) or not isinstance(above, (int, float)) or not above > 0):
+        raise UserError(f"trainer.restart_above must be a loss value > 0, got {above!r}")
+    return policy, float(above if above is not None else math.inf)
 
 
-def finite_step(loss: torch.Tensor, terms: dict, policy: str, step: int, label: str) -> bool:
+def finite_step(loss: torch.Tensor, terms: dict, policy: tuple[str, float], step: int, label: str) -> bool:
     """Whether the step's loss is finite; a non-finite one stops the run (`stop`: one line
-    naming the step and the loss terms) or is skipped (`skip`: False)."""
-    if bool(torch.isfinite(loss)):
+    naming the step and the loss terms), is skipped (`skip`: False), or restarts the training
+    (`restart`, also above its threshold: `Diverged`)."""
+    kind, above = policy
+    value = float(loss.detach())
+    if kind == "restart" and not (math.isfinite(value) and value <= above):
+        raise Diverged(step + 1, value)
+    if math.isfinite(value):
         return True
-    if policy == "skip":
+    if kind == "skip":
         return False
     values = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items())
-    raise NonFiniteLoss(f"{label}: the training loss became {float(loss.detach())} at step {step + 1} ({values}); try a lower "
-                        "trainer.lr, trainer.amp=false, trainer.grad_clip=<norm>, or trainer.nonfinite=skip to leave "
-                        "such batches out")
+    raise NonFiniteLoss(f"{label}: the training loss became {value} at step {step + 1} ({values}); try a lower "
+                        "trainer.lr, trainer.amp=false, trainer.grad_clip=<norm>, trainer.nonfinite=skip to leave "
+                        "such batches out, or trainer.nonfinite=restart to start the training again (Elezi et al.'s "
+                        "code)")
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
