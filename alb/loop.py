@@ -4,6 +4,7 @@ The only module that sees both a model adapter and a strategy."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import io
 import json
@@ -149,6 +150,10 @@ def run_experiment(cfg: DictConfig, wait: bool = False) -> list[Path]:
     data = build_dataset(cfg.dataset, cfg.progress)
     check_task(cfg, data.task, strategy)
     schedule = pool_lib.budget_schedule(cfg.protocol, len(data.pool))
+    if cfg.protocol.get("initial_file"):  # the authors' own initial sets, checked before anything is written
+        from alb.initial_sets import initial_sets
+        sets = initial_sets(cfg.protocol.initial_file, seeds, list(data.pool.ids))
+        schedule = dataclasses.replace(schedule, initial=len(next(iter(sets.values()))), initial_sets=sets)
     pool_lib.initial_split_seed(cfg.protocol, 0)  # a bad protocol.initial_split stops here
     # the model supports what the trainer and the strategy's hook ask (SSL, pseudo-labels, ...)
     make_adapter(data.task, cfg.model, cfg.trainer, data, torch.device("cpu"), strategy.training_hook(),
@@ -293,8 +298,11 @@ class SeedRun:
         self.on_main(lambda: run_dir.record_environment(
             {**environment(self.device), "weights": self.cache.weights}, self.n_done))
         if not self.selections:
-            initial = pool_lib.initial_rows(len(pool_ids), self.schedule.initial,
-                                            pool_lib.initial_split_seed(cfg.protocol, self.seed))
+            if self.schedule.initial_sets:  # protocol.initial_file
+                initial = [self.row_of[sid] for sid in self.schedule.initial_sets[self.seed]]
+            else:
+                initial = pool_lib.initial_rows(len(pool_ids), self.schedule.initial,
+                                                pool_lib.initial_split_seed(cfg.protocol, self.seed))
             self.selections = [{"cycle": 0, "sample_id": pool_ids[r]} for r in initial]
         self.labelled = np.asarray(sorted(self.row_of[s["sample_id"]] for s in self.selections))
         if self.n_done:

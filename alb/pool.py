@@ -27,6 +27,7 @@ def resolve_count(value: int | float, pool_size: int, what: str) -> int:
 class Schedule:
     initial: int
     steps: tuple[int, ...]  # images added after cycle 0, 1, ...
+    initial_sets: dict | None = None  # seed -> the pool ids it starts from (protocol.initial_file), else drawn
 
     @property
     def cycles(self) -> int:
