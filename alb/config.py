@@ -129,7 +129,28 @@ def compose_config(overrides: Sequence[str] = (), keep_hydra: bool = False) -> D
         if not keep_hydra:
             del cfg["hydra"]
         cfg.meta = choices  # which option of each group was chosen (strategy labels, checks)
+    _apply_strategy_defaults(cfg, overrides)
     return cfg
+
+
+def _apply_strategy_defaults(cfg: DictConfig, overrides: list[str]) -> None:
+    """A preset's `strategy_defaults: {<strategy>: {key: value}}`: the paper's settings of a
+    strategy, applied whichever way it is chosen (`alb run experiment=elezi/voc
+    strategy=ensemble` trains its 3 members, as the preset's job list does); a key the command
+    line sets wins."""
+    per_strategy = cfg.get("strategy_defaults") or {}
+    settings = per_strategy.get(cfg.meta.strategy) if cfg.meta.strategy else None
+    if not settings:
+        return
+    given = {o.lstrip("+~").split("=", 1)[0].removeprefix("strategy.") for o in overrides
+             if o.lstrip("+~").startswith("strategy.")}
+    unknown = sorted(set(settings) - set(cfg.strategy))
+    if unknown:
+        raise UserError(f"strategy_defaults.{cfg.meta.strategy} sets {unknown}, which strategy "
+                        f"{cfg.meta.strategy!r} does not have (its keys: {sorted(k for k in cfg.strategy if k != '_target_')})")
+    for key, value in settings.items():
+        if key not in given:
+            cfg.strategy[key] = value
 
 
 @functools.lru_cache(maxsize=512)

@@ -37,7 +37,8 @@ COST_COLUMNS = ["n_boxes_labelled"]  # detection: annotated boxes in the labelle
 SELECTION_COLUMNS = ["cycle", "sample_id"]
 PSEUDO_LABEL_COLUMNS = ["sample_id", "x1", "y1", "x2", "y2", "label", "class_name", "score"]
 # Keys of the resolved config that do not change results: a resumed run may differ in them.
-RUNTIME_KEYS = ("seeds", "progress", "device", "num_workers", "results_dir", "sweep", "reuse_cycle0", "logger")
+RUNTIME_KEYS = ("seeds", "progress", "device", "num_workers", "results_dir", "sweep", "reuse_cycle0", "logger",
+                "strategy_defaults")  # what the defaults did shows in `strategy`
 # Where the data lives, not what it is: moving it (another mount point, VOCdevkit or its
 # parent) must not block a resume. Dotted paths into the resolved config.
 # `model.pretrained` too: a run's `weights` entry (the file's name and sha256) is its identity;

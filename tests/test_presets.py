@@ -268,3 +268,40 @@ def test_every_preset_composes_to_its_papers_recipe_and_cfg_job_writes_nothing(p
         for key, value in expected.items():
             assert cfg["model"][key] == value, (preset, key)
     assert not (tmp_path / "r").exists()
+
+
+# Issue 25: a preset's strategy settings whichever way the strategy is chosen ------------------
+
+@pytest.mark.parametrize("preset, strategy, expected", [
+    ("elezi/voc", "ensemble", {"members": 3}),
+    ("elezi/voc", "entropy", {"aggregate": "max", "min_score": 0.5}),
+    ("elezi/voc_ssl", "entropy", {"aggregate": "max", "min_score": 0.5}),
+    ("elezi/coco", "mc_dropout", {"train_dropout": False}),
+    ("reality_check/voc", "mc_dropout", {"measure": "bald", "train_dropout": False}),
+    ("reality_check/voc", "variation_ratio", {"aggregate": "max", "min_score": 0.5}),
+    ("reality_check/cifar10", "llal", {"subset": 10000}),
+    ("reality_check/digits", "entropy_subset", {"subset": 250}),
+])
+def test_run_with_one_strategy_gets_the_presets_settings_as_its_job_does(preset, strategy, expected, tmp_path):
+    from alb.config import compose_config
+    from alb.loop import strategy_label
+    result = CliRunner().invoke(app, ["run", f"experiment={preset}", f"strategy={strategy}", "--cfg", "job"])
+    assert result.exit_code == 0, result.output
+    composed = yaml.safe_load(result.stdout)["strategy"]
+    assert {k: composed[k] for k in expected} == expected  # --cfg job shows them
+    alone = compose_config([f"experiment={preset}", f"strategy={strategy}"])
+    job = compose_config([f"experiment={preset}", f"strategy={strategy}",
+                          *[f"strategy.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in expected.items()]])
+    assert alone.strategy == job.strategy and strategy_label(alone) == strategy_label(job)  # one results folder
+    override = next(iter(expected))
+    other = {"members": 5, "aggregate": "sum", "train_dropout": True, "measure": "entropy", "subset": 500}[override]
+    mine = compose_config([f"experiment={preset}", f"strategy={strategy}",
+                           f"strategy.{override}={str(other).lower() if isinstance(other, bool) else other}"])
+    assert mine.strategy[override] == other  # the command line wins
+
+
+def test_strategy_defaults_naming_a_key_the_strategy_lacks_is_refused(tmp_path):
+    from alb.config import compose_config
+    from alb.errors import UserError
+    with pytest.raises(UserError, match="strategy_defaults.entropy sets \\['members'\\]"):
+        compose_config(["strategy=entropy", "+strategy_defaults={entropy: {members: 3}}"])
