@@ -9,7 +9,10 @@ box field). Box fields: `boxes (M, 4)` xyxy pixels, `scores (M,)`, `labels (M,)`
 `box_probs (M, C')` (`meta["probs_kind"]`: "softmax" -> C' = C + 1, background last, rows
 sum to 1; "sigmoid" -> C' = C independent scores), `box_features (M, D)`. Image field:
 `image_features (n, D)`. The same fields for the horizontally flipped image carry the
-prefix `flip_` (boxes mapped back to the unflipped frame; offsets in `flip_offsets`).
+prefix `flip_` (boxes mapped back to the unflipped frame; offsets in `flip_offsets`), and for
+CALD's other views `cutout_` (up to two rectangles blanked beside the detections), `scale_`
+(the image at 0.8x) and `rotate_` (turned 5 degrees, canvas expanded), each mapped back to the
+original frame (a rotated box as the axis-aligned box around its corners).
 Images with no detection are normal: offsets[i] == offsets[i+1]. `mc_box_probs (T, M, C')`
 holds, for every box row, the class vector of its matched detection in each of T MC-dropout
 passes or ensemble members (the background row where a pass detected nothing there).
@@ -27,21 +30,32 @@ import numpy as np
 CLASSIFICATION_FIELDS = ("probs", "embedding", "mc_probs", "pred_loss")
 BOX_FIELDS = ("boxes", "scores", "labels", "box_probs", "box_features")
 FLIP = "flip_"
+VIEWS = ("flip", "cutout", "scale", "rotate")  # the augmented views a detector adapter computes
+VIEW_PREFIXES = tuple(f"{v}_" for v in VIEWS)
 HOOK_FIELDS = ("mc_box_probs", "pred_loss")  # detection fields that need a training hook (dropout, learning loss)
 # `label_counts (N, C)`: the annotated objects of each class per image, for labelled images
 # (their labels are known: CALD's labelled class distribution counts them)
-DETECTION_FIELDS = (*BOX_FIELDS, "image_features", *(FLIP + f for f in BOX_FIELDS), *HOOK_FIELDS, "label_counts")
+DETECTION_FIELDS = (*BOX_FIELDS, "image_features", *(p + f for p in VIEW_PREFIXES for f in BOX_FIELDS), *HOOK_FIELDS,
+                    "label_counts")
+OFFSETS_FIELDS = ("offsets", *(p + "offsets" for p in VIEW_PREFIXES))
+
+
+def view_of(name: str) -> str | None:
+    """The view a field belongs to ("flip", "cutout", ...), None for the image as it is."""
+    return next((p[:-1] for p in VIEW_PREFIXES if name.startswith(p)), None)
 _ROW_AXIS = {"mc_probs": 1, "mc_box_probs": 1}
 
 
 def is_box_field(name: str) -> bool:
     """Whether field `name` has one row per box (and so comes with its offsets)."""
-    return name.removeprefix(FLIP) in BOX_FIELDS or name == "mc_box_probs"
+    view = view_of(name)
+    return (name.removeprefix(f"{view}_") if view else name) in BOX_FIELDS or name == "mc_box_probs"
 
 
 def offsets_field(name: str) -> str:
     """The offsets array that indexes box field `name`."""
-    return FLIP + "offsets" if name.startswith(FLIP) else "offsets"
+    view = view_of(name)
+    return f"{view}_offsets" if view else "offsets"
 
 
 @dataclass(frozen=True)
@@ -56,7 +70,7 @@ class Records(Mapping):
     def __post_init__(self) -> None:
         n = len(self.ids)
         for name, array in self.fields.items():
-            if name in ("offsets", FLIP + "offsets"):
+            if name in OFFSETS_FIELDS:
                 if len(array) != n + 1 or array[0] != 0 or np.any(np.diff(array) < 0):
                     raise ValueError(f"{name} must be non-decreasing, start at 0 and have n + 1 = {n + 1} entries")
                 continue
@@ -116,7 +130,7 @@ def concat_parts(parts: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]
     out = {}
     for name in parts[0]:
         arrays = [part[name] for part in parts]
-        if name in ("offsets", FLIP + "offsets"):
+        if name in OFFSETS_FIELDS:
             starts = np.cumsum([0, *(a[-1] for a in arrays[:-1])])
             out[name] = np.concatenate([arrays[0][:1], *(a[1:] + s for a, s in zip(arrays, starts))])
         else:

@@ -103,6 +103,18 @@ def synthetic_det_records(n: int, n_classes: int = 4, dim: int = 6, seed: int = 
                                                                      if probs_kind == "softmax" else rng.random((m, n_classes)))
                                              for _ in range(3)])})
     fields["label_counts"] = rng.integers(0, 3, (n, n_classes))  # ground-truth objects per class (labelled images)
+    # CALD's other views, like the flipped one, from a generator of their own (the draws above stay as they were)
+    view_rng = np.random.default_rng([seed, 99])
+    for view in ("cutout", "scale", "rotate"):
+        kept = view_rng.random(m) < 0.8
+        view_probs = 0.5 * box_probs[kept] + 0.5 * (view_rng.dirichlet(np.ones(box_probs.shape[1]), size=int(kept.sum()))
+                                                   if probs_kind == "softmax" else view_rng.random((int(kept.sum()), n_classes)))
+        view_fg = view_probs[:, :n_classes]
+        fields.update({f"{view}_offsets": np.concatenate([[0], np.cumsum(np.bincount(owner[kept], minlength=n))]).astype(np.int64),
+                       f"{view}_boxes": boxes[kept] + view_rng.normal(0, 2, (int(kept.sum()), 4)),
+                       f"{view}_box_probs": view_probs, f"{view}_labels": view_fg.argmax(axis=1),
+                       f"{view}_scores": view_fg.max(axis=1),
+                       f"{view}_box_features": view_rng.standard_normal((int(kept.sum()), dim))})
     # what a DifficultyHook leaves in the meta (PPAL's DCUS)
     hook_meta = {"class_difficulty": rng.uniform(0, 1, n_classes), "class_frequency": rng.dirichlet(np.ones(n_classes))}
     return Records(np.asarray([f"{prefix}{i}" for i in range(n)]), fields,

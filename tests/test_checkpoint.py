@@ -166,7 +166,7 @@ def test_a_detection_training_with_mixed_batches_resumes_exactly(tmp_path, monke
 
 # through the CLI: a signal, a kill ---------------------------------------------------------------
 
-LONG = [*TINY, "trainer.epochs=60", "protocol.cycles=1", "reuse_cycle0=false"]
+LONG = [*TINY, "trainer.epochs=150", "protocol.cycles=1", "reuse_cycle0=false"]  # long enough for a signal mid-training
 
 
 def start(args, tmp_path):

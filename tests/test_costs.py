@@ -26,7 +26,9 @@ def test_detection_cycles_count_the_labelled_boxes_and_env_yaml_records_each_ses
     sessions = yaml.safe_load((folder / "env.yaml").read_text())["sessions"]
     assert len(sessions) == 1 and sessions[0]["first_cycle"] == 0
     assert sessions[0]["torch"] == torch.__version__ and sessions[0]["device"].startswith("cpu")
-    assert set(sessions[0]["deterministic"]) == {"cudnn_deterministic", "cudnn_benchmark", "deterministic_algorithms"}
+    assert set(sessions[0]["deterministic"]) == {"cublas_workspace", "cudnn_deterministic", "cudnn_benchmark",
+                                                 "deterministic_algorithms"}
+    assert sessions[0]["deterministic"]["deterministic_algorithms"]  # deterministic=true, the default
     run_experiment(cfg)  # complete: nothing recomputed, no session added
     assert len(yaml.safe_load((folder / "env.yaml").read_text())["sessions"]) == 1
     cycles.iloc[:2].to_csv(folder / "cycles.csv", index=False)  # as if stopped after cycle 1

@@ -48,7 +48,9 @@ def test_detector_contract(name, shapes):
     adapter = make_adapter(name, shapes)
     rows = np.arange(4)
     adapter.fit(rows[:2], seed=0)  # one optimiser step: the losses exist and are finite
-    out = adapter.predict(rows, tuple(f for f in DETECTION_FIELDS if f not in HOOK_FIELDS))
+    # CALD's other views go through the same detections pass (tested on one detector below)
+    out = adapter.predict(rows, tuple(f for f in DETECTION_FIELDS if f not in HOOK_FIELDS
+                                      and not f.startswith(("cutout_", "scale_", "rotate_"))))
     records = Records(np.asarray(shapes.pool.ids[:4]), out, adapter.records_meta)  # validates offsets and rows
     offsets, m = out["offsets"], out["offsets"][-1]
     assert offsets.dtype == np.int64 and len(offsets) == 5
@@ -256,3 +258,16 @@ def test_ssd300_default_boxes_follow_the_configured_scales():
     assert coco.scales == [0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05] and model.anchor_generator.scales == voc
     with pytest.raises(UserError, match="7 scales"):
         TorchvisionDetector(21, "ssd300_vgg16", default_box_scales=[0.1, 0.2])
+
+
+def test_cald_views_come_back_in_the_images_frame(shapes):
+    adapter = make_adapter("centernet_tiny", shapes, score_threshold=0.0)
+    rows = np.arange(4)
+    fields = tuple(f"{v}_{f}" for v in ("cutout", "scale", "rotate") for f in ("boxes", "scores", "labels", "box_probs"))
+    out = adapter.predict(rows, ("boxes", "scores", *fields), seed=3)
+    Records(np.asarray(shapes.pool.ids[:4]), out, adapter.records_meta)  # offsets and rows agree
+    for view in ("cutout", "scale", "rotate"):
+        boxes = out[f"{view}_boxes"]
+        assert len(boxes) and boxes.min() >= 0 and boxes[:, [0, 2]].max() <= 64 and boxes[:, [1, 3]].max() <= 64
+    again = adapter.predict(rows, ("cutout_boxes",), seed=3)["cutout_boxes"]
+    np.testing.assert_array_equal(again, out["cutout_boxes"])  # the same rectangles for the same seed

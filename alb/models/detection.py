@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from alb import machine
 from alb.config import build, check_requirement
 from alb.datasets.transforms import DETECTION_RECIPES, images_to, recipe_name
-from alb.datasets.detection import DetectionData, DetectionSplit, DetectionTorchSet, collate, flip_boxes
+from alb.datasets.detection import DetectionData, DetectionSplit, DetectionTorchSet, collate
 from alb.engine.difficulty import DifficultyTracker, box_difficulty, matched_difficulties
 from alb.engine.train import autocast, loss_ranking
 from alb.engine.train_det import fit_detector, labelled_share, ssl_method, training_length
@@ -20,8 +20,9 @@ from alb.errors import UserError
 from alb.hooks import DifficultyHook, DropoutHook, LossPredictionHook, PseudoLabelHook
 from alb.models.classifiers import LossPredictionModule
 from alb.models.dropout import install_head_dropout
+from alb.models.views import cutout, make_view
 from alb.progress import Progress
-from alb.records import BOX_FIELDS, DETECTION_FIELDS, FLIP
+from alb.records import BOX_FIELDS, DETECTION_FIELDS, VIEWS, view_of
 from alb.select.matching import matched_view_probs
 
 MIN_PSEUDO_SIZE = 1.0  # pixels: smaller pseudo-boxes are dropped (torchvision refuses empty ones)
@@ -226,10 +227,12 @@ class DetectorAdapter:
             np.add.at(counts, train_set.target(i)["labels"].numpy(), 1)
         return counts / max(counts.sum(), 1)
 
-    def detections(self, split: DetectionSplit, rows: np.ndarray, flipped: bool = False,
-                   phase: str = "pool inference"):
+    def detections(self, split: DetectionSplit, rows: np.ndarray, view: str | None = None,
+                   phase: str = "pool inference", seed: int = 0):
         """Yield (row position, detection dict of CPU tensors) for `rows` of `split`, in order.
-        `flipped`: run on the mirrored image and map the boxes back. A stop signal ends it
+        `view` (`alb.models.views`: flip, cutout, scale, rotate): run on that view of the image
+        and map the boxes back to the image's frame; cut-out places its rectangles beside the
+        image's own detections (found first), drawn from (`seed`, row). A stop signal ends it
         between batches (`phase` names it)."""
         self.model.eval()
         data = machine.loader(DetectionTorchSet(split, rows), self.num_workers, self.device,
@@ -237,14 +240,20 @@ class DetectorAdapter:
         with torch.no_grad():
             for images, _, positions in machine.batches(data, phase):
                 images = images_to(images, self.device)
-                if flipped:
-                    images = [im.flip(-1) for im in images]
+                backs = [None] * len(images)
+                if view == "cutout":
+                    with autocast(self.device, self.cfg.amp):
+                        found = self.model.detect(images)
+                    images = [cutout(im, out["boxes"], torch.Generator().manual_seed(
+                        int(seed) * 1_000_003 + int(rows[p]))) for im, out, p in zip(images, found, positions)]
+                elif view is not None:
+                    images, backs = map(list, zip(*(make_view(im, view) for im in images)))
                 with autocast(self.device, self.cfg.amp):
                     outputs = self.model.detect(images)
-                for image, position, out in zip(images, positions, outputs):
+                for back, position, out in zip(backs, positions, outputs):
                     out = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in out.items()}
-                    if flipped:
-                        out["boxes"] = flip_boxes(out["boxes"], image.shape[-1])
+                    if back is not None:
+                        out["boxes"] = back(out["boxes"])
                     yield position, out
 
     def evaluate(self, split: DetectionSplit | None = None) -> dict[str, float]:
@@ -280,14 +289,14 @@ class DetectorAdapter:
         out: dict[str, np.ndarray] = {}
         if "mc_box_probs" in fields:  # the passes match the deterministic boxes
             fields = tuple(dict.fromkeys([*fields, "boxes", "box_probs"]))
-        for flipped in (False, True):
-            prefix = FLIP if flipped else ""
-            wanted = [f.removeprefix(prefix) for f in fields if f.startswith(FLIP) == flipped and f != "mc_box_probs"]
+        for view in (None, *VIEWS):
+            prefix = f"{view}_" if view else ""
+            wanted = [f.removeprefix(prefix) for f in fields if view_of(f) == view and f != "mc_box_probs"]
             if not wanted:
                 continue
             per_image = {f: [] for f in wanted}
             counts = []
-            for _, det in self.detections(self.data.pool, rows, flipped):
+            for _, det in self.detections(self.data.pool, rows, view, seed=seed):
                 counts.append(len(det["scores"]))
                 for f in wanted:
                     per_image[f].append(det["image_feature" if f == "image_features" else f])
