@@ -271,3 +271,29 @@ def test_cald_views_come_back_in_the_images_frame(shapes):
         assert len(boxes) and boxes.min() >= 0 and boxes[:, [0, 2]].max() <= 64 and boxes[:, [1, 3]].max() <= 64
     again = adapter.predict(rows, ("cutout_boxes",), seed=3)["cutout_boxes"]
     np.testing.assert_array_equal(again, out["cutout_boxes"])  # the same rectangles for the same seed
+
+
+def test_tower_features_sample_each_boxs_own_level_at_its_centre():
+    from alb.models.torchvision_detectors import tower_features
+    # level l's map holds, in channel 0, the x coordinate of each cell's centre (in pixels of a 64 x 96 batch)
+    # and in channel 1 the level's index: the bilinear sample at a box centre returns that x
+    tower = []
+    for level, stride in enumerate((8, 16)):
+        h, w = 64 // stride, 96 // stride
+        xs = (torch.arange(w, dtype=torch.float32) + 0.5) * stride
+        tower.append(torch.stack([xs.expand(h, w), torch.full((h, w), float(level))])[None])  # (1, 2, h, w)
+    boxes = torch.tensor([[20.0, 10.0, 44.0, 30.0], [40.0, 8.0, 72.0, 40.0]])  # centres x = 32 and 56
+    out = tower_features(tower, 0, boxes, torch.tensor([0, 1]), (64, 96))
+    assert torch.allclose(out[:, 0], torch.tensor([32.0, 56.0]), atol=1e-4)
+    assert out[:, 1].tolist() == [0.0, 1.0]  # each from its own level
+
+
+def test_retinanet_tower_box_features_come_from_the_classification_tower(shapes):
+    adapter = make_adapter("retinanet_resnet18", shapes, box_features="tower", score_threshold=0.0)
+    model = adapter.model
+    out = adapter.predict(np.arange(3), ("boxes", "box_features"))
+    assert out["box_features"].shape == (len(out["boxes"]), 256) and len(out["boxes"])
+    assert len(model._tower) == 5  # one map per pyramid level, kept from the last forward
+    from alb.models.detectors import TorchvisionDetector
+    with pytest.raises(UserError, match="tower"):
+        TorchvisionDetector(3, "fcos_resnet50_fpn", image_size=64, box_features="tower")

@@ -248,7 +248,7 @@ def expected_recipe(preset: str) -> dict | None:
                   "imagenet_weights": "ResNet50_Weights.IMAGENET1K_V1"}
         if paper == "ppal":  # the authors' configs/voc_active_learning/bases/models/retinanet_r50_fpn.py
             recipe.update(focal_gamma=1.5, p6_from="c5", eval_score_threshold=0.01, eval_nms_threshold=0.4,
-                          eval_candidates=5000, score_threshold=0.05, max_detections=100)
+                          eval_candidates=5000, score_threshold=0.05, max_detections=100, box_features="tower")
         return recipe
     return None
 

@@ -20,17 +20,18 @@ from alb.models import positives, weights
 from alb.models.roi import pool_features, probing
 
 
-def _dense_postprocess(head, sink: list, centerness: bool):
+def _dense_postprocess(head, sink: list, centerness: bool, level_sink: list | None = None):
     """RetinaNet / FCOS `postprocess_detections` that also records, per kept box, the
-    sigmoid class vector of the anchor it came from (torchvision's logic otherwise)."""
+    sigmoid class vector of the anchor it came from (and, in `level_sink`, its pyramid level);
+    torchvision's logic otherwise."""
 
     def postprocess(head_outputs, anchors, image_shapes):
         detections = []
         for index, image_shape in enumerate(image_shapes):
-            boxes_all, scores_all, labels_all, probs_all = [], [], [], []
+            boxes_all, scores_all, labels_all, probs_all, levels_all = [], [], [], [], []
             levels = zip(head_outputs["bbox_regression"], head_outputs["cls_logits"], anchors[index],
                          head_outputs["bbox_ctrness"] if centerness else head_outputs["cls_logits"])
-            for regression, logits, level_anchors, ctr in levels:
+            for level, (regression, logits, level_anchors, ctr) in enumerate(levels):
                 regression, logits, ctr = regression[index], logits[index], ctr[index]
                 num_classes = logits.shape[-1]
                 probs = torch.sigmoid(logits)
@@ -46,11 +47,14 @@ def _dense_postprocess(head, sink: list, centerness: bool):
                 scores_all.append(scores)
                 labels_all.append(candidates % num_classes)
                 probs_all.append(probs[anchor])
+                levels_all.append(torch.full_like(candidates, level))
             boxes, scores = torch.cat(boxes_all), torch.cat(scores_all)
             labels, probs = torch.cat(labels_all), torch.cat(probs_all)
             keep = batched_nms(boxes, scores, labels, head.nms_thresh)[: head.detections_per_img]
             detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
             sink.append(probs[keep])
+            if level_sink is not None:
+                level_sink.append(torch.cat(levels_all)[keep])
         return detections
 
     return postprocess
@@ -198,6 +202,23 @@ def _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo, per_i
 
 
 P6_SOURCES = ("p5", "c5")
+BOX_FEATURE_SOURCES = ("roi", "tower")
+
+
+def tower_features(tower: list[torch.Tensor], image: int, boxes: torch.Tensor, levels: torch.Tensor,
+                   batch_shape: tuple[int, int]) -> torch.Tensor:
+    """PPAL's object features (its `get_inter_feats`): each box's classification-tower feature
+    (levels' maps (B, C, H_l, W_l)) sampled bilinearly at the box's centre on the box's own
+    pyramid level; boxes (k, 4) in the resized frame of a batch padded to `batch_shape`."""
+    out = boxes.new_zeros((len(boxes), tower[0].shape[1]))
+    height, width = batch_shape
+    centre = torch.stack([(boxes[:, 0] + boxes[:, 2]) / width - 1, (boxes[:, 1] + boxes[:, 3]) / height - 1], dim=1)
+    for level in levels.unique().tolist():
+        mine = levels == level
+        grid = centre[mine][None, None].to(tower[level].dtype)  # (1, 1, n, 2) in [-1, 1]
+        sampled = F.grid_sample(tower[level][image:image + 1], grid, mode="bilinear", align_corners=False)
+        out[mine] = sampled[0, :, 0].T.to(out.dtype)  # (n, C)
+    return out
 # ImageNet's statistics on [0, 1] input: what torchvision's VGG16_Weights.IMAGENET1K_V1 expects
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # ssd.pytorch's `vgg` list (vgg16_reducedfc.pth) -> torchvision's SSD300 backbone: conv1_1 .. conv4_3
@@ -302,7 +323,8 @@ class TorchvisionDetector(nn.Module):
                  imagenet_weights: str | None = None, pretrained_strict: bool = True, trainable_layers: int = 3,
                  eval_score_threshold: float | None = None, eval_per_class: int | None = None,
                  eval_nms_threshold: float | None = None, eval_candidates: int | None = None,
-                 focal_gamma: float = 2.0, p6_from: str = "p5", default_box_scales: list[float] | None = None):
+                 focal_gamma: float = 2.0, p6_from: str = "p5", default_box_scales: list[float] | None = None,
+                 box_features: str = "roi"):
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown torchvision detector {arch!r}; expected one of {ARCHITECTURES}")
@@ -353,6 +375,15 @@ class TorchvisionDetector(nn.Module):
         self.eval_score_threshold, self.eval_per_class = eval_score_threshold, eval_per_class
         self.eval_nms_threshold, self.eval_candidates = eval_nms_threshold, eval_candidates
         self._probs: list[torch.Tensor] = []
+        self._levels: list[torch.Tensor] = []  # dense heads: each kept box's pyramid level
+        if box_features not in BOX_FEATURE_SOURCES:
+            raise UserError(f"model.box_features must be one of {', '.join(BOX_FEATURE_SOURCES)}, got {box_features!r}")
+        if box_features == "tower" and not arch.startswith("retinanet"):
+            raise UserError(f"model.box_features=tower is RetinaNet's classification tower; {arch} has none")
+        self.box_feature_source = box_features
+        self._tower: list[torch.Tensor] = []
+        if box_features == "tower":  # the classification tower's output, one map per level, in order
+            self.model.head.classification_head.conv.register_forward_hook(self._keep_tower)
         self._maps: OrderedDict | None = None
         self._batch_shape: tuple[int, int] | None = None
         self._sizes: list[tuple[int, int]] = []
@@ -361,7 +392,8 @@ class TorchvisionDetector(nn.Module):
         elif arch.startswith("ssd"):
             self._patched = (self.model, _ssd_postprocess(self.model, self._probs))
         else:
-            self._patched = (self.model, _dense_postprocess(self.model, self._probs, arch.startswith("fcos")))
+            self._patched = (self.model, _dense_postprocess(self.model, self._probs, arch.startswith("fcos"),
+                                                            self._levels))
         self._patched[0].postprocess_detections = self._patched[1]
         self.track_image_losses, self.image_losses, self.level_maps = False, None, None
         self.model.backbone.register_forward_hook(self._keep_maps)
@@ -471,6 +503,10 @@ class TorchvisionDetector(nn.Module):
         maps = self.model.backbone(image_list.tensors)
         return list(maps.values()) if isinstance(maps, dict) else [maps]
 
+    def _keep_tower(self, module, inputs, output):
+        if not self.training:
+            self._tower.append(output)
+
     def _keep_sizes(self, module, inputs, output):
         image_list = output[0]
         self._batch_shape = tuple(image_list.tensors.shape[-2:])
@@ -498,6 +534,8 @@ class TorchvisionDetector(nn.Module):
         """`al_outputs=False`: torchvision's own postprocess, boxes, scores and labels only
         (for measuring the overhead of the AL outputs)."""
         self._probs.clear()
+        self._levels.clear()
+        self._tower.clear()
         owner, patched = self._patched
         if not al_outputs:
             del owner.postprocess_detections  # the class's own method
@@ -517,7 +555,11 @@ class TorchvisionDetector(nn.Module):
         for i, out in enumerate(outputs):
             (h, w), (oh, ow) = self._sizes[i], images[i].shape[-2:]
             resized.append(out["boxes"] * torch.tensor([w / ow, h / oh, w / ow, h / oh], device=out["boxes"].device))
-        box_features = pool_features(feature_map, resized, map_scale)
+        if self.box_feature_source == "tower":
+            box_features = [tower_features(self._tower, i, boxes, levels, self._batch_shape)
+                            for i, (boxes, levels) in enumerate(zip(resized, self._levels))]
+        else:
+            box_features = pool_features(feature_map, resized, map_scale)
         results = []
         for i, (out, probs, feats) in enumerate(zip(outputs, self._probs, box_features)):
             h, w = self._sizes[i]
