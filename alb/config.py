@@ -130,7 +130,20 @@ def compose_config(overrides: Sequence[str] = (), keep_hydra: bool = False) -> D
             del cfg["hydra"]
         cfg.meta = choices  # which option of each group was chosen (strategy labels, checks)
     _apply_strategy_defaults(cfg, overrides)
+    _keep_strings(cfg, overrides)
     return cfg
+
+
+STRING_KEYS = ("name", "results_dir")
+
+
+def _keep_strings(cfg: DictConfig, overrides: list[str]) -> None:
+    """`name=2024`, `name=true`, `name=1e3`: YAML reads them as a number or a bool; these keys
+    are folder names, so they keep the text as written on the command line."""
+    for key in STRING_KEYS:
+        if cfg.get(key) is not None and not isinstance(cfg[key], str):
+            written = [o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == key and "=" in o]
+            cfg[key] = written[-1] if written else str(cfg[key])
 
 
 def _apply_strategy_defaults(cfg: DictConfig, overrides: list[str]) -> None:

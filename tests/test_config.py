@@ -59,3 +59,10 @@ def test_list_command(tmp_path):
     for name in ("noris", "badge", "coreset", "uwe", "llal", "dbal"):
         assert name in result.stdout
     assert "quickstart" in alb_cli("list", "experiment", cwd=tmp_path).stdout
+
+
+@pytest.mark.parametrize("written", ["2024", "true", "1e3", "nan", "007"])
+def test_a_name_that_yaml_reads_as_a_number_stays_the_text_written(written):
+    from alb.config import compose_config
+    cfg = compose_config([f"name={written}", f"results_dir={written}"])
+    assert cfg.name == written and cfg.results_dir == written
