@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from alb.config import CONFIG_DIR, build
 from _out import write_table  # benchmarks/_out.py: the table and its header
-from alb.datasets.detection import DetectionTorchSet, collate
+from alb.datasets.detection import DetectionTorchSet, collate, targets_to
 from alb.datasets.transforms import images_to
 from alb.datasets.shapes import read_shapes
 from alb.engine.train import autocast, grad_scaler
@@ -63,7 +63,7 @@ def plain_loop(model, dataset, cfg, device, steps: int, workers: int) -> float:
             if done == steps:
                 break
             images = images_to(images, device)
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            targets = [targets_to(t, device) for t in targets]
             with autocast(device, use_amp):
                 loss = sum(v.float() for v in model.losses(images, targets).values())
             optimizer.zero_grad(set_to_none=True)

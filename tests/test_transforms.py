@@ -107,7 +107,7 @@ def batches(workers: int, recipe: str):
     dataset = DetectionTorchSet(drawn_split(), np.arange(6), augment=recipe, for_training=True, keep_difficult=True)
     sampler = SeededDraws([[0, 1, 2], [3, 4, 5], [0, 2, 4]], seed=7)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers)
-    return [(list(images), [t["boxes"] for t in targets]) for images, targets, _ in loader]
+    return [(list(images), [torch.as_tensor(t["boxes"]) for t in targets]) for images, targets, _ in loader]
 
 
 @pytest.mark.parametrize("recipe", ["ssd", "centernet"])

@@ -208,5 +208,14 @@ class DetectionTorchSet(Dataset):
 
 
 def collate(batch):
+    """(images, targets, rows) lists of a batch. Targets travel as numpy arrays: a DataLoader
+    worker sends every tensor through a shared-memory file of its own, a few small ones per
+    image, which made alb's loader slower than a loader that sends the image alone; numpy
+    arrays are pickled with the batch. `targets_to` turns them back into tensors."""
     images, targets, rows = zip(*batch)
-    return list(images), list(targets), list(rows)
+    return list(images), [None if t is None else {k: v.numpy() for k, v in t.items()} for t in targets], list(rows)
+
+
+def targets_to(target: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    """A collated target (numpy arrays, or tensors) as tensors on `device`."""
+    return {k: torch.as_tensor(v).to(device) for k, v in target.items()}

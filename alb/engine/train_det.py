@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from alb import distributed, machine
-from alb.datasets.detection import collate
+from alb.datasets.detection import collate, targets_to
 from alb.datasets.transforms import images_to
 from alb.engine.consistency import flip_consistency
 from alb.engine.train import (EarlyStopping, Resumable, SeededDraws, TrainStats, after_step, autocast, draws_of,
@@ -257,8 +257,7 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
             with autocast(device, use_amp):
                 losses = {}
                 if labelled:
-                    losses = model.losses([images[k] for k in labelled],
-                                          [{n: v.to(device) for n, v in targets[k].items()} for k in labelled])
+                    losses = model.losses([images[k] for k in labelled], [targets_to(targets[k], device) for k in labelled])
                     if extra_loss is not None:
                         losses.update(extra_loss(steps, total_steps))
             if unlabelled_set is not None:  # Eq. 6: L_con over the batch (Elezi: labelled images too)
