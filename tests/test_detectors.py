@@ -297,3 +297,33 @@ def test_retinanet_tower_box_features_come_from_the_classification_tower(shapes)
     from alb.models.detectors import TorchvisionDetector
     with pytest.raises(UserError, match="tower"):
         TorchvisionDetector(3, "fcos_resnet50_fpn", image_size=64, box_features="tower")
+
+
+# Issue 25: CenterNet as its code builds its ResNet models: DCN upsampling, aspect kept ----------
+
+def test_letterbox_keeps_the_aspect_and_boxes_round_trip():
+    from alb.models.centernet import from_input, letterbox, to_input
+    images = [torch.rand(3, 100, 200), torch.rand(3, 300, 150)]
+    batch, frames = letterbox(images, (128, 128))
+    assert batch.shape == (2, 3, 128, 128)
+    # the wide image: 64 x 128, centred vertically (32 rows of black above and below)
+    assert torch.allclose(frames[0], torch.tensor([0.64, 0.64, 0.0, 32.0])) and batch[0, :, :32].abs().sum() == 0
+    assert torch.allclose(frames[1], torch.tensor([64 / 150, 128 / 300, 32.0, 0.0])) and batch[1, :, :, :32].abs().sum() == 0
+    boxes = torch.tensor([[10.0, 20.0, 60.0, 80.0]])
+    assert torch.allclose(from_input(to_input(boxes, frames[0]), frames[0]), boxes)
+    assert torch.allclose(to_input(boxes, frames[0]), torch.tensor([[6.4, 44.8, 38.4, 83.2]]))
+
+
+def test_centernet_dcn_starts_as_a_plain_convolution_and_trains(shapes):
+    from alb.models.centernet import ModulatedDeformConv
+    torch.manual_seed(0)
+    dcn = ModulatedDeformConv(4, 6)
+    x = torch.rand(2, 4, 9, 9)
+    plain = torch.nn.functional.conv2d(x, dcn.conv.weight, padding=1) * 0.5  # zero offsets, masks sigmoid(0)
+    assert torch.allclose(dcn(x), plain, atol=1e-5)
+    adapter = make_adapter("centernet_r18", shapes, neck_conv="dcn", keep_aspect="true", image_size=64,
+                           pretrained="null")
+    assert any(isinstance(m, ModulatedDeformConv) for m in adapter.model.modules())
+    adapter.fit(np.arange(2), seed=0)
+    out = adapter.predict(np.arange(3), ("boxes", "box_features"))
+    assert out["boxes"].shape[1] == 4 and (out["boxes"] >= 0).all() and (out["boxes"] <= 64).all()

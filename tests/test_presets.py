@@ -242,7 +242,7 @@ def expected_recipe(preset: str) -> dict | None:
     if paper == "noris" and name.startswith(("voc", "kitti")):
         size = [1280, 384] if name.startswith("kitti") else 512
         return {"backbone": "resnet18", "augment": "centernet", "image_size": size,
-                "imagenet_weights": "ResNet18_Weights.IMAGENET1K_V1"}
+                "imagenet_weights": "ResNet18_Weights.IMAGENET1K_V1", "neck_conv": "dcn", "keep_aspect": True}
     if paper in ("ppal", "uwe") and name.startswith("voc"):
         recipe = {"augment": "hflip", "min_size": 600, "max_size": 1000,
                   "imagenet_weights": "ResNet50_Weights.IMAGENET1K_V1"}

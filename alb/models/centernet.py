@@ -19,6 +19,36 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+class ModulatedDeformConv(nn.Module):
+    """A 3x3 modulated deformable convolution (DCNv2, CenterNet's upsampling convolutions):
+    a plain convolution predicts 2 x 9 offsets and 9 masks per position (zero-initialised, so
+    it starts as a plain 3x3 convolution with mask 0.5), `torchvision.ops.deform_conv2d` does
+    the sampling."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = torchvision.ops.DeformConv2d(cin, cout, 3, padding=1, bias=False)
+        self.offset_mask = nn.Conv2d(cin, 27, 3, padding=1)
+        nn.init.zeros_(self.offset_mask.weight)
+        nn.init.zeros_(self.offset_mask.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset_x, offset_y, mask = self.offset_mask(x).chunk(3, dim=1)
+        return self.conv(x, torch.cat([offset_x, offset_y], dim=1), torch.sigmoid(mask))
+
+
+NECK_CONVS = ("conv", "dcn")
+
+
+def _upsample_stage(cin: int, cout: int, kind: str) -> nn.Sequential:
+    """One neck stage: a 3x3 convolution (plain, or deformable as CenterNet's ResNet-DCN
+    models), BatchNorm, ReLU, then a 2x transposed convolution, BatchNorm, ReLU."""
+    first = (_conv(cin, cout) if kind == "conv" else
+             nn.Sequential(ModulatedDeformConv(cin, cout), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)))
+    return nn.Sequential(first, nn.ConvTranspose2d(cout, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
 class TinyBackbone(nn.Module):
     """Five stride-2 conv stages (stride 32), for a detector that trains in minutes on CPU."""
 
@@ -65,6 +95,33 @@ class ResNetBackbone(nn.Module):
         return x, skips
 
 
+def letterbox(images: list[torch.Tensor], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each (3, H, W) image resized by one scale to fit (height, width) and centred on a zero
+    canvas, stacked; and its (s, s, tx, ty) frame (`to_input`)."""
+    height, width = size
+    batch = images[0].new_zeros((len(images), 3, height, width))
+    frames = []
+    for k, im in enumerate(images):
+        h, w = im.shape[-2:]
+        scale = min(height / h, width / w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        top, left = (height - nh) // 2, (width - nw) // 2
+        batch[k, :, top:top + nh, left:left + nw] = F.interpolate(im[None], size=(nh, nw), mode="bilinear",
+                                                                  align_corners=False)[0]
+        frames.append([nw / w, nh / h, float(left), float(top)])
+    return batch, torch.tensor(frames, device=batch.device)
+
+
+def to_input(boxes: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """xyxy boxes of an image in the network's input frame (sx, sy, tx, ty)."""
+    return boxes * frame[:2].repeat(2) + frame[2:].repeat(2)
+
+
+def from_input(boxes: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """The inverse of `to_input`."""
+    return (boxes - frame[2:].repeat(2)) / frame[:2].repeat(2)
+
+
 class CenterNet(nn.Module):
     """CenterNet with a plain-conv upsampling neck (3 x [conv, 2x transposed conv]) on a
     ResNet or tiny backbone, optionally with skip connections from the backbone. Its intermediate maps are f1 (backbone output, stride 32), f2,
@@ -76,9 +133,13 @@ class CenterNet(nn.Module):
     backbone has its top `trainable_layers` stages trainable and, with `frozen_batchnorm`,
     frozen BatchNorm (CenterNet's own code trains all of it: 5 and false in its yaml).
 
-    Differences from the paper's detector: no deformable convolutions; the heat-map splat is
-    an axis-aligned Gaussian with sigma = 0.54 * size / 6 (TTFNet) instead of CornerNet's
-    radius rule; images are resized to `image_size` (no aspect-preserving crop).
+    `neck_conv=dcn`: the neck's 3x3 convolutions are modulated deformable ones (CenterNet's
+    ResNet-DCN models; `torchvision.ops.deform_conv2d`); `keep_aspect`: images keep their
+    aspect ratio, centred on a black canvas of the input size (CenterNet's affine input).
+
+    Differences from the paper's detector: the heat-map splat is an axis-aligned Gaussian with
+    sigma = 0.54 * size / 6 (TTFNet) instead of CornerNet's radius rule; the transposed
+    convolutions start from PyTorch's initialisation, not CenterNet's bilinear one.
     """
 
     probs_kind = "sigmoid"
@@ -98,8 +159,12 @@ class CenterNet(nn.Module):
                  feature_level: str = "f4", score_threshold: float = 0.05, max_detections: int = 100,
                  tiny_width: int = 16, size_weight: float = 0.1, skip_connections: bool = False,
                  pretrained: str | None = None, imagenet_weights: str | None = None, pretrained_strict: bool = True,
-                 trainable_layers: int = 3, frozen_batchnorm: bool = True):
+                 trainable_layers: int = 3, frozen_batchnorm: bool = True, neck_conv: str = "conv",
+                 keep_aspect: bool = False):
         super().__init__()
+        if neck_conv not in NECK_CONVS:
+            raise ValueError(f"CenterNet neck_conv must be one of {NECK_CONVS}, got {neck_conv!r}")
+        self.keep_aspect = bool(keep_aspect)
         if feature_level not in ("f1", "f2", "f3", "f4"):
             raise ValueError(f"CenterNet feature_level must be f1..f4, got {feature_level!r}")
         self.num_classes, self.feature_level = num_classes, feature_level
@@ -116,8 +181,7 @@ class CenterNet(nn.Module):
                 weights.freeze_resnet(self.backbone, trainable_layers, frozen_batchnorm)
         cin, stages = self.backbone.out_channels, []
         for cout in neck_channels:
-            stages.append(nn.Sequential(_conv(cin, cout), nn.ConvTranspose2d(cout, cout, 4, 2, 1, bias=False),
-                                        nn.BatchNorm2d(cout), nn.ReLU(inplace=True)))
+            stages.append(_upsample_stage(cin, cout, neck_conv))
             cin = cout
         self.neck = nn.ModuleList(stages)
         # Optional U-Net style skips (1x1 projections of the backbone maps added to the neck
@@ -144,9 +208,16 @@ class CenterNet(nn.Module):
         return self.channels[self.feature_level]
 
     def _batch(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Resize to the input size and normalise; also the per-image (sx, sy) scales."""
-        batch, scales = resize_square(images, self.input_hw)
-        return (batch - self.mean) / self.std, scales
+        """Resize to the input size and normalise; also each image's (sx, sy, tx, ty): a box of
+        the image maps into the input as x * sx + tx, y * sy + ty (`to_input`). `keep_aspect`:
+        one scale for both sides and the image centred on a zero (black) canvas, as CenterNet's
+        affine input; otherwise squashed to the input size (t = 0)."""
+        if self.keep_aspect:
+            batch, frames = letterbox(images, self.input_hw)
+        else:
+            batch, scales = resize_square(images, self.input_hw)
+            frames = torch.cat([scales, torch.zeros_like(scales)], dim=1)
+        return (batch - self.mean) / self.std, frames
 
     def _forward(self, x: torch.Tensor):
         y, backbone_maps = self.backbone(x)
@@ -174,7 +245,7 @@ class CenterNet(nn.Module):
         limit = torch.tensor([out_w, out_h, out_w, out_h], device=device, dtype=torch.float32) - 1e-3
         index, flat, size, offset, classes = [], [], [], [], []
         for b, t in enumerate(targets):
-            boxes = t["boxes"].to(device).float() * scales[b].repeat(2) / self.stride
+            boxes = to_input(t["boxes"].to(device).float(), scales[b]) / self.stride
             boxes = torch.minimum(boxes.clamp(min=0), limit)
             for box, label in zip(boxes, t["labels"].tolist()):
                 w, h = (box[2] - box[0]).item(), (box[3] - box[1]).item()
@@ -281,7 +352,7 @@ class CenterNet(nn.Module):
             off, wh = offset[i].float().flatten(1), size[i].float().flatten(1).clamp(min=0)
             cx, cy = (xs.flatten() + off[0]) * self.stride, (ys.flatten() + off[1]) * self.stride
             bw, bh = wh[0] * self.stride, wh[1] * self.stride
-            boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=1) / scales[i].repeat(2)
+            boxes = from_input(torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=1), scales[i])
             out.append((boxes, torch.sigmoid(heat_logits[i].float()).flatten(1).T))
         return out
 
@@ -309,7 +380,8 @@ class CenterNet(nn.Module):
             boxes_in = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=1)
             boxes_in = clip_boxes_to_image(boxes_in, self.input_hw)
             boxes_in_all.append(boxes_in)
-            result = {"boxes": boxes_in / scales[i].repeat(2), "scores": s, "labels": labels}
+            result = {"boxes": clip_boxes_to_image(from_input(boxes_in, scales[i]), tuple(images[i].shape[-2:])),
+                      "scores": s, "labels": labels}
             if al_outputs:
                 result["box_probs"] = heat[i].flatten(1)[:, pos].T  # (k, C): the peak's class vector
             results.append(result)
