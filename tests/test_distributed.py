@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from alb import distributed
-from alb.records import _ROW_AXIS, FLIP, Records, concat_parts, is_box_field, offsets_field
+from alb.records import _ROW_AXIS, OFFSETS_FIELDS, Records, concat_parts, is_box_field, offsets_field
 from conftest import alb_cli, synthetic_det_records, synthetic_records
 
 BIN = Path(sys.executable).parent
@@ -37,7 +37,7 @@ def _images(records: Records, a: int, b: int) -> dict:
     """Images a..b-1 of `records` (what one rank's shard predicts)."""
     out = {}
     for name, array in records.fields.items():
-        if name in ("offsets", FLIP + "offsets"):
+        if name in OFFSETS_FIELDS:
             out[name] = array[a:b + 1] - array[a]
         elif is_box_field(name):
             off = records[offsets_field(name)]

@@ -34,7 +34,9 @@ class ModulatedDeformConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offset_x, offset_y, mask = self.offset_mask(x).chunk(3, dim=1)
-        return self.conv(x, torch.cat([offset_x, offset_y], dim=1), torch.sigmoid(mask))
+        # float32 whatever the autocast: torchvision's CPU kernel has no bfloat16 version
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.conv(x.float(), torch.cat([offset_x, offset_y], dim=1).float(), torch.sigmoid(mask.float()))
 
 
 NECK_CONVS = ("conv", "dcn")
