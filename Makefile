@@ -53,6 +53,7 @@ bench: install
 	$(VENV)/bin/python benchmarks/bench_data_check.py
 	$(VENV)/bin/python benchmarks/bench_ssl.py
 	$(VENV)/bin/python benchmarks/bench_train.py
+	$(VENV)/bin/python benchmarks/bench_determinism.py --models centernet_tiny,ssdlite_mobilenet --size 128 --batch 2 --steps 5 --repeats 2
 	$(VENV)/bin/python benchmarks/bench_checkpoint.py
 
 # The docs site (mkdocs-material) into site/; --strict: a broken link, a missing page or a
