@@ -48,11 +48,21 @@ LOCATION_KEYS = ("dataset.root", "dataset.download", "dataset.allow_overlap", "d
                  "trainer.checkpoint_every", "trainer.checkpoint_minutes")
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back: there is no getter)."""
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 600; a result file gets what the umask gives a new file (644
+        # under 022), so collaborators on a shared cluster can read it
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -223,3 +223,19 @@ def test_a_diverged_training_restarts_from_its_initial_weights_on_other_batches(
     with pytest.raises(NonFiniteLoss, match=r"diverged 3 times .* trainer.max_restarts=2 reached"):
         run_experiment(compose_config([*TINY, "protocol.cycles=1", f"results_dir={tmp_path}", "name=s",
                                        "trainer.nonfinite=restart", "trainer.max_restarts=2"]))
+
+
+def test_result_files_honour_the_umask(tmp_path):
+    import os
+    import stat
+
+    from alb.results import atomic_write_text
+    previous = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "cycles.csv", "cycle\n0\n")
+        assert stat.S_IMODE((tmp_path / "cycles.csv").stat().st_mode) == 0o644
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "private.csv", "x\n")
+        assert stat.S_IMODE((tmp_path / "private.csv").stat().st_mode) == 0o600
+    finally:
+        os.umask(previous)
