@@ -4,6 +4,8 @@ follows is in `alb.models.detectors`."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torchvision
 from torch import nn
@@ -33,6 +35,12 @@ class ModulatedDeformConv(nn.Module):
         nn.init.zeros_(self.offset_mask.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and self.training and torch.are_deterministic_algorithms_enabled():
+            # torchvision's CUDA backward accumulates with atomic adds and does not say so to
+            # torch's determinism check: say it here (once per process, Python's warning rule)
+            warnings.warn("deterministic=true, but the deformable convolutions (model.neck_conv=dcn) have no "
+                          "deterministic backward on CUDA: rows of one seed may differ between runs; "
+                          "model.neck_conv=conv is repeatable", UserWarning, stacklevel=2)
         offset_x, offset_y, mask = self.offset_mask(x).chunk(3, dim=1)
         # float32 whatever the autocast: torchvision's CPU kernel has no bfloat16 version
         with torch.autocast(device_type=x.device.type, enabled=False):
