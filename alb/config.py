@@ -22,7 +22,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import InstantiationException
+from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -122,8 +122,11 @@ def compose_config(overrides: Sequence[str] = (), keep_hydra: bool = False) -> D
     cannot do this itself (a dataset file may not override another group), so the group
     choices are composed first and the dataset's defaults added to a second composition."""
     overrides = list(overrides)
-    defaults = _dataset_defaults(tuple(_group_selections(overrides)))
-    cfg = _compose([*defaults, *overrides])
+    try:
+        defaults = _dataset_defaults(tuple(_group_selections(overrides)))
+        cfg = _compose([*defaults, *overrides])
+    except ConfigCompositionException as err:
+        raise _nearest(err, overrides) from None
     choices = {g: cfg.hydra.runtime.choices.get(g) for g in GROUPS}
     with open_dict(cfg):
         if not keep_hydra:
@@ -144,6 +147,39 @@ def _keep_strings(cfg: DictConfig, overrides: list[str]) -> None:
         if cfg.get(key) is not None and not isinstance(cfg[key], str):
             written = [o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == key and "=" in o]
             cfg[key] = written[-1] if written else str(cfg[key])
+
+
+def _nearest(err: Exception, overrides: list[str]) -> Exception:
+    """Hydra's error for a key or a group option that does not exist, as one line naming the
+    nearest existing ones (a typo must not become Hydra's advice to append a new key with `+`)."""
+    import difflib
+    import re
+    text = str(err)
+    option = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+    if option and option.group(1) in GROUPS:
+        group, wanted = option.groups()
+        options = group_options(group)
+        close = difflib.get_close_matches(wanted, options, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(f'{group}={c}' for c in close)}? " if close else ""
+        return UserError(f"{group}={wanted}: no such {group}; {hint}the choices: {', '.join(options)} "
+                         f"(`alb list {group}` describes them)")
+    key = re.search(r"Could not override '([^']+)'", text)
+    if key:
+        path = key.group(1)
+        parent, _, leaf = path.rpartition(".")
+        try:
+            rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != path]
+            base = _compose([*_dataset_defaults(tuple(_group_selections(rest))), *rest])
+            node = OmegaConf.select(base, parent) if parent else base
+            keys = [str(k) for k in node.keys()] if OmegaConf.is_dict(node) else []
+        except Exception:  # noqa: BLE001 - the hint is a courtesy; the error stands without it
+            keys = []
+        close = difflib.get_close_matches(leaf, keys, n=3, cutoff=0.5)
+        where = f"{parent}." if parent else ""
+        hint = (f"did you mean {' or '.join(where + c for c in close)}?" if close else
+                f"{parent or 'the config'} has: {', '.join(sorted(k for k in keys if k != '_target_'))}")
+        return UserError(f"{path}: no such key; {hint} (`alb run ... --cfg job` prints every key)")
+    return err
 
 
 def _apply_strategy_defaults(cfg: DictConfig, overrides: list[str]) -> None:

@@ -66,3 +66,20 @@ def test_a_name_that_yaml_reads_as_a_number_stays_the_text_written(written):
     from alb.config import compose_config
     cfg = compose_config([f"name={written}", f"results_dir={written}"])
     assert cfg.name == written and cfg.results_dir == written
+
+
+@pytest.mark.parametrize("override, said", [
+    ("trainer.epoch=1", "trainer.epoch: no such key; did you mean trainer.epochs?"),
+    ("protocol.initail=3", "did you mean protocol.initial"),
+    ("strategy=entropi", "strategy=entropi: no such strategy; did you mean strategy=entropy"),
+    ("logger=tensorbord", "did you mean logger=tensorboard?"),
+])
+def test_a_typo_is_answered_with_the_nearest_names_in_one_line(override, said, tmp_path):
+    from typer.testing import CliRunner
+
+    from alb.cli import app
+    result = CliRunner().invoke(app, ["run", override, f"results_dir={tmp_path}"])
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert said in line and "+trainer" not in line and "provider=" not in line
+    assert not any(tmp_path.iterdir())
