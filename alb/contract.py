@@ -14,7 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from alb.errors import UserError
+from alb.errors import InvalidSelection, UserError
 
 # seconds-long runs: 2 cycles after the initial set, small models, few epochs
 TASK_RUNS = {
@@ -84,6 +84,10 @@ def check_strategy(overrides: Sequence[str], tasks: Sequence[str] | None = None,
                 for name in ("first", "again"):
                     cfg = compose_config([*base, f"name={task}_{name}"])
                     folders += run_experiment(cfg)
+            except InvalidSelection as err:  # the breach the loop caught: a problem of the strategy
+                check.problems.append(f"{type(err).__name__}: {err}")
+                results.append(check)
+                continue
             except UserError:
                 raise  # bad input (an unknown option, a wrong parameter): said as it is
             except Exception as err:  # noqa: BLE001 - a breach the loop caught, or the strategy's own error

@@ -52,6 +52,10 @@ class Diverged(Exception):
         return type(self), (self.step, self.loss)
 
 
+class InvalidSelection(UserError):
+    """A strategy returned a selection that breaks the contract (size, duplicates, range)."""
+
+
 class LoaderDied(UserError):
     """A DataLoader worker died (killed from outside, out of memory): the run stops, resumable."""
 

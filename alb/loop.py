@@ -23,7 +23,7 @@ from alb import trackers
 from alb.config import build, check_requirement, compose_config, shared_config, to_container
 from alb.datasets import build_dataset
 from alb.environment import environment
-from alb.errors import Diverged, NonFiniteLoss, UserError
+from alb.errors import Diverged, InvalidSelection, NonFiniteLoss, UserError
 from alb.hooks import cycle0_key
 from alb.engine.checkpoint import TrainingCheckpoint
 from alb.machine import configure
@@ -478,7 +478,9 @@ def _predict(adapter, rows: np.ndarray, fields: tuple[str, ...], mc_passes: int,
 
 
 def _check_selection(picks: np.ndarray, budget: int, n_unlabelled: int, label: str) -> None:
-    """The contract every strategy must keep; a violation is a bug in the strategy."""
+    """The contract every strategy must keep; a violation is a bug in the strategy (the user's,
+    most often: one line, not alb's traceback)."""
     if len(picks) != budget or len(np.unique(picks)) != budget or (len(picks) and (picks.min() < 0 or picks.max() >= n_unlabelled)):
-        raise RuntimeError(f"strategy {label} returned an invalid selection: {len(picks)} picks "
-                           f"({len(np.unique(picks))} distinct) for budget {budget} of {n_unlabelled} unlabelled rows")
+        raise InvalidSelection(f"strategy {label} returned an invalid selection: {len(picks)} picks "
+                        f"({len(np.unique(picks))} distinct) for budget {budget} of {n_unlabelled} unlabelled rows; "
+                        f"`alb check strategy={label.split('-')[0]}` tests a strategy's contract in seconds")

@@ -239,3 +239,16 @@ def test_result_files_honour_the_umask(tmp_path):
         assert stat.S_IMODE((tmp_path / "private.csv").stat().st_mode) == 0o600
     finally:
         os.umask(previous)
+
+
+def test_a_strategy_returning_duplicates_is_one_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import alb.strategies.random as random_strategy
+    from alb.cli import app
+    monkeypatch.setattr(random_strategy.RandomSampling, "select", lambda self, u, l, budget, rng: np.zeros(budget, int))
+    result = CliRunner().invoke(app, ["run", *TINY, "strategy=random", f"results_dir={tmp_path}"])
+    assert result.exit_code == 2
+    [line] = [l for l in result.output.strip().splitlines() if l.startswith("error:")]
+    assert "returned an invalid selection: 20 picks (1 distinct)" in line and "alb check strategy=random" in line
+    assert "Traceback" not in result.output
