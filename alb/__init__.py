@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-__version__ = "0.1.0"
+from alb._version import __version__
+
 __all__ = ["run", "load", "report", "__version__"]
 
 

@@ -11,7 +11,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-import alb
+from alb._version import __version__
 
 # the keys whose difference between seeds of one comparison makes `alb report` warn
 COMPARED = ("device", "driver", "torch", "cuda", "cudnn", "cpu_threads")
@@ -20,7 +20,7 @@ COMPARED = ("device", "driver", "torch", "cuda", "cudnn", "cpu_threads")
 def _git_commit() -> str | None:
     """The commit of alb's checkout (with "+dirty" when it has uncommitted changes), or None
     when alb is not installed from a git checkout."""
-    root = Path(alb.__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=5, check=True).stdout.strip()
@@ -47,7 +47,7 @@ def environment(device) -> dict:
     cuda = device.type == "cuda"
     return {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "alb_version": alb.__version__,
+        "alb_version": __version__,
         "git_commit": _git_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -55,7 +55,7 @@ def inline_svg(path: Path) -> str:
 
 def write_html(out: Path, title: str, summary_markdown: str, figures: list[tuple[str, Path]]) -> Path:
     """`out/report.html` from the summary's Markdown and the (caption, svg path) figures."""
-    from alb import __version__
+    from alb._version import __version__
     # the summary's own first heading is the page title
     body_markdown = re.sub(r"\A# .*\n", "", summary_markdown)
     body = markdown.markdown(body_markdown, extensions=["tables"], output_format="html")
