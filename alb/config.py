@@ -10,6 +10,7 @@ DIR/mine.py."""
 from __future__ import annotations
 
 import functools
+import json
 import importlib.util
 import inspect
 import os
@@ -84,7 +85,7 @@ def _split_searchpath(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     return rest, entries
 
 
-def _searchpath_override(entries: Sequence[str] = ()) -> str:
+def searchpath_override(entries: Sequence[str] = ()) -> str:
     """Hydra's search path: the user's folders (--config-dir, then hydra.searchpath=...) before
     alb's presets. Each user folder is also importable (`_target_: mine.Mine` -> DIR/mine.py)."""
     user = [f"file://{d}" for d in user_config_dirs()] + list(entries)
@@ -103,7 +104,7 @@ DATASET_DEFAULT_GROUPS = ("model", "trainer")
 def _compose(overrides: Sequence[str]) -> DictConfig:
     overrides, searchpath = _split_searchpath(overrides)
     with hydra_context():
-        return compose(config_name="config", overrides=[*overrides, _searchpath_override(searchpath)],
+        return compose(config_name="config", overrides=[*overrides, searchpath_override(searchpath)],
                        return_hydra_config=True)
 
 
@@ -285,3 +286,28 @@ SHARED_GROUPS = ("dataset", "model", "protocol", "trainer")
 def shared_config(cfg: DictConfig) -> dict:
     """What `experiment.yaml` records: each shared group's choice and resolved settings."""
     return {g: {"choice": cfg.meta[g], **to_container(cfg[g])} for g in SHARED_GROUPS}
+
+
+def seed_list(seeds) -> list[int]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise UserError(f"seeds must be >= 1 (or a list of seeds), got {seeds}")
+        return list(range(seeds))
+    try:
+        return [int(s) for s in seeds]
+    except (TypeError, ValueError) as err:
+        raise UserError(f"seeds must be a count or a list of ints, got {seeds!r}") from err
+
+
+def _format_value(value) -> str:
+    return json.dumps(value, separators=(",", ":")).strip('"') if not isinstance(value, float) else f"{value:g}"
+
+
+def strategy_label(cfg: DictConfig) -> str:
+    """Strategy name plus its non-default parameters, e.g. `noris-alpha=0.2-similarity=linear`."""
+    name = cfg.meta.strategy
+    defaults = to_container(compose_config([f"strategy={name}"]).strategy)
+    current = to_container(cfg.strategy)
+    changed = [f"{k}={_format_value(v)}" for k, v in sorted(current.items())
+               if k not in ("_target_", "task") and defaults.get(k) != v]
+    return "-".join([name, *changed])

@@ -67,7 +67,8 @@ def check_strategy(overrides: Sequence[str], tasks: Sequence[str] | None = None,
                    workdir: Path | None = None) -> list[TaskCheck]:
     """Run the contract for the strategy that `overrides` choose (e.g. ["strategy=mine"])."""
     from alb.config import compose_config
-    from alb.loop import build_strategy, run_experiment
+    from alb.loop import run_experiment
+    from alb.strategies import build_strategy
     strategy = build_strategy(compose_config(list(overrides)))
     declared = tuple(getattr(strategy, "tasks", ()))
     unknown = [t for t in declared if t not in TASK_RUNS]

@@ -20,7 +20,7 @@ from rich.console import Console
 from alb import distributed
 from alb import pool as pool_lib
 from alb import trackers
-from alb.config import build, check_requirement, compose_config, shared_config, to_container
+from alb.config import check_requirement, seed_list, shared_config, strategy_label, to_container
 from alb.datasets import build_dataset
 from alb.environment import environment
 from alb.errors import Diverged, InvalidSelection, NonFiniteLoss, UserError
@@ -28,7 +28,7 @@ from alb.hooks import cycle0_key
 from alb.engine.checkpoint import TrainingCheckpoint
 from alb.machine import configure
 from alb.stop import check as check_stop, stop_signals
-from alb.strategies import build_strategy  # noqa: F401 - the loop's strategies are built there
+from alb.strategies import build_strategy
 from alb.models import make_adapter
 from alb.models.weights import weights_identity
 from alb.progress import make_progress
@@ -38,31 +38,6 @@ from alb.results import (CYCLE_COLUMNS, TIMING_COLUMNS, RunDir, atomic_write_byt
 from alb.strategies.base import Strategy
 
 console = Console(stderr=True, soft_wrap=True)  # one line per message, also when not a TTY
-
-
-def seed_list(seeds) -> list[int]:
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise UserError(f"seeds must be >= 1 (or a list of seeds), got {seeds}")
-        return list(range(seeds))
-    try:
-        return [int(s) for s in seeds]
-    except (TypeError, ValueError) as err:
-        raise UserError(f"seeds must be a count or a list of ints, got {seeds!r}") from err
-
-
-def _format_value(value) -> str:
-    return json.dumps(value, separators=(",", ":")).strip('"') if not isinstance(value, float) else f"{value:g}"
-
-
-def strategy_label(cfg: DictConfig) -> str:
-    """Strategy name plus its non-default parameters, e.g. `noris-alpha=0.2-similarity=linear`."""
-    name = cfg.meta.strategy
-    defaults = to_container(compose_config([f"strategy={name}"]).strategy)
-    current = to_container(cfg.strategy)
-    changed = [f"{k}={_format_value(v)}" for k, v in sorted(current.items())
-               if k not in ("_target_", "task") and defaults.get(k) != v]
-    return "-".join([name, *changed])
 
 
 def check_task(cfg: DictConfig, task: str, strategy: Strategy) -> None:

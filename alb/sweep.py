@@ -117,7 +117,7 @@ def launch(jobs: list[list[str]], launcher_overrides: list[str], sweep_dir: Path
 
     from hydra.core.global_hydra import GlobalHydra
 
-    from alb.config import _searchpath_override, hydra_context
+    from alb.config import searchpath_override, hydra_context
     groups = dict(o.lstrip("+").split("=", 1) for o in launcher_overrides if o.lstrip("+").startswith("hydra/"))
     choice = groups.get("hydra/launcher")
     chosen = choice is not None
@@ -127,7 +127,7 @@ def launch(jobs: list[list[str]], launcher_overrides: list[str], sweep_dir: Path
     settings = [] if chosen else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs or 1}"]
     if chosen and n_jobs:
         settings.append(f"hydra.sweeper.max_batch_size={n_jobs}")
-    overrides = [f"+alb_job={','.join(str(k) for k in range(len(jobs)))}", _searchpath_override(),
+    overrides = [f"+alb_job={','.join(str(k) for k in range(len(jobs)))}", searchpath_override(),
                  f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=job_${hydra.job.num}",
                  "hydra/job_logging=none", "hydra/hydra_logging=none", *settings, *launcher_overrides]
     with hydra_context():
@@ -165,7 +165,7 @@ def plan_jobs(jobs: list[list[str]]) -> list[JobPlan]:
     """The plan of every job, reading (and checking) each dataset setting once."""
     from alb.config import compose_config
     from alb.hooks import EnsembleHook
-    from alb.loop import seed_list
+    from alb.config import seed_list
     from alb.strategies import build_strategy
     pool_sizes, plans = {}, []
     for job in jobs:

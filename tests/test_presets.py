@@ -284,7 +284,7 @@ def test_every_preset_composes_to_its_papers_recipe_and_cfg_job_writes_nothing(p
 ])
 def test_run_with_one_strategy_gets_the_presets_settings_as_its_job_does(preset, strategy, expected, tmp_path):
     from alb.config import compose_config
-    from alb.loop import strategy_label
+    from alb.config import strategy_label
     result = CliRunner().invoke(app, ["run", f"experiment={preset}", f"strategy={strategy}", "--cfg", "job"])
     assert result.exit_code == 0, result.output
     composed = yaml.safe_load(result.stdout)["strategy"]
