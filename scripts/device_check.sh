@@ -13,9 +13,12 @@
 # plain loop), bench_select_det, bench_detectors (pool inference vs a plain forward), `alb calibrate`
 # and a dry run with device-hours, and `pytest -m gpu`; it prints one table. Logs go to $OUT
 # (default /tmp/alb-device-check). PRESETS="elezi/voc ..." adds one reduced cycle of those presets.
-# A dry run without a GPU: DEVICE=cpu FORCE_WHEELS=1 BENCH_SELECT_ARGS="--sizes 2000 --budget 100"
-#   BENCH_DETECTORS_ARGS="--models centernet_tiny --sizes 128 --repeats 2" PYTHON=.venv/bin/python
-#   DEVICE_PYTHON_VERSION=3.11 (for `wheels`) bash scripts/device_check.sh run DIR
+# A dry run without a GPU (it overwrites benchmarks/out/*.md: git checkout benchmarks/out after):
+#   DEVICE=cpu PYTHON=.venv/bin/python CALIBRATE_PRESET=quickstart_det
+#   BENCH_TRAIN_ARGS="--steps 3 --repeats 1 --images 50 --workers 2"
+#   BENCH_DETERMINISM_ARGS="--models centernet_tiny --size 128 --batch 2 --steps 2 --repeats 1"
+#   BENCH_SELECT_ARGS="--sizes 2000 --budget 50 --methods kcenter_greedy kcenter_plain" BENCH_SELECT_DET_ARGS="--scale 0.02"
+#   BENCH_DETECTORS_ARGS="--models centernet_tiny --sizes 128 --repeats 1 --pool 8" bash scripts/device_check.sh run DIR
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 mode=${1:-run}
@@ -81,24 +84,28 @@ MISSION=(run experiment=quickstart_det strategy=entropy seeds=1 protocol.cycles=
 # 2. the mission's command twice into fresh folders: deterministic=true (the default) gives the same rows
 step "mission's command, run 1 (deterministic)" 240 mission1.log "${ALB[@]}" "${MISSION[@]}" "results_dir=$OUT/r1"
 step "mission's command, run 2 (deterministic)" 240 mission2.log "${ALB[@]}" "${MISSION[@]}" "results_dir=$OUT/r2"
-ref="$OUT/r1/default/entropy/seed_0/cycles.csv"
-if [ -f "$ref" ] && [ -f "$OUT/r2/default/entropy/seed_0/cycles.csv" ] && \
-   [ "$(rows_of "$ref")" = "$(rows_of "$OUT/r2/default/entropy/seed_0/cycles.csv")" ]; then
-  row "same seed, same rows (two runs)" ok 0 "$(rows_of "$ref" | tail -n 1)"
+SEED_CSV=quickstart_det/entropy/seed_0/cycles.csv   # the preset's name, the strategy, seed 0
+ref="$OUT/r1/$SEED_CSV"
+same_rows() {  # both files there, non-empty, the same non-timing rows
+  [ -s "$1" ] && [ -s "$2" ] && [ -n "$(rows_of "$1")" ] && [ "$(rows_of "$1")" = "$(rows_of "$2")" ]
+}
+if same_rows "$ref" "$OUT/r2/$SEED_CSV"; then
+  row "same seed, same rows (two runs)" ok 0 "$(rows_of "$ref" | grep . | tail -n 1)"
 else
-  row "same seed, same rows (two runs)" FAILED 0 "$(rows_of "$ref" | tail -n 1) vs $(rows_of "$OUT/r2/default/entropy/seed_0/cycles.csv" | tail -n 1)"
+  row "same seed, same rows (two runs)" FAILED 0 "$(rows_of "$ref" 2>&1 | tail -n 1) vs $(rows_of "$OUT/r2/$SEED_CSV" 2>&1 | tail -n 1)"
 fi
 
 # 3. SIGTERM to the whole process group during training, loader workers alive; the same command resumes
+# in a process group of its own (setsid), as Slurm's step: the signal must not reach this script or `timeout`
 step "group SIGTERM in training, num_workers=4 (exit 143)" 240 signal.log \
-  bash -c '"$@"; test $? -eq 143' _ $PY tests/_group_signal.py training SIGTERM 2 -- "${MISSION[@]:1}" num_workers=4 \
-  "results_dir=$OUT/r3"
+  bash -c 'setsid --wait "$@"; test $? -eq 143' _ $PY tests/_group_signal.py training SIGTERM 2 -- "${MISSION[@]:1}" \
+  num_workers=4 "results_dir=$OUT/r3"
 grep -q "^stopped:" "$OUT/signal.log" || row "  ... one 'stopped:' line" FAILED 0 "$(tail -n 1 "$OUT/signal.log" | cut -c1-160)"
 step "  ... the same command again" 240 resume.log "${ALB[@]}" "${MISSION[@]}" num_workers=4 "results_dir=$OUT/r3"
-if [ "$(rows_of "$ref")" = "$(rows_of "$OUT/r3/default/entropy/seed_0/cycles.csv" 2>/dev/null)" ]; then
-  row "  ... resumed rows equal the uninterrupted run's" ok 0 ""
+if same_rows "$ref" "$OUT/r3/$SEED_CSV"; then
+  row "  ... resumed rows equal the uninterrupted run's" ok 0 "$(rows_of "$OUT/r3/$SEED_CSV" | grep . | tail -n 1)"
 else
-  row "  ... resumed rows equal the uninterrupted run's" FAILED 0 "$(rows_of "$OUT/r3/default/entropy/seed_0/cycles.csv" 2>&1 | tail -n 1)"
+  row "  ... resumed rows equal the uninterrupted run's" FAILED 0 "$(rows_of "$OUT/r3/$SEED_CSV" 2>&1 | tail -n 1)"
 fi
 
 # 4. the benchmarks, each with its baseline measured in the same run
@@ -116,8 +123,11 @@ step "bench_select_det (UWE, NORIS, CDAL, CCMS vs dense)" 150 bench_select_det.m
   ${BENCH_SELECT_DET_ARGS:-}
 step "bench_detectors (pool inference vs plain forward)" 150 bench_detectors.md $PY benchmarks/bench_detectors.py \
   ${BENCH_DETECTORS_ARGS:---models retinanet_resnet50,fasterrcnn_resnet50,ssd300,centernet_r18 --sizes 600 --repeats 3 --pool 64 --workers 8}
-step "alb calibrate experiment=ppal/voc" 90 calibrate.log "${ALB[@]}" calibrate experiment=ppal/voc device=$DEVICE --seconds 20
-step "alb sweep experiment=ppal/voc --dry-run" 60 dryrun.log "${ALB[@]}" sweep experiment=ppal/voc device=$DEVICE --dry-run
+CALIBRATE_PRESET=${CALIBRATE_PRESET:-ppal/voc}
+step "alb calibrate experiment=$CALIBRATE_PRESET" 90 calibrate.log "${ALB[@]}" calibrate "experiment=$CALIBRATE_PRESET" \
+  device=$DEVICE --seconds 20
+step "alb sweep experiment=$CALIBRATE_PRESET --dry-run" 60 dryrun.log "${ALB[@]}" sweep "experiment=$CALIBRATE_PRESET" \
+  device=$DEVICE --dry-run
 
 # 5. the CUDA tests
 step "pytest -m gpu tests/test_gpu.py" 150 pytest_gpu.log $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
