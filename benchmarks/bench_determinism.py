@@ -25,7 +25,8 @@ from omegaconf import OmegaConf
 
 from _out import write_table  # benchmarks/_out.py: the table and its header, into benchmarks/out/
 from alb.config import CONFIG_DIR, build
-from alb.engine.train import autocast, grad_scaler
+from alb.engine.train import grad_scaler
+from bench_train import plain_step  # benchmarks/bench_train.py: the plain loop's step
 from alb.errors import nondeterministic_op
 from alb.machine import fixed_input, set_deterministic
 from alb.models.detection import detector_kwargs
@@ -66,12 +67,7 @@ def train(name: str, size: int, data, device: torch.device, deterministic: bool,
         torch.cuda.synchronize()
     start = time.perf_counter()
     for images, targets in data:
-        with autocast(device, use_amp):
-            loss = sum(v.float() for v in model.losses(images, targets).values())
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        plain_step(model, optimizer, scaler, device, use_amp, images, targets)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -47,6 +47,16 @@ def trainer_cfg(steps: int, batch: int, amp: bool):
                              "warmup_steps": 0, "min_steps": 0, "grad_clip": None, "augment": "none"})
 
 
+def plain_step(model, optimizer, scaler, device, use_amp: bool, images, targets) -> None:
+    """One optimiser step as the smallest loop writes it: losses, backward, step."""
+    with autocast(device, use_amp):
+        loss = sum(v.float() for v in model.losses(images, targets).values())
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def plain_loop(model, dataset, cfg, device, steps: int, workers: int) -> float:
     """The smallest loop that trains the same way: seconds for `steps` steps."""
     generator = torch.Generator().manual_seed(0)
@@ -63,13 +73,7 @@ def plain_loop(model, dataset, cfg, device, steps: int, workers: int) -> float:
             if done == steps:
                 break
             images = images_to(images, device)
-            targets = [targets_to(t, device) for t in targets]
-            with autocast(device, use_amp):
-                loss = sum(v.float() for v in model.losses(images, targets).values())
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            plain_step(model, optimizer, scaler, device, use_amp, images, [targets_to(t, device) for t in targets])
             done += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
