@@ -457,5 +457,5 @@ def _check_selection(picks: np.ndarray, budget: int, n_unlabelled: int, label: s
     most often: one line, not alb's traceback)."""
     if len(picks) != budget or len(np.unique(picks)) != budget or (len(picks) and (picks.min() < 0 or picks.max() >= n_unlabelled)):
         raise InvalidSelection(f"strategy {label} returned an invalid selection: {len(picks)} picks "
-                        f"({len(np.unique(picks))} distinct) for budget {budget} of {n_unlabelled} unlabelled rows; "
-                        f"`alb check strategy={label.split('-')[0]}` tests a strategy's contract in seconds")
+                               f"({len(np.unique(picks))} distinct) for budget {budget} of {n_unlabelled} unlabelled "
+                               f"rows; `alb check strategy={label.split('-')[0]}` tests a strategy's contract in seconds")

@@ -189,7 +189,7 @@ def test_restart_raises_diverged_above_the_threshold_or_on_nan():
     from alb.engine.train import finite_step, nonfinite_policy
     from alb.errors import Diverged
     policy = nonfinite_policy(OmegaConf.create({"nonfinite": "restart", "restart_above": 100.0}))
-    assert finite_step(torch.tensor(99.0), {}, policy, 0, "t")
+    assert finite_step(torch.tensor(99.0), {}, policy, 0, "t") == 99.0  # the value, read once
     for bad in (101.0, float("nan"), float("inf")):
         with pytest.raises(Diverged, match="at step 8"):
             finite_step(torch.tensor(bad), {}, policy, 7, "t")

@@ -67,18 +67,19 @@ def nonfinite_policy(cfg: DictConfig) -> tuple[str, float]:
     return policy, float(above if above is not None else math.inf)
 
 
-def finite_step(loss: torch.Tensor, terms: dict, policy: tuple[str, float], step: int, label: str) -> bool:
-    """Whether the step's loss is finite; a non-finite one stops the run (`stop`: one line
-    naming the step and the loss terms), is skipped (`skip`: False), or restarts the training
-    (`restart`, also above its threshold: `Diverged`)."""
+def finite_step(loss: torch.Tensor, terms: dict, policy: tuple[str, float], step: int, label: str) -> float | None:
+    """The step's loss as a float when it is finite (read once: one device sync per step); a
+    non-finite one stops the run (`stop`: one line naming the step and the loss terms), is
+    skipped (`skip`: None), or restarts the training (`restart`, also above its threshold:
+    `Diverged`)."""
     kind, above = policy
     value = float(loss.detach())
     if kind == "restart" and not (math.isfinite(value) and value <= above):
         raise Diverged(step + 1, value)
     if math.isfinite(value):
-        return True
+        return value
     if kind == "skip":
-        return False
+        return None
     values = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items())
     raise NonFiniteLoss(f"{label}: the training loss became {value} at step {step + 1} ({values}); try a lower "
                         "trainer.lr, trainer.amp=false, trainer.grad_clip=<norm>, trainer.nonfinite=skip to leave "
@@ -299,7 +300,7 @@ def shuffled_loader(dataset: Dataset, batch_size: int, generator: torch.Generato
     if distributed.world().size > 1:
         batches = distributed.ShardedBatches(batches)
     return machine.loader(dataset, num_workers, device, batch_sampler=batches, collate_fn=collate_fn,
-                  generator=worker_generator(seed))
+                          generator=worker_generator(seed))
 
 
 def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: torch.device, seed: int,
@@ -349,12 +350,13 @@ def fit_classifier(model: nn.Module, train_set: Dataset, cfg: DictConfig, device
                     inputs = maps if epoch <= detach_epoch else [m.detach() for m in maps]
                     loss = loss + hook.weight * loss_ranking(loss_module(inputs).float(), per_sample, hook.margin)
             optimizer.zero_grad(set_to_none=True)
-            if finite_step(loss, {"loss": loss}, nonfinite, steps, label):
+            value = finite_step(loss, {"loss": loss}, nonfinite, steps, label)
+            if value is not None:
                 scaler.scale(loss).backward()
                 distributed.average_gradients(params)
                 scaler.step(optimizer)
                 scaler.update()
-                total += float(loss.detach()) * len(y)
+                total += value * len(y)
                 count += len(y)
             else:
                 resumable.skipped += 1

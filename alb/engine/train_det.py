@@ -268,8 +268,8 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
                         model, views, top_k, candidates, box_term, autocast(device, use_amp))
             loss = sum(v.float() for v in losses.values())
             optimizer.zero_grad(set_to_none=True)
-            finite = finite_step(loss, losses, nonfinite, steps, label)
-            if finite:
+            value = finite_step(loss, losses, nonfinite, steps, label)
+            if value is not None:
                 scaler.scale(loss).backward()
                 distributed.average_gradients(params)
                 if clip:
@@ -282,8 +282,8 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
             scheduler.step()
             if on_step is not None:
                 on_step()
-            if finite:
-                total += float(loss.detach()) * len(images)
+            if value is not None:
+                total += value * len(images)
                 count += len(images)
             steps += 1
             batches += 1
