@@ -26,7 +26,7 @@ DEFAULT_SECONDS = 60.0
 
 
 def precision(cfg: DictConfig, device: torch.device) -> str:
-    from alb.engine.train import amp_dtype
+    from alb.engine.runner import amp_dtype
     if not cfg.trainer.get("amp", True) or device.type != "cuda":
         return "fp32"
     return "bf16" if amp_dtype(device) == torch.bfloat16 else "fp16"
@@ -100,7 +100,7 @@ def _model(cfg: DictConfig, device: torch.device):
         node = OmegaConf.merge(node, {"pretrained": None})
         weights = "random (the preset's pretrained file is not on this machine)"
     if node.get("task", "classification") == "detection":
-        from alb.models.detection import detector_kwargs
+        from alb.models.detection_adapter import detector_kwargs
         classes = cfg.dataset.get("classes")  # the head's size barely moves the speed: VOC's 20 by default
         return build(detector_kwargs(node), num_classes=len(classes) if classes else 20).to(device), weights
     c = input_shape(cfg)[0]
@@ -110,7 +110,7 @@ def _model(cfg: DictConfig, device: torch.device):
 def calibrate(cfg: DictConfig, device: torch.device, seconds: float = DEFAULT_SECONDS) -> dict:
     """Measure training and inference images/s for `cfg`'s model on `device`, half of
     `seconds` each (after a few warm-up steps); write and return the cache entry."""
-    from alb.engine.train import autocast, grad_scaler
+    from alb.engine.runner import autocast, grad_scaler
     key = key_of(cfg, device)
     c, h, w = (int(v) for v in key["input"].split("x"))
     model, weights = _model(cfg, device)

@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from alb.errors import check_choice
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark deep active learning: run, sweep, report, status, check, list.")
 console = Console(stderr=True, soft_wrap=True)  # an error stays one line, also when stderr is not a TTY
@@ -94,9 +96,7 @@ def _print_config(overrides: list[str], part: str) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from alb.config import compose_config
-    from alb.errors import UserError
-    if part not in CFG_PARTS:
-        raise UserError(f"--cfg must be one of {', '.join(CFG_PARTS)}, got {part!r}")
+    check_choice("--cfg", part, CFG_PARTS)
     cfg = compose_config(overrides, keep_hydra=part == "all")
 
     def resolved(node):
@@ -206,11 +206,11 @@ def check(overrides: Overrides = None, config_dir: ConfigDir = None,
     `alb check --config-dir my_conf strategy=mine`: a few cycles on the embedded data for each
     task it declares; every cycle's budget, no image picked twice, the same picks for the same seed."""
     from alb.contract import TASK_RUNS, check_strategy
-    from alb.errors import UserError
     _use_config_dirs(config_dir)
-    if task is not None and task not in TASK_RUNS:
-        raise UserError(f"--task must be one of {', '.join(TASK_RUNS)}, got {task!r}")
-    results = check_strategy(overrides or [], [task] if task else None)
+    if task is not None:
+        check_choice("--task", task, TASK_RUNS)
+    from alb.loop import run_experiment
+    results = check_strategy(overrides or [], run_experiment, [task] if task else None)
     for result in results:
         if result.ok:
             console.print(f"[green]ok[/] {result.task}: {result.cycles} cycles, budgets kept, no image twice, "

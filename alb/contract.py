@@ -63,47 +63,79 @@ def check_selections(selections: pd.DataFrame, cycles: pd.DataFrame, initial: in
     return problems
 
 
-def check_strategy(overrides: Sequence[str], tasks: Sequence[str] | None = None,
+def check_strategy(overrides: Sequence[str], run, tasks: Sequence[str] | None = None,
                    workdir: Path | None = None) -> list[TaskCheck]:
-    """Run the contract for the strategy that `overrides` choose (e.g. ["strategy=mine"])."""
+    """Run the contract for the strategy that `overrides` choose (e.g. ["strategy=mine"]);
+    `run`: `alb.loop.run_experiment` (passed in: the loop calls this module)."""
     from alb.config import compose_config
-    from alb.loop import run_experiment
     from alb.strategies import build_strategy
     strategy = build_strategy(compose_config(list(overrides)))
     declared = tuple(getattr(strategy, "tasks", ()))
     unknown = [t for t in declared if t not in TASK_RUNS]
     if not declared or unknown:
         raise UserError(f"{type(strategy).__name__}.tasks must name classification and/or detection, got {declared!r}")
-    results = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        for task in tasks or declared:
-            base = [*TASK_RUNS[task], *overrides, "seeds=[0]", "progress=false", "reuse_cycle0=false",
-                    f"results_dir={tmp}"]
-            check = TaskCheck(task)
-            folders = []
-            try:
-                for name in ("first", "again"):
-                    cfg = compose_config([*base, f"name={task}_{name}"])
-                    folders += run_experiment(cfg)
-            except InvalidSelection as err:  # the breach the loop caught: a problem of the strategy
-                check.problems.append(f"{type(err).__name__}: {err}")
-                results.append(check)
-                continue
-            except UserError:
-                raise  # bad input (an unknown option, a wrong parameter): said as it is
-            except Exception as err:  # noqa: BLE001 - a breach the loop caught, or the strategy's own error
-                check.problems.append(f"{type(err).__name__}: {err}")
-                results.append(check)
-                continue
-            if len(folders) != 2:
-                check.problems.append("the run did not complete")
-                results.append(check)
-                continue
-            first, again = (pd.read_csv(f / "selections.csv") for f in folders)
-            cycles = pd.read_csv(folders[0] / "cycles.csv")
-            check.cycles = len(cycles) - 1
-            check.problems += check_selections(first, cycles, int(cfg.protocol.initial), int(cfg.protocol.step))
-            if list(first.sample_id) != list(again.sample_id):
-                check.problems.append("the same seed picked different images the second time")
-            results.append(check)
-    return results
+        return [_run_contract(task, run, lambda name, task=task: compose_config(
+            [*TASK_RUNS[task], *overrides, *_contract_settings(tmp, f"{task}_{name}")])) for task in tasks or declared]
+
+
+def check_user_strategy(cfg, run) -> None:
+    """A strategy from outside alb runs the contract of `alb check` on the embedded data first
+    (seconds), so a broken selection stops in one line before anything trains or is written.
+    `run`: `alb.loop.run_experiment`."""
+    import os
+    if str(cfg.strategy.get("_target_", "")).startswith("alb.") or os.environ.get("ALB_SKIP_CONTRACT"):
+        return
+    task = cfg.dataset.get("task", "classification")
+    check = check_strategy_node(cfg, task, run)
+    if not check.ok:
+        raise UserError(f"strategy {cfg.meta.strategy!r} breaks the strategy contract on the embedded {task} data "
+                        f"(nothing was trained or written): {'; '.join(check.problems)}")
+
+
+def check_strategy_node(cfg, task: str, run) -> TaskCheck:
+    """The contract for the strategy of a composed run config (`cfg.strategy`, as the run would
+    build it), on the embedded data of `task`."""
+    from omegaconf import open_dict
+    from alb.config import compose_config
+
+    def composed(tmp: str, name: str):
+        run = compose_config([*TASK_RUNS[task], *_contract_settings(tmp, f"{task}_{name}")])
+        with open_dict(run):
+            run.strategy, run.meta.strategy = cfg.strategy, cfg.meta.strategy
+        return run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return _run_contract(task, run, lambda name: composed(tmp, name))
+
+
+def _contract_settings(tmp: str, name: str) -> list[str]:
+    return ["seeds=[0]", "progress=false", "reuse_cycle0=false", f"results_dir={tmp}", f"name={name}"]
+
+
+def _run_contract(task: str, run, compose) -> TaskCheck:
+    """Run `compose(name)`'s config twice (names "first", "again") and check the selections."""
+    check = TaskCheck(task)
+    folders = []
+    try:
+        for name in ("first", "again"):
+            cfg = compose(name)
+            folders += run(cfg, contract=False)
+    except UserError as err:
+        if not isinstance(err, InvalidSelection):
+            raise  # bad input (an unknown option, a wrong parameter): said as it is
+        check.problems.append(f"{type(err).__name__}: {err}")  # the breach the loop caught
+        return check
+    except Exception as err:  # noqa: BLE001 - a breach the loop caught, or the strategy's own error
+        check.problems.append(f"{type(err).__name__}: {err}")
+        return check
+    if len(folders) != 2:
+        check.problems.append("the run did not complete")
+        return check
+    first, again = (pd.read_csv(f / "selections.csv") for f in folders)
+    cycles = pd.read_csv(folders[0] / "cycles.csv")
+    check.cycles = len(cycles) - 1
+    check.problems += check_selections(first, cycles, int(cfg.protocol.initial), int(cfg.protocol.step))
+    if list(first.sample_id) != list(again.sample_id):
+        check.problems.append("the same seed picked different images the second time")
+    return check

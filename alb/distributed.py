@@ -171,3 +171,11 @@ def sharded(rows: np.ndarray, compute):
     parts = [None] * _WORLD.size
     dist.all_gather_object(parts, compute(shards[_WORLD.rank]))
     return parts
+
+
+def predicted(rows: np.ndarray, predict) -> dict:
+    """`predict(rows)` (a dict of prediction fields, `alb.records`) computed shard by shard on
+    the ranks and joined in row order on every rank."""
+    from alb.records import concat_parts
+    parts = [p for p in sharded(rows, lambda shard: predict(shard) if len(shard) else None) if p is not None]
+    return parts[0] if len(parts) == 1 else concat_parts(parts)

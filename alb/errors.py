@@ -12,6 +12,22 @@ class UserError(Exception):
     expected and where."""
 
 
+class ChoiceError(UserError, ValueError):
+    """A setting outside its allowed values (a `UserError`: one line in the CLI)."""
+
+
+def check_choice(name: str, value, choices) -> object:
+    """`value` when it is one of `choices`, else one line naming the setting, the choices and
+    the nearest one: the single wording of every "must be one of" check."""
+    if value in tuple(choices):
+        return value
+    import difflib
+    words = [("null" if c is None else str(c)) for c in choices]
+    close = difflib.get_close_matches(str(value), words, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise ChoiceError(f"{name} must be one of {', '.join(words)}, got {value!r}{hint}")
+
+
 def warn_data(message: str, path: str | Path, line: int = 0) -> None:
     """A warning that points at the user's data or results (file and line)."""
     warnings.warn_explicit(message, UserWarning, filename=str(path), lineno=line)

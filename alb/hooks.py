@@ -1,13 +1,14 @@
-"""Training hooks: what a strategy asks of training, declared as frozen dataclasses (SPEC
-section 2). A strategy returns one from `training_hook()`; the engine and the model adapter
+"""Training hooks: what a strategy asks of training, declared as frozen dataclasses (docs/concepts.md,
+"The seam"). A strategy returns one from `training_hook()`; the engine and the model adapter
 honour it and hand back only arrays (a predicted loss per image, class difficulties). The
 loop never branches on strategy types, and strategies never see a model.
 
 Each hook names the engine code that implements it:
 - LossPredictionHook: `alb.engine.train.fit_classifier` (the learning-loss module) and, for
-  detection, `alb.engine.loss_prediction` (the module on the detector's feature levels);
+  detection, `alb.models.detection_adapter.DetectorAdapter._learning_loss` (the module on the
+  detector's feature levels);
 - DifficultyHook: `alb.engine.difficulty` (PPAL's DCUS class difficulties);
-- PseudoLabelHook: `alb.models.detection.DetectorAdapter.pseudo_labels` and the detectors'
+- PseudoLabelHook: `alb.models.detection_adapter.DetectorAdapter.pseudo_labels` and the detectors'
   Eq. 8 losses (Elezi et al.'s pseudo-labels);
 - EnsembleHook: `alb.models.ensemble.EnsembleAdapter` (K members);
 - DropoutHook: `alb.models.dropout` (dropout before the detection heads, MC passes).
@@ -19,6 +20,8 @@ Semi-supervised flip-consistency training is not a hook but a trainer setting
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from alb.errors import check_choice
 
 
 def cycle0_key(hook) -> str:
@@ -59,8 +62,7 @@ class DifficultyHook:
     mode: str = "auto"
 
     def __post_init__(self):
-        if self.mode not in DIFFICULTY_MODES:
-            raise ValueError(f"difficulty mode must be one of {DIFFICULTY_MODES}, got {self.mode!r}")
+        check_choice("difficulty mode", self.mode, DIFFICULTY_MODES)
         if not 0 <= self.xi <= 1:
             raise ValueError(f"xi must lie in [0, 1], got {self.xi}")
         if not 0 <= self.momentum < 1:

@@ -75,11 +75,15 @@ def resolve_threads(threads) -> int:
 
 
 def fixed_input(model_cfg) -> bool:
-    """Whether every batch reaches the network at one size (the models that resize to
-    `image_size`, SSD, classifiers), where `cudnn.benchmark` pays off; torchvision's
-    keep-ratio resize (min_size / max_size) gives a new shape every batch."""
-    target = str(model_cfg.get("_target_", ""))
-    return not target.endswith("TorchvisionDetector") or str(model_cfg.get("arch", "")).startswith("ssd")
+    """Whether every batch reaches the network at one size, where `cudnn.benchmark` pays off:
+    what the model's class declares (`fixed_input`: a bool, or a function of its config
+    node), else true (classifiers and the detectors that resize to `image_size`)."""
+    from hydra.utils import get_class
+    try:
+        declared = getattr(get_class(str(model_cfg.get("_target_"))), "fixed_input", True)
+    except Exception:  # noqa: BLE001 - a target that does not import fails later, naming itself
+        return True
+    return bool(declared(model_cfg) if callable(declared) else declared)
 
 
 def deterministic_choice(cfg) -> bool:

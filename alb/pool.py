@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from omegaconf import DictConfig, ListConfig
 
-from alb.errors import UserError
+from alb.errors import check_choice, UserError
 
 
 def resolve_count(value: int | float, pool_size: int, what: str) -> int:
@@ -69,9 +69,16 @@ def initial_split_seed(protocol: DictConfig, seed: int) -> int:
     every seed (`shared`: Elezi et al. train "three independent networks using the same
     initial split")."""
     split = protocol.get("initial_split", "per_seed")
-    if split not in INITIAL_SPLITS:
-        raise UserError(f"protocol.initial_split must be one of {INITIAL_SPLITS}, got {split!r}")
+    check_choice("protocol.initial_split", split, INITIAL_SPLITS)
     return 0 if split == "shared" else seed
+
+
+def initial_ids(schedule: Schedule, protocol: DictConfig, seed: int, pool_ids) -> list:
+    """The ids of a seed's initial labelled set: the authors' own (`protocol.initial_file`) or
+    drawn (`initial_rows`)."""
+    if schedule.initial_sets:
+        return list(schedule.initial_sets[seed])
+    return [pool_ids[r] for r in initial_rows(len(pool_ids), schedule.initial, initial_split_seed(protocol, seed))]
 
 
 def selection_rng(seed: int, cycle: int) -> np.random.Generator:

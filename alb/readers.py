@@ -12,7 +12,7 @@ import yaml
 
 from alb.environment import COMPARED
 from alb.errors import UserError
-from alb.results import COST_COLUMNS, CYCLE_COLUMNS, TIMING_COLUMNS
+from alb.results import COST_COLUMNS, CYCLE_COLUMNS, TIMING_COLUMNS, experiment_folders, seed_folders
 
 
 @dataclass
@@ -28,7 +28,8 @@ def load_results(directory: Path) -> Results:
     if not directory.is_dir():
         raise UserError(f"results directory {directory} does not exist")
     frames = []
-    for path in sorted(directory.glob("*/seed_*/cycles.csv")):
+    for folder in seed_folders(directory, "cycles.csv"):
+        path = folder.path / "cycles.csv"
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
@@ -38,8 +39,8 @@ def load_results(directory: Path) -> Results:
             raise UserError(f"{path} lacks the columns {missing}; is it an alb cycles.csv?")
         if frame.empty:
             continue
-        frame.insert(0, "seed", int(path.parent.name.removeprefix("seed_")))
-        frame.insert(0, "strategy", path.parent.parent.name)
+        frame.insert(0, "seed", folder.seed)
+        frame.insert(0, "strategy", folder.strategy)
         frames.append(frame)
     if not frames:
         raise UserError(f"no results under {directory}; expected {directory}/<strategy>/seed_<k>/cycles.csv")
@@ -62,7 +63,8 @@ def load_environments(directory: Path) -> pd.DataFrame:
     """One row per (strategy, seed, session) from every `<strategy>/seed_<k>/env.yaml`:
     the compared keys (device, driver, torch, cuda, cudnn) and alb's commit."""
     rows = []
-    for path in sorted(Path(directory).glob("*/seed_*/env.yaml")):
+    for folder in seed_folders(directory, "env.yaml"):
+        path = folder.path / "env.yaml"
         try:
             sessions = (yaml.safe_load(path.read_text()) or {}).get("sessions") or []
         except (yaml.YAMLError, AttributeError) as err:
@@ -71,7 +73,7 @@ def load_environments(directory: Path) -> pd.DataFrame:
             flags = session.get("deterministic") or {}
             # a GPU run repeats its rows only with deterministic algorithms (deterministic=true)
             repeatable = not session.get("cuda") or flags.get("deterministic_algorithms") is not False
-            rows.append({"strategy": path.parent.parent.name, "seed": int(path.parent.name.removeprefix("seed_")),
+            rows.append({"strategy": folder.strategy, "seed": folder.seed,
                          **{k: session.get(k) for k in (*COMPARED, "git_commit")}, "repeatable": repeatable})
     return pd.DataFrame(rows, columns=["strategy", "seed", *COMPARED, "git_commit", "repeatable"])
 
@@ -103,14 +105,14 @@ def environment_notes(envs: pd.DataFrame) -> tuple[list[str], str | None]:
 def label_configs(directory: Path) -> dict[str, dict]:
     """Strategy label -> the resolved config alb wrote for it (its first seed's `config.yaml`)."""
     out = {}
-    for label_dir in sorted(p for p in Path(directory).iterdir() if p.is_dir()):
-        configs = sorted(label_dir.glob("seed_*/config.yaml"))
-        if not configs:
+    for folder in seed_folders(directory, "config.yaml"):
+        if folder.strategy in out:
             continue
+        path = folder.path / "config.yaml"
         try:
-            out[label_dir.name] = yaml.safe_load(configs[0].read_text()) or {}
+            out[folder.strategy] = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise UserError(f"cannot read {configs[0]}: {err}") from err
+            raise UserError(f"cannot read {path}: {err}") from err
     return out
 
 
@@ -126,15 +128,13 @@ def strategy_parameters(directory: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def experiment_folders(directory: Path) -> list[Path]:
-    """The experiment folders at or under `directory`: itself when it holds
-    `<strategy>/seed_<k>/cycles.csv`, else its sub-folders that do (a results root)."""
+def experiments_with_results(directory: Path) -> list[Path]:
+    """The experiment folders at or under `directory` (`results.experiment_folders`), or one
+    line saying that none holds results."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"results directory {directory} does not exist")
-    if any(directory.glob("*/seed_*/cycles.csv")):
-        return [directory]
-    found = sorted({p.parent.parent.parent for p in directory.glob("*/*/seed_*/cycles.csv")})
+    found = experiment_folders(directory)
     if not found:
         raise UserError(f"no results under {directory}; expected {directory}/<strategy>/seed_<k>/cycles.csv "
                         f"or {directory}/<experiment>/<strategy>/seed_<k>/cycles.csv")
@@ -145,7 +145,7 @@ def tidy_results(directory: Path) -> pd.DataFrame:
     """One row per (experiment, strategy, seed, cycle): the cycles.csv columns (labelled
     count, metrics, timings) of every experiment at or under `directory`."""
     frames = []
-    for folder in experiment_folders(directory):
+    for folder in experiments_with_results(directory):
         frame = load_results(folder).frame
         frame.insert(0, "experiment", folder.name)
         frames.append(frame)

@@ -1,4 +1,4 @@
-"""The seam: prediction arrays handed to strategies (SPEC section 2).
+"""The seam: prediction arrays handed to strategies (docs/concepts.md, "The seam").
 
 Classification fields for n images: `probs (n, C)`, `embedding (n, D)` (penultimate layer),
 `mc_probs (T, n, C)` (MC-dropout passes), `pred_loss (n,)` (learning-loss head).

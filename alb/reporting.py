@@ -4,20 +4,17 @@ pairwise penalty matrix (PPM), learning curves, labelling-cost savings and AULC.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy import stats
 
 from alb.errors import UserError, warn_data
-from alb.readers import (Results, environment_notes, label_configs, load_environments,  # noqa: F401 - re-exported
-                         load_results, strategy_parameters)
 from alb.html import write_html
-from alb.readers import strategy_style
-from alb.results import COST_COLUMNS, TIMING_COLUMNS
+from alb.readers import (Results, environment_notes, load_environments, load_results, strategy_parameters,
+                         strategy_style)
+from alb.results import seed_folders
 
 PPM_MODES = ("paired-t", "ji2023")
 JI2023_THRESHOLD = 2.920  # Ji et al.'s fixed critical value (t, 2 dof, one-sided 0.05)
@@ -205,14 +202,15 @@ def full_reference(directory: Path, metric: str) -> tuple[float, int] | None:
     every `<strategy>/seed_<k>/full_reference.csv` (one model per seed, shared by the
     strategies), and the number of seeds; None when no run wrote one."""
     per_seed = {}
-    for path in sorted(Path(directory).glob("*/seed_*/full_reference.csv")):
+    for folder in seed_folders(directory, "full_reference.csv"):
+        path = folder.path / "full_reference.csv"
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
             raise UserError(f"cannot read {path}: {err}") from err
         if metric not in frame.columns or len(frame) != 1:
             raise UserError(f"{path}: expected one row with a {metric!r} column")
-        per_seed.setdefault(int(path.parent.name.removeprefix("seed_")), float(frame[metric].iloc[0]))
+        per_seed.setdefault(folder.seed, float(frame[metric].iloc[0]))
     if not per_seed:
         return None
     return float(np.mean(list(per_seed.values()))), len(per_seed)

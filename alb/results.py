@@ -1,6 +1,7 @@
 """Result files: atomic writes, resume, refusing to mix configurations.
 
-Layout (SPEC section 6): `<results_dir>/<experiment>/<strategy label>/seed_<k>/` with
+Layout (`seed_folder`, `seed_folders`, `experiment_folders`: the only code that spells it):
+`<results_dir>/<experiment>/<strategy label>/seed_<k>/` with
 `config.yaml`, `cycles.csv`, `selections.csv` (cycle 0 = the initial set), and for
 `protocol.finetune=true` the last model state. A cycle is finished when its row is in
 `cycles.csv`; selections are written before that row, so a crash in between leaves
@@ -17,13 +18,16 @@ from __future__ import annotations
 import copy
 import csv
 import fcntl
+import hashlib
 import io
+import json
 import math
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,6 +50,43 @@ RUNTIME_KEYS = ("seeds", "progress", "device", "num_workers", "results_dir", "sw
 LOCATION_KEYS = ("dataset.root", "dataset.download", "dataset.allow_overlap", "dataset.reader.root",
                  "dataset.reader.cache_dir", "dataset.reader.download", "model.pretrained",
                  "trainer.checkpoint_every", "trainer.checkpoint_minutes")
+
+
+SEED_PREFIX = "seed_"
+
+
+class SeedFolder(NamedTuple):
+    strategy: str  # the strategy label (its folder's name)
+    seed: int
+    path: Path
+
+
+def seed_folder(experiment_dir: Path, label: str, seed: int) -> Path:
+    """Where one seed of one strategy label of an experiment writes its files."""
+    return Path(experiment_dir) / label / f"{SEED_PREFIX}{seed}"
+
+
+def seed_folders(experiment_dir: Path, holding: str | None = None) -> list[SeedFolder]:
+    """The seed folders of one experiment (`<label>/seed_<k>`), sorted by label and seed;
+    with `holding`, only those that hold that file (e.g. "cycles.csv")."""
+    found = []
+    for path in Path(experiment_dir).glob(f"*/{SEED_PREFIX}*"):
+        number = path.name.removeprefix(SEED_PREFIX)
+        if not path.is_dir() or not number.isdigit() or path.parent.name.startswith("."):
+            continue
+        if holding is None or (path / holding).is_file():
+            found.append(SeedFolder(path.parent.name, int(number), path))
+    return sorted(found, key=lambda f: (f.strategy, f.seed))
+
+
+def experiment_folders(directory: Path, holding: str = "cycles.csv") -> list[Path]:
+    """The experiment folders at or under `directory`: itself when one of its seed folders
+    holds `holding`, else its sub-folders that do (a results root); empty when none."""
+    directory = Path(directory)
+    if seed_folders(directory, holding):
+        return [directory]
+    return [p for p in sorted(directory.iterdir()) if p.is_dir() and not p.name.startswith(".")
+            and seed_folders(p, holding)] if directory.is_dir() else []
 
 
 def _umask() -> int:
@@ -85,10 +126,18 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+# classes that moved: results recorded under the old path are the same configuration
+MOVED_TARGETS = {"alb.models.detectors.CenterNet": "alb.models.centernet.CenterNet",
+                 "alb.models.detectors.TorchvisionDetector": "alb.models.torchvision_detectors.TorchvisionDetector"}
+
+
 def identity(config: dict) -> dict:
     """The part of a resolved config (or of experiment.yaml) that decides results: without
-    RUNTIME_KEYS and the data location keys LOCATION_KEYS."""
+    RUNTIME_KEYS and the data location keys LOCATION_KEYS, moved classes under their new path."""
     out = copy.deepcopy({k: v for k, v in config.items() if k not in RUNTIME_KEYS})
+    model = out.get("model")
+    if isinstance(model, dict) and model.get("_target_") in MOVED_TARGETS:
+        model["_target_"] = MOVED_TARGETS[model["_target_"]]
     for dotted in LOCATION_KEYS:
         *parents, leaf = dotted.split(".")
         node = out
@@ -209,6 +258,29 @@ class RunDir:
         """`with run_dir.lock(wait) as held:` one process at a time in this folder."""
         return file_lock(self.lock_path, wait)
 
+    @contextmanager
+    def claim(self, config: dict, wait: bool, say) -> Iterator[bool]:
+        """Hold this seed folder for a run (rank 0 holds its lock for every rank) and record the
+        run's `config.yaml`; False when another process works in it, or, with `wait`, after
+        waiting for it. `say(message)` tells the user which."""
+        from alb import distributed
+        main = distributed.is_main()
+        if main and wait:
+            with self.lock(wait=False) as free:
+                pass
+            if not free:
+                say(f"waiting for the other alb process working in {self.path}")
+        with self.lock(wait) if main else nullcontext(True) as held:
+            held = distributed.broadcast(held)
+            if not held:
+                say(f"skipped: another alb process is working in {self.path} (run again when it has finished, "
+                    "or pass --wait to wait for it)")
+            else:
+                if main:
+                    record_config(self.path / "config.yaml", config, "run")
+                distributed.barrier()
+            yield held
+
     def completed_rows(self) -> list[dict]:
         """The finished cycles, checked: cycles 0, 1, ... in order, numbers where numbers belong."""
         rows = read_table(self.cycles_path, CYCLE_COLUMNS)
@@ -322,3 +394,58 @@ class RunDir:
         """Finish a cycle: selections first, then the cycles row (see module docstring)."""
         write_csv(self.selections_path, SELECTION_COLUMNS, selections + new_selections)
         write_csv(self.cycles_path, columns, self.completed_rows() + [row])
+
+
+def atomic_torch_save(path: Path, obj) -> None:
+    import torch
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def digest(*parts) -> str:
+    """A short content hash of `parts` (JSON, keys sorted): names cache entries and trainings."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Cycle0Cache:
+    """The cycle-0 model depends only on (dataset, model, trainer, seed, initial set, training
+    hook): train it once per experiment (`<experiment>/.cycle0/`) and reuse it for every
+    strategy. Processes that need the same entry at once take turns on its lock: the first
+    trains, the others load. `identity`: the dataset, model and trainer settings, the device
+    type (CPU and CUDA training give different weights) and the pretrained file's identity."""
+
+    def __init__(self, folder: Path, identity_: dict, enabled: bool, weights: dict | None = None):
+        self.folder, self.enabled, self.base, self.weights = folder, enabled, identity_, weights
+
+    def path(self, seed: int, initial_ids: list[str], hook_key: str) -> Path:
+        return self.folder / f"{digest(self.base, seed, initial_ids, hook_key)}.pt"
+
+    def lock(self, path: Path):
+        return file_lock(path.with_suffix(".lock"), wait=True) if self.enabled else nullcontext(True)
+
+    def load(self, path: Path):
+        import torch
+        return torch.load(path, map_location="cpu", weights_only=False) if self.enabled and path.is_file() else None
+
+    def save(self, path: Path, entry: dict) -> None:
+        if self.enabled:
+            atomic_torch_save(path, entry)
+
+    def trained(self, path: Path, train, restore) -> float:
+        """The seconds cycle 0's training took: `train()` (returns the entry to save, with its
+        `train_seconds`) when no process trained this entry yet, else `restore(entry)`. One
+        process trains an entry while the others wait for its lock, then load it; with several
+        ranks rank 0 takes the lock and says whether to train."""
+        from alb import distributed
+        main = distributed.is_main()
+        with self.lock(path) if main else nullcontext(True):
+            cached = self.load(path) if main else None
+            if not distributed.broadcast(cached is not None):
+                entry = train()
+                if main:
+                    self.save(path, entry)
+                return entry["train_seconds"]
+            cached = cached if main else self.load(path)
+            restore(cached)
+            return cached["train_seconds"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from alb.errors import check_choice
+
 _EPS = 1e-12
 
 
@@ -80,8 +82,7 @@ def box_uncertainty(box_probs: np.ndarray, measure: str, probs_kind: str, sigmoi
     class probability p and 1 - p (PPAL Eq. 5's reading for one-stage detectors): p of the
     box's `labels` when given, else its highest class score."""
     box_probs = np.asarray(box_probs, dtype=np.float64)
-    if sigmoid not in SIGMOID_FORMS:
-        raise ValueError(f"sigmoid must be one of {SIGMOID_FORMS}, got {sigmoid!r}")
+    check_choice("sigmoid", sigmoid, SIGMOID_FORMS)
     if probs_kind == "sigmoid" and sigmoid == "binary":
         if labels is not None:
             p = box_probs[np.arange(len(box_probs)), np.asarray(labels, dtype=np.int64)]
@@ -101,8 +102,7 @@ AGGREGATES = ("sum", "max", "mean")
 def aggregate_boxes(values: np.ndarray, offsets: np.ndarray, how: str) -> np.ndarray:
     """Reduce per-box values (M,) to per-image values (n,) with sum, max or mean. An image
     with no detection gets 0: no box gives evidence of uncertainty (every measure is >= 0)."""
-    if how not in AGGREGATES:
-        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {how!r}")
+    check_choice("aggregate", how, AGGREGATES)
     values, offsets = np.asarray(values, np.float64), np.asarray(offsets)
     counts = np.diff(offsets)
     owner = np.repeat(np.arange(len(counts)), counts)
@@ -124,8 +124,7 @@ def member_uncertainty(stack: np.ndarray, measure: str, probs_kind: str = "softm
     share of members that disagree with the modal class (softmax rows only). Sigmoid rows are
     C Bernoulli scores: their entropies are summed per class."""
     stack = np.asarray(stack, np.float64)
-    if measure not in MEMBER_MEASURES:
-        raise ValueError(f"measure must be one of {MEMBER_MEASURES}, got {measure!r}")
+    check_choice("measure", measure, MEMBER_MEASURES)
     if measure == "variation_ratio":
         if probs_kind != "softmax":
             raise ValueError("variation_ratio needs softmax class vectors")

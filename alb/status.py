@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from alb.errors import UserError
-from alb.results import RunDir, file_lock
+from alb.results import RunDir, experiment_folders, file_lock, seed_folders
 
 METRIC_COLUMNS = ("map", "accuracy")
 
@@ -79,13 +79,9 @@ def results_status(root: Path) -> list[SeedStatus]:
     if not root.is_dir():
         raise UserError(f"{root} is not a folder (expected a results folder, e.g. results/ or results/quickstart)")
     found = []
-    for seed_dir in sorted(root.rglob("seed_*")):
-        if not seed_dir.is_dir() or any(part.startswith(".") for part in seed_dir.relative_to(root).parts):
-            continue
-        if not (seed_dir / "config.yaml").is_file() and not (seed_dir / "cycles.csv").is_file():
-            continue
-        strategy_dir = seed_dir.parent
-        found.append(seed_status(strategy_dir.parent.name, strategy_dir.name, RunDir(seed_dir)))
+    for experiment in experiment_folders(root, "config.yaml"):
+        for folder in seed_folders(experiment, "config.yaml"):
+            found.append(seed_status(experiment.name, folder.strategy, RunDir(folder.path)))
     for checkpoint in sorted(root.rglob(".cycle0/*.train.ckpt")):  # cycle 0 trained once per experiment
         entry = checkpoint.stem.split(".")[0]
         with file_lock(checkpoint.with_name(f"{entry}.lock"), wait=False) as free:

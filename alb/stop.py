@@ -1,4 +1,4 @@
-"""Stopping on a signal, in every phase of a run (SPEC section 6). No torch here: the
+"""Stopping on a signal, in every phase of a run (docs/sweeps.md, "Checkpoints inside a cycle"). No torch here: the
 selection algorithms and the CLI use it too.
 
 `stop_signals()` turns SIGTERM, SIGINT, SIGUSR1 (Slurm's `--signal`) and SIGUSR2 (submitit's

@@ -1,6 +1,10 @@
 """Experiment trackers (`logger=tensorboard|mlflow|wandb|csv`, a list for several; off by
 default): live views of a run, never its record (the result files are).
 
+Each is a config group entry with a `_target_` (`conf/logger/<name>.yaml`), instantiated
+with the run it watches (`TrackedRun`) and its yaml's other keys; a tracker of your own is one
+class with `start`, `log_step`, `log_cycle` and `close`, and one yaml (docs/extending.md).
+
 One tracker run per (experiment, strategy, seed), named like the seed folder
 (`<experiment>/<strategy>/seed_<k>`), so a sweep shows as one comparable group. Each tracker
 gets: the composed config and `env.yaml` at the start; every `every_n_steps` optimiser steps
@@ -22,11 +26,23 @@ from __future__ import annotations
 
 import csv
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from alb.errors import UserError
 
-TRACKERS = ("tensorboard", "mlflow", "wandb", "csv")
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """What a tracker watches: one seed folder (`run_dir`), named `<experiment>/<strategy>/seed_<k>`."""
+    run_dir: Path
+    name: str
+    results_dir: Path
+    experiment: str
+
+
+# keys of a logger entry that are alb's, not the tracker's arguments
+RESERVED = ("_target_", "every_n_steps", "requires", "install")
 
 
 def _numbers(row: dict) -> dict[str, float]:
@@ -53,9 +69,9 @@ def _flat(config: dict, prefix: str = "") -> dict[str, str]:
 
 
 class TensorBoardTracker:
-    def __init__(self, run_dir: Path, name: str, settings: dict):
+    def __init__(self, run: TrackedRun, flush_secs: int = 30):
         from torch.utils.tensorboard import SummaryWriter
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), flush_secs=int(settings.get("flush_secs", 30)))
+        self.writer = SummaryWriter(log_dir=str(run.run_dir / "tensorboard"), flush_secs=int(flush_secs))
 
     def start(self, config: dict, env: dict) -> None:
         import yaml
@@ -76,9 +92,10 @@ class TensorBoardTracker:
 
 
 class MLflowTracker:
-    def __init__(self, run_dir: Path, name: str, settings: dict, results_dir: Path, experiment: str):
+    def __init__(self, run: TrackedRun, tracking_uri: str | None = None):
         from mlflow.tracking import MlflowClient
-        uri = settings.get("tracking_uri") or f"sqlite:///{(Path(results_dir) / 'mlflow.db').resolve()}"
+        name, results_dir, experiment = run.name, run.results_dir, run.experiment
+        uri = tracking_uri or f"sqlite:///{(Path(results_dir) / 'mlflow.db').resolve()}"
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
@@ -120,14 +137,10 @@ class MLflowTracker:
 
 
 class WandbTracker:
-    def __init__(self, run_dir: Path, name: str, settings: dict, experiment: str):
-        try:
-            import wandb
-        except ImportError:
-            raise UserError("logger=wandb needs the wandb package: pip install -e '.[wandb]' "
-                            "(WANDB_MODE=offline keeps it off the network)") from None
-        self.run = wandb.init(project=settings.get("project") or experiment, name=name, id=settings.get("id"),
-                              dir=str(run_dir), resume="allow", reinit="finish_previous")
+    def __init__(self, run: TrackedRun, project: str | None = None, id: str | None = None):  # noqa: A002 - wandb's name
+        import wandb
+        self.run = wandb.init(project=project or run.experiment, name=run.name, id=id, dir=str(run.run_dir),
+                              resume="allow", reinit="finish_previous")
 
     def start(self, config: dict, env: dict) -> None:
         self.run.config.update({**config, "env": env}, allow_val_change=True)
@@ -143,8 +156,8 @@ class WandbTracker:
 
 
 class CSVTracker:
-    def __init__(self, run_dir: Path, name: str, settings: dict):
-        self.path = run_dir / "train_log.csv"
+    def __init__(self, run: TrackedRun):
+        self.path = run.run_dir / "train_log.csv"
         new = not self.path.is_file()
         self.handle = open(self.path, "a", newline="")
         self.writer = csv.writer(self.handle)
@@ -206,38 +219,41 @@ class Trackers:
 
 
 NONE = Trackers({})
-ACTIVE = NONE  # the trackers of the run in progress (the trainers log steps through it)
 
 
-def open_trackers(logger_cfg, run_dir: Path, name: str, results_dir: Path, experiment: str) -> Trackers:
-    """The trackers `logger` names (None: none). A tracker that cannot start warns and is left out."""
-    global ACTIVE
-    if not logger_cfg:
-        ACTIVE = NONE
-        return NONE
-    settings = dict(logger_cfg)
-    unknown = set(settings) - set(TRACKERS) - {"every_n_steps"}
-    if unknown:
-        raise UserError(f"unknown logger(s) {sorted(unknown)}; expected some of {', '.join(TRACKERS)}")
-    opened = {}
-    for tracker in TRACKERS:
-        if tracker not in settings:
-            continue
-        options = dict(settings[tracker] or {})
+def _entries(logger_cfg) -> dict:
+    """`logger`'s entries by name, each checked to be a `_target_` node."""
+    entries = dict(logger_cfg or {})
+    for name, node in entries.items():
+        if not hasattr(node, "get") or not node.get("_target_"):
+            raise UserError(f"logger.{name} has no _target_: a tracker is a conf/logger/<name>.yaml whose entry names "
+                            "its class (`alb list logger` lists them; docs/extending.md, \"Your own tracker\")")
+    return entries
+
+
+def check_trackers(logger_cfg) -> None:
+    """Before anything is written: every tracker entry has a `_target_` and its optional
+    package (`requires:`) is installed, else one line with the install command."""
+    from alb.config import check_requirement
+    for node in _entries(logger_cfg).values():
+        check_requirement(node)
+
+
+def open_trackers(logger_cfg, run: TrackedRun) -> Trackers:
+    """The trackers `logger` names (None: none), each built from its `_target_` with `run`
+    and its yaml's settings. A tracker that cannot start warns and is left out."""
+    from alb.config import build
+    entries = _entries(logger_cfg)
+    opened, every = {}, []
+    for name, node in entries.items():
+        settings = {k: v for k, v in dict(node).items() if k not in RESERVED[1:]}
         try:
-            if tracker == "tensorboard":
-                opened[tracker] = TensorBoardTracker(run_dir, name, options)
-            elif tracker == "mlflow":
-                opened[tracker] = MLflowTracker(run_dir, name, options, results_dir, experiment)
-            elif tracker == "wandb":
-                opened[tracker] = WandbTracker(run_dir, name, options, experiment)
-            else:
-                opened[tracker] = CSVTracker(run_dir, name, options)
+            opened[name] = build(settings, f"logger.{name}", run=run)
         except UserError:
             raise
         except Exception as err:  # noqa: BLE001 - a tracker that cannot start is left out
-            warnings.warn(f"tracker {tracker} could not start ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            warnings.warn(f"tracker {name} could not start ({type(err).__name__}: {str(err).splitlines()[0]}); "
                           "the run goes on without it", UserWarning, stacklevel=2)
-    every = min([int((settings.get(t) or {}).get("every_n_steps", 50)) for t in opened] or [50])
-    ACTIVE = Trackers(opened, every)
-    return ACTIVE
+            continue
+        every.append(int(node.get("every_n_steps", 50)))
+    return Trackers(opened, min(every or [50]))

@@ -40,7 +40,7 @@ from alb.engine.checkpoint import AUTO_FIRST, AUTO_RATIO, TrainingCheckpoint
 from alb.engine.train import fit_classifier
 from alb.engine.train_det import fit_detector
 from alb.models.classifiers import ResNet18
-from alb.models.detection import detector_kwargs
+from alb.models.detection_adapter import detector_kwargs
 
 class Images(Dataset):
     """`n` random CIFAR-size images in 10 classes."""

@@ -26,8 +26,8 @@ import torch
 import yaml
 
 from alb.config import CONFIG_DIR, build, missing_requirement
-from alb.models.detection import detector_kwargs
-from alb.models.detectors import fixed_input_size
+from alb.models.detection_adapter import detector_kwargs
+from alb.models.torchvision_detectors import fixed_input_size
 from omegaconf import OmegaConf
 
 from _out import write_table  # benchmarks/_out.py: the table and its header, into benchmarks/out/
@@ -90,7 +90,7 @@ def pool_inference(name: str, node, size: int, n_images: int, batch: int, worker
 
     from alb.datasets.detection import DetectionTorchSet, collate
     from alb.datasets.transforms import images_to
-    from alb.engine.train import autocast
+    from alb.engine.runner import autocast
     from alb.machine import loader_options
     from alb.models import make_adapter
     trainer = OmegaConf.create({"eval_batch_size": batch, "amp": True, "augment": "none", "iterations": None,

@@ -25,11 +25,11 @@ from omegaconf import OmegaConf
 
 from _out import write_table  # benchmarks/_out.py: the table and its header, into benchmarks/out/
 from alb.config import CONFIG_DIR, build
-from alb.engine.train import grad_scaler
+from alb.engine.runner import grad_scaler
 from bench_train import plain_step  # benchmarks/bench_train.py: the plain loop's step
 from alb.errors import nondeterministic_op
 from alb.machine import fixed_input, set_deterministic
-from alb.models.detection import detector_kwargs
+from alb.models.detection_adapter import detector_kwargs
 
 
 def model_of(name: str, size: int, device: torch.device):

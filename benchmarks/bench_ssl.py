@@ -20,7 +20,7 @@ import yaml
 
 from alb.config import CONFIG_DIR, build
 from alb.engine.consistency import flip_consistency
-from alb.models.detection import detector_kwargs
+from alb.models.detection_adapter import detector_kwargs
 from omegaconf import OmegaConf
 
 from _out import write_table  # benchmarks/_out.py: the table and its header, into benchmarks/out/

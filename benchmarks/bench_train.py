@@ -36,10 +36,10 @@ from _out import write_table  # benchmarks/_out.py: the table and its header
 from alb.datasets.detection import DetectionTorchSet, collate, targets_to
 from alb.datasets.transforms import images_to
 from alb.datasets.shapes import read_shapes
-from alb.engine.train import autocast, grad_scaler
+from alb.engine.runner import autocast, grad_scaler
 from alb.machine import loader_options
 from alb.engine.train_det import fit_detector
-from alb.models.detection import detector_kwargs
+from alb.models.detection_adapter import detector_kwargs
 
 def trainer_cfg(steps: int, batch: int, amp: bool):
     return OmegaConf.create({"epochs": 1, "iterations": steps, "milestones": [], "gamma": 0.1, "batch_size": batch,

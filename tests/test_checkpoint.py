@@ -118,7 +118,7 @@ def test_a_detection_training_with_mixed_batches_resumes_exactly(tmp_path, monke
     from alb.config import compose_config
     from alb.datasets import build_dataset
     from alb.datasets.detection import DetectionTorchSet
-    from alb.models.detection import detector_kwargs
+    from alb.models.detection_adapter import detector_kwargs
     from alb.config import build
     monkeypatch.setenv("ALB_CACHE_DIR", str(tmp_path / "cache"))
     cfg = compose_config(["experiment=quickstart_det", "dataset.reader.n_pool=16", "dataset.reader.n_test=4",

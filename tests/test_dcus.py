@@ -61,7 +61,7 @@ def tiny_images(n=2, size=64, seed=0):
 
 @pytest.mark.parametrize("arch", ["retinanet_resnet18_fpn", "fcos_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn"])
 def test_torchvision_detectors_record_positives_without_changing_the_loss(arch):
-    from alb.models.detectors import TorchvisionDetector
+    from alb.models.torchvision_detectors import TorchvisionDetector
     torch.manual_seed(0)
     model = TorchvisionDetector(num_classes=3, arch=arch, image_size=128)
     model.train()
@@ -80,14 +80,14 @@ def test_torchvision_detectors_record_positives_without_changing_the_loss(arch):
 
 
 def test_ssd_has_no_training_positives():
-    from alb.models.detectors import TorchvisionDetector
+    from alb.models.torchvision_detectors import TorchvisionDetector
     assert not TorchvisionDetector(num_classes=3, arch="ssdlite320_mobilenet_v3_large").supports_positives
 
 
 def centernet_adapter(hook):
     from alb.config import compose_config
     from alb.datasets import build_dataset
-    from alb.models.detection import DetectorAdapter
+    from alb.models.detection_adapter import DetectorAdapter
     # 15 steps: past most of det_quick's 20-step warm-up, so the difficulties move
     cfg = compose_config(["experiment=quickstart_det", "dataset.reader.n_pool=12", "dataset.reader.n_test=4",
                           "trainer.epochs=1", "trainer.min_steps=15", "trainer.batch_size=4", "progress=false"])
@@ -118,7 +118,7 @@ def test_training_mode_is_refused_for_a_detector_without_positives(tmp_path, mon
     from alb.errors import UserError
     monkeypatch.setenv("ALB_CACHE_DIR", str(tmp_path))
     adapter = centernet_adapter(DifficultyHook(mode="training"))
-    adapter.model_cfg = OmegaConf.create({"_target_": "alb.models.detectors.TorchvisionDetector",
+    adapter.model_cfg = OmegaConf.create({"_target_": "alb.models.torchvision_detectors.TorchvisionDetector",
                                           "arch": "ssdlite320_mobilenet_v3_large", "task": "detection"})
     with pytest.raises(UserError, match="mode=post"):
         adapter.reset(0)

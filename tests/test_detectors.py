@@ -10,8 +10,8 @@ import yaml
 from alb.config import CONFIG_DIR, compose_config, missing_requirement
 from alb.errors import UserError
 from alb.datasets.shapes import read_shapes
-from alb.models.detection import DetectorAdapter
-from alb.models.detectors import fixed_input_size
+from alb.models.detection_adapter import DetectorAdapter
+from alb.models.torchvision_detectors import fixed_input_size
 from alb.records import BOX_FIELDS, DETECTION_FIELDS, HOOK_FIELDS, Records
 
 DETECTORS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml")
@@ -109,7 +109,8 @@ def test_a_torchvision_detector_keeps_torchvisions_own_outputs(shapes):
 
 
 def test_unknown_detector_arch_and_feature_level_are_rejected():
-    from alb.models.detectors import CenterNet, TorchvisionDetector
+    from alb.models.centernet import CenterNet
+    from alb.models.torchvision_detectors import TorchvisionDetector
     with pytest.raises(ValueError, match="unknown torchvision detector"):
         TorchvisionDetector(3, arch="yolo")
     with pytest.raises(ValueError, match="f1..f4"):
@@ -119,7 +120,7 @@ def test_unknown_detector_arch_and_feature_level_are_rejected():
 # Issue 25: PPAL's RetinaNet (focal gamma, P6 from C5, its test thresholds) ---------------------
 
 def test_p6_from_c5_builds_mmdetections_on_input_extra_conv():
-    from alb.models.detectors import TorchvisionDetector
+    from alb.models.torchvision_detectors import TorchvisionDetector
     torch.manual_seed(0)
     c5 = TorchvisionDetector(3, "retinanet_resnet50_fpn", image_size=128, p6_from="c5")
     p5 = TorchvisionDetector(3, "retinanet_resnet50_fpn", image_size=128)
@@ -136,7 +137,7 @@ def test_p6_from_c5_builds_mmdetections_on_input_extra_conv():
 def test_focal_gamma_reaches_the_classification_loss_by_hand():
     from torchvision.ops import sigmoid_focal_loss
 
-    from alb.models.detectors import TorchvisionDetector
+    from alb.models.torchvision_detectors import TorchvisionDetector
     torch.manual_seed(0)
     model = TorchvisionDetector(3, "retinanet_resnet18_fpn", image_size=64, focal_gamma=1.5)
     head = model.model.head.classification_head
@@ -156,7 +157,7 @@ def test_focal_gamma_reaches_the_classification_loss_by_hand():
 
 
 def test_evaluation_nms_and_candidates_apply_to_the_test_metric_only():
-    from alb.models.detectors import TorchvisionDetector
+    from alb.models.torchvision_detectors import TorchvisionDetector
     model = TorchvisionDetector(3, "retinanet_resnet18_fpn", image_size=64, eval_score_threshold=0.01,
                                 eval_nms_threshold=0.4, eval_candidates=5000)
     inner = model.model
@@ -188,7 +189,7 @@ def test_reduced_fc_subsamples_fc6_and_fc7_as_the_ssd_paper_describes():
 
 
 def test_ssd300_from_imagenet_v1_loads_the_reduced_fc_and_its_normalisation(tmp_path, monkeypatch):
-    from alb.models.detectors import TorchvisionDetector
+    from alb.models.torchvision_detectors import TorchvisionDetector
     from alb.models.weights import write_random_weights
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     from alb.models.weights import hub_file, torchvision_weights
@@ -208,7 +209,7 @@ def test_ssd300_from_imagenet_v1_loads_the_reduced_fc_and_its_normalisation(tmp_
 
 
 def test_ssd_pytorchs_vgg16_reducedfc_file_loads_every_tensor_by_its_index(tmp_path):
-    from alb.models.detectors import TorchvisionDetector
+    from alb.models.torchvision_detectors import TorchvisionDetector
     from alb.models.torchvision_detectors import SSD_PYTORCH_VGG
     shapes = {"0": (64, 3, 3, 3), "2": (64, 64, 3, 3), "5": (128, 64, 3, 3), "7": (128, 128, 3, 3),
               "10": (256, 128, 3, 3), "12": (256, 256, 3, 3), "14": (256, 256, 3, 3), "17": (512, 256, 3, 3),
@@ -237,7 +238,7 @@ def test_ssd_pytorchs_vgg16_reducedfc_file_loads_every_tensor_by_its_index(tmp_p
 def test_ssd300_default_boxes_follow_the_configured_scales():
     from torchvision.models.detection.image_list import ImageList
 
-    from alb.models.detectors import TorchvisionDetector
+    from alb.models.torchvision_detectors import TorchvisionDetector
     voc = [0.1, 0.2, 0.37, 0.54, 0.71, 0.88, 1.05]
     model = TorchvisionDetector(21, "ssd300_vgg16", default_box_scales=voc).model
     images = ImageList(torch.zeros(1, 3, 300, 300), [(300, 300)])
@@ -294,7 +295,7 @@ def test_retinanet_tower_box_features_come_from_the_classification_tower(shapes)
     out = adapter.predict(np.arange(3), ("boxes", "box_features"))
     assert out["box_features"].shape == (len(out["boxes"]), 256) and len(out["boxes"])
     assert len(model._tower) == 5  # one map per pyramid level, kept from the last forward
-    from alb.models.detectors import TorchvisionDetector
+    from alb.models.torchvision_detectors import TorchvisionDetector
     with pytest.raises(UserError, match="tower"):
         TorchvisionDetector(3, "fcos_resnet50_fpn", image_size=64, box_features="tower")
 

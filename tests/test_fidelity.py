@@ -23,7 +23,7 @@ from alb.engine.consistency import candidate_rows, consistency_terms
 from alb.engine.train_det import _Joined, consistency_weight
 from alb.errors import UserError
 from alb.hooks import cycle0_key
-from alb.loop import build_strategy
+from alb.strategies import build_strategy
 from alb.records import Records
 from alb.select.consistency import cald_consistency, cald_select
 from alb.select.noris import AllScoresNonPositive, noris_select
@@ -257,7 +257,7 @@ def test_kitti_under_coco_style_ap_keeps_the_devkits_moderate_ap_beside_it(tmp_p
 
 
 def test_ssd_presets_evaluate_at_ssd_pytorchs_thresholds_and_restore_them():
-    from alb.models.detectors import TorchvisionDetector
+    from alb.models.torchvision_detectors import TorchvisionDetector
     model = TorchvisionDetector(num_classes=3, arch="ssdlite320_mobilenet_v3_large", eval_score_threshold=0.01,
                                 eval_per_class=200)
     before = (model.model.score_thresh, model.model.detections_per_img, model.model.topk_candidates)

@@ -186,7 +186,7 @@ def test_inference_images_count_the_unlabelled_pool_before_each_selection():
 
 
 def test_restart_raises_diverged_above_the_threshold_or_on_nan():
-    from alb.engine.train import finite_step, nonfinite_policy
+    from alb.engine.runner import finite_step, nonfinite_policy
     from alb.errors import Diverged
     policy = nonfinite_policy(OmegaConf.create({"nonfinite": "restart", "restart_above": 100.0}))
     assert finite_step(torch.tensor(99.0), {}, policy, 0, "t") == 99.0  # the value, read once
@@ -203,7 +203,7 @@ def test_a_diverged_training_restarts_from_its_initial_weights_on_other_batches(
     from alb.config import compose_config
     from alb.errors import Diverged
     from alb.loop import run_experiment
-    from alb.models.classification import ClassifierAdapter
+    from alb.models.classification_adapter import ClassifierAdapter
     calls, original = [], ClassifierAdapter.fit
 
     def fit(self, rows, seed, *args, **kwargs):

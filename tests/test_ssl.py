@@ -19,8 +19,9 @@ from alb.engine.train_det import MixedBatches, fit_detector, step_schedule
 from alb.errors import UserError
 from alb.hooks import PseudoLabelHook
 from alb.loop import run_experiment
-from alb.models.detection import DetectorAdapter
-from alb.models.detectors import CenterNet, TorchvisionDetector
+from alb.models.detection_adapter import DetectorAdapter
+from alb.models.centernet import CenterNet
+from alb.models.torchvision_detectors import TorchvisionDetector
 from alb.results import RunDir
 from alb.select.consistency import elezi_scores, elezi_select, flip_inconsistency
 from alb.select.consistency import symmetric_kl as symmetric_kl_np
@@ -228,7 +229,7 @@ def test_eq8_torchvision_losses_ignore_background_anchors_of_pseudo_labelled_ima
     assert pseudo["classification"] < plain["classification"]  # the background anchors' share is gone
     assert pseudo["bbox_regression"] == pytest.approx(plain["bbox_regression"])  # positives train as before
     if arch.startswith("ssd"):  # our Eq. 8 reimplementation equals torchvision's loss when no image is pseudo
-        from alb.models.detectors import _ssd_loss
+        from alb.models.torchvision_detectors import ssd_loss
         captured = {}
         original = type(model.model).compute_loss
 
@@ -242,7 +243,7 @@ def test_eq8_torchvision_losses_ignore_background_anchors_of_pseudo_labelled_ima
             reference = model.model(images, [target])
         finally:
             type(model.model).compute_loss = saved
-        ours = _ssd_loss(model.model, *captured["args"], pseudo=[False])
+        ours = ssd_loss(model.model, *captured["args"], pseudo=[False])
         for key in reference:
             assert ours[key].item() == pytest.approx(reference[key].item(), rel=1e-5)
 
@@ -388,7 +389,7 @@ def test_pseudo_labels_are_written_each_cycle_and_read_back_on_resume(tmp_path, 
 # ensembles, MC dropout, learning loss ------------------------------------------------------
 
 def test_ensemble_member_zero_is_the_single_model_and_every_member_is_trained(tiny_overrides, monkeypatch):
-    from alb.models.classification import ClassifierAdapter
+    from alb.models.classification_adapter import ClassifierAdapter
     single = run_experiment(compose_config([*tiny_overrides, "strategy=entropy", "protocol.cycles=1",
                                             "trainer.epochs=40", "trainer.batch_size=8"]))[0]
     seeds = []

@@ -90,7 +90,7 @@ def test_detection_coreset_uses_image_features_from_the_labelled_set():
 def test_a_strategy_without_a_detection_version_is_refused_before_training(tmp_path):
     from alb.config import compose_config
     from alb.errors import UserError
-    from alb.loop import check_task
+    from alb.experiment import check_task
     cfg = compose_config(["dataset=shapes", "model=centernet_tiny", "strategy=bald"])
     with pytest.raises(UserError, match="no detection version"):
         check_task(cfg, "detection", build(cfg.strategy))

@@ -25,7 +25,7 @@ def test_llal_module_input_is_detached_after_the_detach_epoch_as_llals_code(tiny
 
     from alb.datasets import build_dataset
     from alb.hooks import LossPredictionHook
-    from alb.models.classification import ClassifierAdapter
+    from alb.models.classification_adapter import ClassifierAdapter
 
     with open_dict(tiny_cfg):
         tiny_cfg.trainer.epochs, tiny_cfg.trainer.batch_size = 5, 64

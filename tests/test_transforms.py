@@ -11,7 +11,7 @@ from torchvision import tv_tensors
 
 from alb.datasets.detection import DetectionSplit, DetectionTorchSet, collate
 from alb.datasets.transforms import DETECTION_RECIPES, augment_detection, images_to, classification_recipe, detection_recipe
-from alb.engine.train import SeededDraws
+from alb.engine.batches import SeededDraws
 from alb.errors import UserError
 
 H, W = 60, 90

@@ -114,7 +114,7 @@ def test_a_detection_dataset_runs_without_model_or_trainer(tmp_path):
                      cwd=tmp_path, env_extra={"ALB_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr
     config = (tmp_path / "default" / "entropy" / "seed_0" / "config.yaml").read_text()
-    assert "_target_: alb.models.detectors.CenterNet" in config and "backbone: tiny" in config
+    assert "_target_: alb.models.centernet.CenterNet" in config and "backbone: tiny" in config
 
 
 # 2-3. failed runs, moved data, moved results ----------------------------------------------
@@ -257,7 +257,7 @@ def test_val_size_without_patience_is_refused_for_both_tasks(tmp_path):
 
 def test_early_stopping_keeps_the_best_state_and_stops_after_patience():
     from torch import nn
-    from alb.engine.train import EarlyStopping
+    from alb.engine.runner import EarlyStopping
     model, stopping = nn.Linear(1, 1, bias=False), EarlyStopping(patience=2)
     stops = []
     for k, score in enumerate([0.1, 0.3, 0.2, 0.25, 0.9]):
@@ -278,7 +278,7 @@ def test_detection_validation_split_is_held_out_and_used_for_early_stopping(tmp_
         stats = original(*args, **kwargs)
         seen.append((args[8] if len(args) > 8 else kwargs.get("validate"), stats))
         return stats
-    monkeypatch.setattr("alb.models.detection.fit_detector", spy)
+    monkeypatch.setattr("alb.models.detection_adapter.fit_detector", spy)
     overrides = ["experiment=quickstart_det", "dataset.reader.n_pool=30", "dataset.reader.n_test=8",
                  "dataset.val_size=6", "trainer.patience=1", "trainer.epochs=6", "trainer.min_steps=0",
                  "trainer.batch_size=4", "trainer.milestones=[5]", "protocol.initial=8", "protocol.step=4",

@@ -22,7 +22,7 @@ from alb.datasets.detection import DetectionSplit, DetectionTorchSet
 from alb.engine.train_det import fit_detector
 from alb.errors import UserError
 from alb.loop import run_experiment
-from alb.models.detection import detector_kwargs
+from alb.models.detection_adapter import detector_kwargs
 from alb.models.weights import write_random_weights as make_weights_file
 
 LARGE = 4_000_000  # elements: bigger tensors are saved as an expanded scalar (write_random_weights)

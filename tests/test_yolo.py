@@ -18,7 +18,7 @@ if importlib.util.find_spec("ultralytics") is None:
 
 from alb.config import compose_config  # noqa: E402
 from alb.errors import UserError  # noqa: E402
-from alb.models.detection import detector_kwargs  # noqa: E402
+from alb.models.detection_adapter import detector_kwargs  # noqa: E402
 from alb.models.yolo import YOLODetector  # noqa: E402
 
 # Records every attempt to resolve a name or open a connection, and refuses it.

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from alb.datasets.transforms import seeded
-from alb.errors import UserError
+from alb.errors import check_choice, UserError
 
 
 class ImageSource(Protocol):
@@ -140,8 +140,7 @@ def prepare(data, val_size: int | float = 0, duplicates: int = 1, split_seed: in
     """
     if duplicates < 1:
         raise UserError(f"dataset.duplicates must be >= 1, got {duplicates}")
-    if val_source not in VAL_SOURCES:
-        raise UserError(f"dataset.val_source must be one of {', '.join(VAL_SOURCES)}, got {val_source!r}")
+    check_choice("dataset.val_source", val_source, VAL_SOURCES)
     source = data.pool if val_source == "pool" else data.test
     n = len(source)
     n_val = held_out_count(val_size, n)

@@ -25,7 +25,7 @@ from alb.datasets.transforms import augment_detection, detection_recipe, seeded
 # installed release (libjpeg-turbo / libpng), so the per-call notice is silenced, not the decoding changed.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
                         category=DeprecationWarning)
-from alb.errors import UserError
+from alb.errors import UserError, check_choice
 from alb.metrics import coco_ap, kitti_ap, voc_aps
 
 EVALUATIONS = ("voc07", "area", "coco", "kitti")
@@ -87,8 +87,7 @@ class DetectionData:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.evaluation not in EVALUATIONS:
-            raise UserError(f"dataset evaluation must be one of {EVALUATIONS}, got {self.evaluation!r}")
+        check_choice("dataset evaluation", self.evaluation, EVALUATIONS)
 
     @property
     def num_classes(self) -> int:

@@ -1,4 +1,4 @@
-"""Checkpoints inside a cycle's training, and stopping on a signal (SPEC section 6).
+"""Checkpoints inside a cycle's training, and stopping on a signal (docs/sweeps.md, "Checkpoints").
 
 A training loop asks a `TrainingCheckpoint` whether a save is due after every optimiser step
 (every `every_steps` steps, and every `every_seconds` of wall clock) and hands it a function
@@ -20,10 +20,12 @@ and raises `TrainingStopped`; the next run resumes from the checkpoint.
 from __future__ import annotations
 
 import hashlib
+import copy
 import io
 import os
 import pickle
 import random
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -69,6 +71,19 @@ class TrainingCheckpoint:
         self.path, self.key = (Path(path) if path is not None else None), key
         self.every, self.unit, self.minutes = every, unit, float(minutes or 0)
         self._last, self._save_seconds = time.monotonic(), None
+
+    @classmethod
+    def for_trainer(cls, trainer_cfg, path: Path | None, key: str) -> "TrainingCheckpoint":
+        """The checkpoint of one training at `path` (`trainer.checkpoint_every`: auto | epochs, or
+        iterations with `trainer.iterations`; `trainer.checkpoint_minutes`; null turns both off)."""
+        from alb.errors import UserError
+        every = trainer_cfg.get("checkpoint_every", "auto")
+        unit = "iterations" if trainer_cfg.get("iterations") is not None else "epochs"
+        try:
+            return cls(path if every is not None else None, key, every if every is not None else "auto", unit,
+                       trainer_cfg.get("checkpoint_minutes", 15))
+        except ValueError as err:
+            raise UserError(str(err)) from None
 
     def member(self, k: int) -> "TrainingCheckpoint":
         """The checkpoint of ensemble member k (its own file)."""
@@ -137,6 +152,91 @@ class TrainingCheckpoint:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+class Resumable:
+    """The state of a training loop that a checkpoint saves and a restart restores: model,
+    optimiser, schedule, scaler, early stopping, named extras (hook modules and trackers),
+    the random states, and the position (step, epoch, batches done in the epoch, the epoch's
+    running loss) with the sampler's state at the epoch's start."""
+
+    def __init__(self, model, optimizer, scheduler, scaler, stopping, generator: torch.Generator, draws,
+                 total_steps: int, extras: dict | None = None):
+        self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
+        self.stopping, self.generator, self.draws, self.total_steps = stopping, generator, draws, total_steps
+        self.extras = extras or {}
+        self.epoch_start: dict = {}
+        self.skipped = 0  # steps whose loss was not finite (trainer.nonfinite=skip)
+
+    def mark_epoch_start(self) -> None:
+        """Before an epoch's first batch is drawn."""
+        self.epoch_start = {"generator": self.generator.get_state(), "draws": self.draws.epoch_state()}
+
+    def epoch_position(self, resumed: bool, position: tuple[int, float, int]) -> tuple[int, float, int]:
+        """(batches done, loss total, images) an epoch starts from: the checkpoint's inside the
+        resumed epoch; zeros otherwise, with the epoch's start marked."""
+        if resumed:
+            return position
+        self.mark_epoch_start()
+        return 0, 0.0, 0
+
+    def state(self, step: int, epoch: int, batches: int, total: float, count: int, finished: bool = False) -> dict:
+        extras = {name: (obj.state_dict() if hasattr(obj, "state_dict") else copy.deepcopy(vars(obj)))
+                  for name, obj in self.extras.items()}
+        return {"step": step, "epoch": epoch, "batches": batches, "total": total, "count": count,
+                "total_steps": self.total_steps, "finished": finished, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "extras": extras, "random": random_states(),
+                "epoch_start": self.epoch_start, "skipped": self.skipped,
+                "stopping": {"best_score": self.stopping.best_score, "best_state": self.stopping.best_state,
+                             "stale": self.stopping.stale}}
+
+    def restore(self, state: dict) -> None:
+        """Everything back as it was at the saved step; the next epoch pass drops the batches
+        already trained on."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        for name, obj in self.extras.items():
+            saved = state["extras"][name]
+            if hasattr(obj, "load_state_dict"):
+                obj.load_state_dict(saved)
+            else:
+                vars(obj).update(saved)
+        stopping = state["stopping"]
+        self.stopping.best_score, self.stopping.best_state = stopping["best_score"], stopping["best_state"]
+        self.stopping.stale = stopping["stale"]
+        self.epoch_start = state["epoch_start"]
+        self.skipped = state.get("skipped", 0)
+        if self.epoch_start:
+            self.generator.set_state(self.epoch_start["generator"])
+            self.draws.set_epoch_state(self.epoch_start["draws"], skip=state["batches"])
+        set_random_states(state["random"])
+
+
+def resume_point(checkpoint: "TrainingCheckpoint | None",
+                 resumable: Resumable) -> tuple[int, int, int, float, int, dict | None]:
+    """(step, epoch, batches done in it, its running loss total and count, the saved state)
+    to start from: a checkpoint of this training restored into `resumable`, or the start."""
+    if checkpoint is None:  # off (or several ranks: the runner passes none, docs/sweeps.md)
+        return 0, 0, 0, 0.0, 0, None
+    state = checkpoint.load()
+    if state is None:
+        return 0, 0, 0, 0.0, 0, None
+    resumable.restore(state)
+    print(f"  resuming training from {checkpoint.path} at step {state['step']} of {state['total_steps']}"
+          + (" (finished: not trained again)" if state["finished"] else ""), file=sys.stderr, flush=True)
+    return state["step"], state["epoch"], state["batches"], state["total"], state["count"], state
+
+
+def finished_stats(saved: dict | None) -> dict | None:
+    """The stats (`runner.TrainStats`' fields) of a training a checkpoint says has finished
+    (restored, not trained again)."""
+    if saved is None or not saved["finished"]:
+        return None
+    return {"epochs": saved["epoch"] + 1, "steps": saved["step"], "final_loss": saved["total"] / max(saved["count"], 1),
+            "skipped_steps": saved.get("skipped", 0)}
 
 
 def progress_of(path: Path) -> tuple[int, int, bool] | None:

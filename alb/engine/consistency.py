@@ -33,6 +33,7 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from alb.datasets.detection import flip_boxes
+from alb.errors import check_choice
 
 _EPS = 1e-6
 
@@ -117,10 +118,8 @@ def flip_consistency(model: nn.Module, images: list[torch.Tensor], top_k: int | 
     over every matched pair of the batch. One forward pass for the images and their flips
     together, under `forward_context` (the training's autocast); the matching and the terms
     in float32 outside it."""
-    if candidates not in CANDIDATES:
-        raise ValueError(f"consistency candidates must be one of {CANDIDATES}, got {candidates!r}")
-    if box_term not in BOX_TERMS:
-        raise ValueError(f"consistency box_term must be one of {BOX_TERMS}, got {box_term!r}")
+    check_choice("consistency candidates", candidates, CANDIDATES)
+    check_choice("consistency box_term", box_term, BOX_TERMS)
     n = len(images)
     with forward_context if forward_context is not None else nullcontext():
         predictions = model.dense_predictions(list(images) + [im.flip(-1) for im in images])

@@ -1,7 +1,8 @@
-"""Detection training: one loop for every detector behind the protocol (SGD/Adam, linear
-warm-up, step decay, gradient clipping, mixed precision on CUDA), measured in epochs or in
-iterations (`trainer.iterations`), optionally semi-supervised (`trainer.ssl=consistency`:
-mini-batches mixing labelled and unlabelled images, `alb.engine.consistency`)."""
+"""Detection training: the detector's losses on the one training runner (`alb.engine.runner`:
+SGD/Adam, linear warm-up, step decay, gradient clipping, mixed precision on CUDA, checkpoints,
+signals), measured in epochs or in iterations (`trainer.iterations`), optionally
+semi-supervised (`trainer.ssl=consistency`: mini-batches mixing labelled and unlabelled
+images, `alb.engine.consistency`)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,9 @@ from alb import distributed, machine
 from alb.datasets.detection import collate, targets_to
 from alb.datasets.transforms import images_to
 from alb.engine.consistency import flip_consistency
-from alb.engine.train import (EarlyStopping, Resumable, SeededDraws, TrainStats, after_step, autocast, draws_of,
-                              finished_stats, finite_step, grad_scaler, make_optimizer, nonfinite_policy, resume_point,
-                              shuffled_loader, worker_generator)
-from alb.errors import UserError
+from alb.engine.batches import SeededDraws, shuffled_loader, worker_generator
+from alb.engine.runner import Runner, TrainStats, make_optimizer
+from alb.errors import check_choice, UserError
 from alb.progress import Progress
 
 SSL_METHODS = (None, "consistency")
@@ -72,8 +72,7 @@ def consistency_weight(cfg: DictConfig, step: int, total_steps: int) -> float:
 def ssl_method(cfg: DictConfig) -> str | None:
     """`trainer.ssl`, checked: None or "consistency"."""
     ssl = cfg.get("ssl")
-    if ssl not in SSL_METHODS:
-        raise UserError(f"trainer.ssl must be one of {SSL_METHODS}, got {ssl!r}")
+    check_choice("trainer.ssl", ssl, SSL_METHODS)
     return ssl
 
 
@@ -197,7 +196,7 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
                  validate: Callable[[], float] | None = None,
                  on_step: Callable[[], None] | None = None, unlabelled_set: Dataset | None = None,
                  extra_loss: Callable[[int, int], dict] | None = None, extra_params: list | None = None,
-                 checkpoint=None, extras: dict | None = None) -> TrainStats:
+                 checkpoint=None, extras: dict | None = None, tracker=None) -> TrainStats:
     """Train `model` (a detector with `losses(images, targets)`) on `train_set`, a
     `DetectionTorchSet`. With `trainer.patience`, `validate()` (the headline metric on the
     held-out split; else minus the training loss) is taken after every epoch, training
@@ -216,91 +215,39 @@ def fit_detector(model: nn.Module, train_set: Dataset, cfg: DictConfig, device: 
 
     `checkpoint` (an `alb.engine.checkpoint.TrainingCheckpoint`): saves when due and on a stop
     signal, and a restart continues from its step; `extras` names what else it must save and
-    restore (the hook's module, its tracker)."""
+    restore (the hook's module, its difficulty tracker); `tracker`: the run's trackers."""
     if ssl_method(cfg) is None or (unlabelled_set is not None and not len(unlabelled_set)):
         unlabelled_set = None
     generator = torch.Generator().manual_seed(seed)
     loader = _loader(train_set, unlabelled_set, cfg, generator, num_workers, seed, device)
-    steps_per_epoch = max(len(loader), 1)
-    epochs, total_steps = training_length(cfg, steps_per_epoch)
+    epochs, total_steps = training_length(cfg, max(len(loader), 1))
     top_k, candidates = cfg.get("ssl_top_k", 100), cfg.get("ssl_candidates", "top_k")
-    box_term, ssl_images = cfg.get("ssl_box_term", "encoded"), cfg.get("ssl_images", "all")
-    if ssl_images not in SSL_IMAGES:
-        raise UserError(f"trainer.ssl_images must be one of {SSL_IMAGES}, got {ssl_images!r}")
+    box_term = cfg.get("ssl_box_term", "encoded")
+    ssl_images = check_choice("trainer.ssl_images", cfg.get("ssl_images", "all"), SSL_IMAGES)
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
     optimizer = make_optimizer(params, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, step_schedule(cfg, total_steps))
-    use_amp = bool(cfg.amp) and device.type == "cuda"
-    scaler = grad_scaler(device, use_amp)
-    clip = cfg.get("grad_clip")
-    epoch_loss = float("nan")
-    patience = cfg.get("patience")
-    stopping = EarlyStopping(patience)
-    nonfinite = nonfinite_policy(cfg)
     torch.manual_seed(seed)  # what draws from the global generator (dropout) starts from the seed
-    resumable = Resumable(model, optimizer, scheduler, scaler, stopping, generator, draws_of(loader), total_steps, extras)
-    steps, start_epoch, batches, total, count, saved = resume_point(checkpoint, resumable)
-    finished = finished_stats(saved)
-    if finished is not None:  # trained before a kill: its final state, no step again
-        return finished
-    task = progress.add_task(label, total=total_steps, completed=steps) if progress else None
-    epoch = start_epoch
-    for epoch in range(start_epoch, epochs):
-        batches, total, count = resumable.epoch_position(saved is not None and epoch == start_epoch,
-                                                         (batches, total, count))
-        model.train()
-        for images, targets, _ in machine.batches(loader, label, check_stop=False):  # a signal: after the step
-            if steps == total_steps:
-                break
-            images = images_to(images, device)
-            labelled = [k for k, t in enumerate(targets) if t is not None]
-            with autocast(device, use_amp):
-                losses = {}
-                if labelled:
-                    losses = model.losses([images[k] for k in labelled], [targets_to(targets[k], device) for k in labelled])
-                    if extra_loss is not None:
-                        losses.update(extra_loss(steps, total_steps))
-            if unlabelled_set is not None:  # Eq. 6: L_con over the batch (Elezi: labelled images too)
-                views = images if ssl_images == "all" else [im for im, t in zip(images, targets) if t is None]
-                if views:
-                    # the matching and the KL / box terms in float32, the forward under autocast
-                    losses["consistency"] = consistency_weight(cfg, steps, total_steps) * flip_consistency(
-                        model, views, top_k, candidates, box_term, autocast(device, use_amp))
-            loss = sum(v.float() for v in losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            value = finite_step(loss, losses, nonfinite, steps, label)
-            if value is not None:
-                scaler.scale(loss).backward()
-                distributed.average_gradients(params)
-                if clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                resumable.skipped += 1
-            scheduler.step()
-            if on_step is not None:
-                on_step()
-            if value is not None:
-                total += value * len(images)
-                count += len(images)
-            steps += 1
-            batches += 1
-            if progress:
-                progress.update(task, advance=1)
-            after_step(checkpoint, resumable, steps, epoch, batches, total, count, steps_per_epoch, losses)
-        distributed.sync_buffers(model)
-        epoch_loss = total / max(count, 1)
-        if progress:
-            progress.update(task, description=f"{label} (epoch {epoch + 1}/{epochs}, loss {epoch_loss:.3f})")
-        if patience:
-            score = validate() if validate is not None else -epoch_loss
-            if stopping.update(score, model):
-                break
-    stopping.restore(model)
-    if checkpoint is not None and distributed.world().size == 1:  # kept until the cycle's row is committed
-        checkpoint.save(resumable.state(steps, epoch, batches, total, count, finished=True))
-    if progress:
-        progress.remove_task(task)
-    return TrainStats(epochs=epoch + 1, steps=steps, final_loss=epoch_loss, skipped_steps=resumable.skipped)
+    runner = Runner(model, params, cfg, device, loader, generator, epochs, total_steps, optimizer, scheduler, "step",
+                    clip=cfg.get("grad_clip"), validate=validate, on_step=on_step, checkpoint=checkpoint,
+                    extras=extras, tracker=tracker, progress=progress, label=label)
+
+    def loss_of(batch, step: int, epoch: int):
+        images, targets, _ = batch
+        images = images_to(images, device)
+        labelled = [k for k, t in enumerate(targets) if t is not None]
+        with runner.autocast():
+            losses = {}
+            if labelled:
+                losses = model.losses([images[k] for k in labelled], [targets_to(targets[k], device) for k in labelled])
+                if extra_loss is not None:
+                    losses.update(extra_loss(step, total_steps))
+        if unlabelled_set is not None:  # Eq. 6: L_con over the batch (Elezi: labelled images too)
+            views = images if ssl_images == "all" else [im for im, t in zip(images, targets) if t is None]
+            if views:
+                # the matching and the KL / box terms in float32, the forward under autocast
+                losses["consistency"] = consistency_weight(cfg, step, total_steps) * flip_consistency(
+                    model, views, top_k, candidates, box_term, runner.autocast())
+        return sum(v.float() for v in losses.values()), losses, len(images)
+
+    return runner.run(loss_of)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alb.errors import check_choice
+
 METRICS = ("voc07", "area", "r40")
 
 
@@ -129,8 +131,7 @@ def average_precision(matches: Matches, metric: str = "voc07") -> float:
     """AP from one class's matches; nan when the class has no ground truth to find.
     `voc07`: 11 points 0, 0.1, ..., 1; `area`: the monotone envelope's area; `r40`: 40
     points 1/40, ..., 1 (KITTI)."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    check_choice("metric", metric, METRICS)
     if matches.npos == 0:
         return float("nan")
     tp, fp = np.cumsum(matches.tp), np.cumsum(matches.fp)

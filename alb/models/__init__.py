@@ -1,12 +1,12 @@
-"""Model adapters: turn a pool into the arrays strategies ask for (SPEC section 2)."""
+"""Model adapters: turn a pool into the arrays strategies ask for (docs/concepts.md, "The seam")."""
 
 
 def make_adapter(task: str, model_cfg, trainer_cfg, data, device, hook=None, num_workers: int = 0):
     """The adapter for `task`, honouring the strategy's training hook: an `EnsembleHook`
     gives K members (alb.models.ensemble); any other hook goes to the adapter itself."""
     from alb.hooks import EnsembleHook
-    from alb.models.classification import ClassifierAdapter
-    from alb.models.detection import DetectorAdapter
+    from alb.models.classification_adapter import ClassifierAdapter
+    from alb.models.detection_adapter import DetectorAdapter
     from alb.models.ensemble import EnsembleAdapter
 
     adapter = {"classification": ClassifierAdapter, "detection": DetectorAdapter}[task]

@@ -1,6 +1,6 @@
 """CenterNet (Zhou et al. 2019, "Objects as Points"): heat map + size + offset at stride 4,
 written here (no maintained library ships it for torchvision backbones). The protocol it
-follows is in `alb.models.detectors`."""
+follows is in `alb.models.detection_adapter`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from torchvision.ops import clip_boxes_to_image
 
 from alb.engine.difficulty import paired_iou
+from alb.errors import check_choice
 from alb.models import weights
 from alb.models.roi import IMAGENET_MEAN, IMAGENET_STD, input_hw, pool_features, resize_square
 
@@ -172,8 +173,7 @@ class CenterNet(nn.Module):
                  trainable_layers: int = 3, frozen_batchnorm: bool = True, neck_conv: str = "conv",
                  keep_aspect: bool = False):
         super().__init__()
-        if neck_conv not in NECK_CONVS:
-            raise ValueError(f"CenterNet neck_conv must be one of {NECK_CONVS}, got {neck_conv!r}")
+        check_choice("CenterNet neck_conv", neck_conv, NECK_CONVS)
         self.keep_aspect = bool(keep_aspect)
         if feature_level not in ("f1", "f2", "f3", "f4"):
             raise ValueError(f"CenterNet feature_level must be f1..f4, got {feature_level!r}")

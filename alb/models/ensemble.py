@@ -48,13 +48,13 @@ class EnsembleAdapter:
             member.load_state_dict(member_state)
 
     def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train",
-            checkpoint=None):
+            checkpoint=None, tracker=None):
         """Train every member; the stats of the members together (skipped steps summed)."""
         stats = None
         for k, member in enumerate(self.members):  # each member has its own checkpoint file
             member_stats = member.fit(labelled_rows, member_seed(seed, k), progress,
                                       f"{label} member {k + 1}/{len(self.members)}",
-                                      checkpoint.member(k) if checkpoint is not None else None)
+                                      checkpoint.member(k) if checkpoint is not None else None, tracker=tracker)
             if stats is None:
                 stats = member_stats
             elif member_stats is not None:

@@ -1,5 +1,5 @@
 """Any MMDetection 3.x detector config behind the detector protocol of
-alb.models.detectors (optional: `bash scripts/install_mmdet.sh` builds mmcv and installs
+alb.models.detection_adapter (optional: `bash scripts/install_mmdet.sh` builds mmcv and installs
 mmdet). `pretrained=null`: random initialisation, every `init_cfg` that loads a checkpoint
 is dropped; `imagenet`: the config's own `init_cfg` checkpoint is kept (`torchvision://resnet50`
 resolves through the same torch hub cache, checked first by `alb.models.weights`); a path: a

@@ -1,4 +1,4 @@
-"""torchvision's detectors behind the protocol of `alb.models.detectors`, with
+"""torchvision's detectors behind the protocol of `alb.models.detection_adapter`, with
 `postprocess_detections` replaced on the instance by a copy that carries the candidate index
 through top-k and NMS (so each kept box's class vector is the one it came from), dense
 predictions for flip-consistency training and Elezi's Eq. 8 loss for pseudo-labels."""
@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from torchvision.models.detection import backbone_utils
 from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
-from alb.errors import UserError
+from alb.errors import check_choice, UserError
 from alb.models import positives, weights
 from alb.models.roi import pool_features, probing
 
@@ -160,7 +160,7 @@ def _install_pseudo_label_loss(detector: "TorchvisionDetector") -> None:
         pseudo = _pseudo(targets)
         if not any(pseudo) and not detector.track_image_losses:
             return original(targets, head_outputs, anchors, matched_idxs)
-        losses, per_image = _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo, per_image=True)
+        losses, per_image = ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo, per_image=True)
         if detector.track_image_losses:
             detector.image_losses = per_image.detach()
         return losses
@@ -168,7 +168,7 @@ def _install_pseudo_label_loss(detector: "TorchvisionDetector") -> None:
     model.compute_loss = ssd_compute_loss
 
 
-def _ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo, per_image: bool = False):
+def ssd_loss(model, targets, head_outputs, anchors, matched_idxs, pseudo, per_image: bool = False):
     """SSD's MultiBox loss (smooth L1 on matched anchors, cross-entropy on them and on the
     hardest `neg_to_pos_ratio` x positives background anchors) with no hard negatives taken
     from a pseudo-labelled image: Eq. 8. `per_image`: also each image's loss on its own,
@@ -269,8 +269,7 @@ def _retinanet(depth: int, num_classes: int, weights_backbone=None, trainable_ba
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
     from torchvision.ops.misc import FrozenBatchNorm2d
 
-    if p6_from not in P6_SOURCES:
-        raise UserError(f"model.p6_from must be one of {', '.join(P6_SOURCES)}, got {p6_from!r}")
+    check_choice("model.p6_from", p6_from, P6_SOURCES)
     trained = weights_backbone is not None
     c5 = 512 if depth < 50 else 2048
     backbone = backbone_utils.resnet_fpn_backbone(
@@ -316,6 +315,13 @@ class TorchvisionDetector(nn.Module):
     torchvision's references train); a path loads a whole model's state dict (alb's or
     torchvision's keys) or a backbone's, into a backbone with frozen BatchNorm and, on
     ResNets, the same frozen stages."""
+
+    @staticmethod
+    def fixed_input(model_node) -> bool:
+        """Whether every batch reaches the network at one size (`alb.machine.fixed_input`):
+        SSD resizes to its own size; the others' keep-ratio resize (min_size / max_size) gives
+        a new shape every batch."""
+        return fixed_input_size(model_node) is not None
 
     def __init__(self, num_classes: int, arch: str = "retinanet_resnet18_fpn", image_size: int | None = None,
                  feature_level: str = "0", score_threshold: float = 0.05, max_detections: int = 100,
@@ -376,8 +382,7 @@ class TorchvisionDetector(nn.Module):
         self.eval_nms_threshold, self.eval_candidates = eval_nms_threshold, eval_candidates
         self._probs: list[torch.Tensor] = []
         self._levels: list[torch.Tensor] = []  # dense heads: each kept box's pyramid level
-        if box_features not in BOX_FEATURE_SOURCES:
-            raise UserError(f"model.box_features must be one of {', '.join(BOX_FEATURE_SOURCES)}, got {box_features!r}")
+        check_choice("model.box_features", box_features, BOX_FEATURE_SOURCES)
         if box_features == "tower" and not arch.startswith("retinanet"):
             raise UserError(f"model.box_features=tower is RetinaNet's classification tower; {arch} has none")
         self.box_feature_source = box_features

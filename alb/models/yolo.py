@@ -1,5 +1,5 @@
 """Ultralytics YOLO (yolov8n, yolo11n, ... built from the package's yaml, random init) behind
-the detector protocol of alb.models.detectors. The optional extra `alb[yolo]`: Ultralytics
+the detector protocol of alb.models.detection_adapter. The optional extra `alb[yolo]`: Ultralytics
 is AGPL-3.0, so using this module puts that use under the AGPL.
 
 Only Ultralytics' model, loss and NMS are used; training runs in alb's own loop

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from alb.errors import check_choice
+
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -31,8 +33,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 def storage(x: torch.Tensor, precision: str) -> torch.Tensor:
     """x stored in `precision` for the distance products ("fp32": unchanged; "bf16": half
     the memory traffic, products rounded to bf16, norms still exact float32)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    check_choice("precision", precision, PRECISIONS)
     dtype = PRECISIONS[precision]
     return x if dtype is None or x.dtype == torch.float64 else x.to(dtype)
 

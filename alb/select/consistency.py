@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from alb.errors import check_choice
 from alb.scoring import aggregate_boxes
 from alb.select.matching import match_boxes, matched_probs
 
@@ -46,8 +47,7 @@ def elezi_scores(entropy: np.ndarray, inconsistency: np.ndarray, scores: np.ndar
     Eq. 7, A = H * I for boxes with C >= tau1 (tau1 None: every box), the max over an
     image's boxes (0 for an image without such a box). `score="entropy"` or
     `"inconsistency"` use H or I alone (the ablation of Fig. 4 / supp. Tab. 3)."""
-    if score not in ELEZI_SCORES[:3]:
-        raise ValueError(f"score must be one of {ELEZI_SCORES[:3]} here, got {score!r}")
+    check_choice("score", score, ELEZI_SCORES[:3])
     per_box = {"product": entropy * inconsistency, "entropy": entropy, "inconsistency": inconsistency}[score]
     per_box = np.asarray(per_box, np.float64)
     if tau1 is not None:

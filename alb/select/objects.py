@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from alb.errors import check_choice
 from alb.select._backend import as_tensor, default_device
 
 AGGREGATES = ("max", "mean")
@@ -18,10 +19,8 @@ METRICS = ("euclidean", "cosine")
 
 
 def check_object_params(aggregate: str, metric: str) -> None:
-    if aggregate not in AGGREGATES:
-        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    check_choice("aggregate", aggregate, AGGREGATES)
+    check_choice("metric", metric, METRICS)
 
 
 def segment_reduce(values: torch.Tensor, owner: torch.Tensor, n_segments: int, dim: int, how: str) -> torch.Tensor:

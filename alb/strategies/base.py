@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from alb import scoring
+from alb.errors import InvalidSelection, check_choice
 from alb.hooks import DifficultyHook, DropoutHook, EnsembleHook, LossPredictionHook, PseudoLabelHook
 from alb.records import Records
 
@@ -33,14 +34,12 @@ class Strategy:
 
 
 def check_sigmoid(sigmoid: str) -> str:
-    if sigmoid not in scoring.SIGMOID_FORMS:
-        raise ValueError(f"sigmoid must be one of {scoring.SIGMOID_FORMS}, got {sigmoid!r}")
+    check_choice("sigmoid", sigmoid, scoring.SIGMOID_FORMS)
     return sigmoid
 
 
 def check_task(task: str, tasks: tuple[str, ...]) -> str:
-    if task not in tasks:
-        raise ValueError(f"task must be one of {tasks}, got {task!r}")
+    check_choice("task", task, tasks)
     return task
 
 
@@ -50,3 +49,13 @@ def image_uncertainty(records: Records, measure: str, aggregate: str, sigmoid: s
     per_box = scoring.box_uncertainty(records["box_probs"], measure, records.meta.get("probs_kind", "softmax"),
                                       sigmoid)
     return scoring.aggregate_boxes(per_box, records["offsets"], aggregate)
+
+
+def check_selection(picks: np.ndarray, budget: int, n_unlabelled: int, label: str) -> None:
+    """The contract every strategy must keep (`budget` distinct rows of the unlabelled pool); a
+    violation is a bug in the strategy (the user's, most often: one line, not a traceback)."""
+    distinct = len(np.unique(picks))
+    if len(picks) != budget or distinct != budget or (len(picks) and (picks.min() < 0 or picks.max() >= n_unlabelled)):
+        raise InvalidSelection(f"strategy {label} returned an invalid selection: {len(picks)} picks ({distinct} "
+                               f"distinct) for budget {budget} of {n_unlabelled} unlabelled rows; `alb check "
+                               f"strategy={label.split('-')[0]}` tests a strategy's contract in seconds")

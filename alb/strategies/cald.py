@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from alb.errors import check_choice
 from alb.select.consistency import cald_consistency, cald_select, class_scores
 from alb.strategies.base import Strategy
 
@@ -34,8 +35,7 @@ class CALD(Strategy):
                  labelled_reference: str = "counts", views=CALD_VIEWS):
         if candidates_ratio < 1:
             raise ValueError(f"candidates_ratio must be >= 1, got {candidates_ratio}")
-        if labelled_reference not in REFERENCES:
-            raise ValueError(f"labelled_reference must be one of {REFERENCES}, got {labelled_reference!r}")
+        check_choice("labelled_reference", labelled_reference, REFERENCES)
         views = tuple(str(v) for v in views)
         if not views or any(v not in CALD_VIEWS for v in views) or len(set(views)) != len(views):
             raise ValueError(f"views must be a non-empty list of distinct views among {CALD_VIEWS}, got {list(views)}")

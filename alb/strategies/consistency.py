@@ -10,6 +10,7 @@ sets both."""
 from __future__ import annotations
 
 from alb import scoring
+from alb.errors import check_choice
 from alb.hooks import PseudoLabelHook
 from alb.select.consistency import ELEZI_SCORES, elezi_select, flip_inconsistency
 from alb.strategies.base import Strategy
@@ -24,8 +25,7 @@ class Consistency(Strategy):
 
     def __init__(self, score: str = "product", tau1: float | None = 0.5, combined_top: int = 3000,
                  pseudo_labels: bool = True, tau2: float = 0.99):
-        if score not in ELEZI_SCORES:
-            raise ValueError(f"score must be one of {ELEZI_SCORES}, got {score!r}")
+        check_choice("score", score, ELEZI_SCORES)
         if tau1 is not None and not 0 <= tau1 <= 1:
             raise ValueError(f"tau1 must lie in [0, 1] (or null: off), got {tau1}")
         if combined_top < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from alb.errors import check_choice
 from alb.records import concat
 from alb.select import ObjectDistances, kcenter_from_labelled, kcenter_on_distances
 from alb.strategies.base import Strategy, check_task
@@ -24,8 +25,7 @@ class CoreSet(Strategy):
     def __init__(self, task: str = "classification", features: str = "image", image_term: bool = False,
                  precision: str = "fp32"):
         self.task = check_task(task, self.tasks)
-        if features not in FEATURES:
-            raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+        check_choice("features", features, FEATURES)
         self.features, self.image_term, self.precision = features, bool(image_term), precision
         if task == "classification":
             self.fields = self.labelled_fields = ("embedding",)

@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from alb import scoring
+from alb.errors import check_choice
 from alb.select._backend import as_tensor, sq_norms
 from alb.strategies.base import Strategy, check_sigmoid, check_task, image_uncertainty
 
@@ -21,8 +22,7 @@ class DBAL(Strategy):
                  task: str = "classification", sigmoid: str = "class_sum"):
         if beta < 1:
             raise ValueError(f"beta must be >= 1, got {beta}")
-        if aggregate not in scoring.AGGREGATES:
-            raise ValueError(f"aggregate must be one of {scoring.AGGREGATES}, got {aggregate!r}")
+        check_choice("aggregate", aggregate, scoring.AGGREGATES)
         self.beta, self.measure, self.max_iter, self.aggregate = int(beta), measure, int(max_iter), aggregate
         self.sigmoid = check_sigmoid(sigmoid)
         self.task = check_task(task, self.tasks)

@@ -5,6 +5,7 @@ reduced per image by `aggregate` (0 for an image without detections)."""
 from __future__ import annotations
 
 from alb import scoring
+from alb.errors import check_choice
 from alb.records import Records
 from alb.strategies.base import Strategy, check_sigmoid, check_task, image_uncertainty
 
@@ -16,8 +17,7 @@ class EntropySubset(Strategy):
                  sigmoid: str = "class_sum"):
         if subset < 1:
             raise ValueError(f"subset must be >= 1, got {subset}")
-        if aggregate not in scoring.AGGREGATES:
-            raise ValueError(f"aggregate must be one of {scoring.AGGREGATES}, got {aggregate!r}")
+        check_choice("aggregate", aggregate, scoring.AGGREGATES)
         self.subset, self.aggregate, self.task = int(subset), aggregate, check_task(task, self.tasks)
         self.sigmoid = check_sigmoid(sigmoid)
         self.fields = ("probs",) if task == "classification" else ("box_probs",)

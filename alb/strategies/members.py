@@ -7,6 +7,7 @@ al. 2018: K independently trained members). Both score the (T, ..., C) stack wit
 from __future__ import annotations
 
 from alb import scoring
+from alb.errors import check_choice
 from alb.hooks import DropoutHook, EnsembleHook
 from alb.strategies.base import Strategy, check_task
 
@@ -15,10 +16,8 @@ class _MemberStrategy(Strategy):
     tasks = ("classification", "detection")
 
     def __init__(self, measure: str, aggregate: str, task: str):
-        if measure not in scoring.MEMBER_MEASURES:
-            raise ValueError(f"measure must be one of {scoring.MEMBER_MEASURES}, got {measure!r}")
-        if aggregate not in scoring.AGGREGATES:
-            raise ValueError(f"aggregate must be one of {scoring.AGGREGATES}, got {aggregate!r}")
+        check_choice("measure", measure, scoring.MEMBER_MEASURES)
+        check_choice("aggregate", aggregate, scoring.AGGREGATES)
         self.task = check_task(task, self.tasks)
         self.measure, self.aggregate = measure, aggregate
         self.fields = ("mc_probs",) if task == "classification" else ("mc_box_probs",)

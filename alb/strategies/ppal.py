@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from alb import scoring
+from alb.errors import check_choice
 from alb.hooks import DIFFICULTY_MODES, DifficultyHook
 from alb.records import keep_boxes
 from alb.select import (ccms_similarity, cosine_similarity_matrix, dcus_weights, jaccard_similarity,
@@ -46,17 +47,12 @@ class PPAL(Strategy):
                  max_aspect_ratio: float = 5.0, measure: str = "entropy", sigmoid: str = "binary",
                  task: str = "detection"):
         self.task = task  # the loop refuses a classification run with a clear message
-        if measure not in BOX_MEASURES:
-            raise ValueError(f"measure must be one of {BOX_MEASURES}, got {measure!r}")
-        if sigmoid not in SIGMOID_FORMS:
-            raise ValueError(f"sigmoid must be one of {SIGMOID_FORMS}, got {sigmoid!r}")
+        check_choice("measure", measure, BOX_MEASURES)
+        check_choice("sigmoid", sigmoid, SIGMOID_FORMS)
         self.measure, self.sigmoid = measure, sigmoid
-        if uncertainty not in UNCERTAINTIES:
-            raise ValueError(f"uncertainty must be one of {UNCERTAINTIES}, got {uncertainty!r}")
-        if similarity not in SIMILARITIES:
-            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
-        if difficulty_mode not in DIFFICULTY_MODES:
-            raise ValueError(f"difficulty_mode must be one of {DIFFICULTY_MODES}, got {difficulty_mode!r}")
+        check_choice("uncertainty", uncertainty, UNCERTAINTIES)
+        check_choice("similarity", similarity, SIMILARITIES)
+        check_choice("difficulty_mode", difficulty_mode, DIFFICULTY_MODES)
         if delta < 1:
             raise ValueError(f"delta (the budget expanding ratio) must be >= 1, got {delta}")
         if not alpha > 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from alb import scoring
+from alb.errors import check_choice
 from alb.records import Records, keep_boxes
 from alb.strategies.base import Strategy, check_sigmoid, check_task, image_uncertainty
 
@@ -21,8 +22,7 @@ class UncertaintySampling(Strategy):
                  task: str = "classification", sigmoid: str = "class_sum", min_score: float = 0.0):
         if measure not in scoring.MEASURES:
             raise ValueError(f"unknown uncertainty measure {measure!r}; expected one of {sorted(scoring.MEASURES)}")
-        if aggregate not in scoring.AGGREGATES:
-            raise ValueError(f"aggregate must be one of {scoring.AGGREGATES}, got {aggregate!r}")
+        check_choice("aggregate", aggregate, scoring.AGGREGATES)
         self.measure, self.aggregate, self.task = measure, aggregate, check_task(task, self.tasks)
         self.sigmoid = check_sigmoid(sigmoid)
         self.mc_passes = int(mc_passes)

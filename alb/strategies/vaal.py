@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from alb import scoring
+from alb.errors import check_choice
 from alb.select.vaal import vaal_scores
 from alb.strategies.base import Strategy, check_task
 
@@ -21,8 +22,7 @@ class VAAL(Strategy):
 
     def __init__(self, features: str = "image", steps: int = 500, batch_size: int = 64, latent: int = 32,
                  beta: float = 1.0, adversary: float = 1.0, task: str = "classification"):
-        if features not in FEATURES:
-            raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+        check_choice("features", features, FEATURES)
         self.task = check_task(task, self.tasks)
         if features == "objects" and task != "detection":
             raise ValueError("features=objects needs a detection dataset")

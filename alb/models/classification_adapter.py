@@ -10,7 +10,8 @@ from alb import machine
 from alb.config import build
 from alb.datasets import ClassificationData, TorchSplit
 from alb.datasets.transforms import classification_recipe
-from alb.engine.train import accuracy, autocast, fit_classifier
+from alb.engine.runner import autocast
+from alb.engine.train import accuracy, fit_classifier
 from alb.errors import UserError
 from alb.models.classifiers import Classifier, LossPredictionModule
 from alb.models.roi import IMAGENET_MEAN, IMAGENET_STD
@@ -58,13 +59,13 @@ class ClassifierAdapter:
             self.loss_module.load_state_dict(state["loss_module"])
 
     def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train",
-            checkpoint=None) -> None:
+            checkpoint=None, tracker=None):
         train_set = TorchSplit(self.data.pool, labelled_rows, self.data, self.augment, self.normalisation)
         val_set = (TorchSplit(self.data.val, np.arange(len(self.data.val)), self.data, None, self.normalisation)
                    if self.data.val is not None else None)
         torch.manual_seed(seed)
         return fit_classifier(self.model, train_set, self.cfg, self.device, seed, self.loss_module, self.hook,
-                              val_set, progress, self.num_workers, label, checkpoint)
+                              val_set, progress, self.num_workers, label, checkpoint, tracker)
 
     def labelling_cost(self, rows: np.ndarray) -> dict[str, int]:
         return {}  # one label per image: n_labelled is the cost

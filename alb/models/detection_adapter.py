@@ -1,6 +1,33 @@
 """The detection adapter: the only code that holds both a detector and a pool. It trains,
 evaluates on the test split, and turns pool rows into the flat detection fields a strategy
-asked for (alb.records)."""
+asked for (alb.records).
+
+The detector protocol (every detector, random or pretrained, is an `nn.Module`) with
+- `losses(images, targets) -> {name: scalar}` in train mode; images: list of float (3, H, W)
+  in [0, 1] at their own size; targets: one dict per image, `boxes (m, 4)` xyxy pixels and
+  `labels (m,)` in 0..C-1;
+- `detect(images) -> list of dicts` in eval mode, one per image, after NMS and the score
+  threshold, boxes in the input image's pixels: `boxes (k, 4)`, `scores (k,)`, `labels (k,)`,
+  `box_probs (k, C')`, `box_features (k, D)` (RoI-aligned from `feature_level`),
+  `image_feature (D,)` (global average pool of the same map);
+- `probs_kind`: "softmax" (C' = C + 1, background last, the rows sum to 1) or "sigmoid"
+  (C' = C, independent per-class scores);
+- `score_is_probability`: whether the score is the class probability, in which case
+  `box_probs[j, labels[j]] == scores[j]` (not for FCOS: score = sqrt(p * centerness)).
+
+CenterNet is alb's own (`alb/models/centernet.py`: no maintained library ships it for
+torchvision backbones); the torchvision detectors are torchvision's own
+(`alb/models/torchvision_detectors.py`), with `postprocess_detections` replaced on the
+instance by a copy that carries the candidate index through top-k and NMS, so the class
+vector of each kept box is the one it came from. Boxes, scores and labels are unchanged.
+Shared helpers are in `alb/models/roi.py`. This module names them all (configs'
+`_target_: alb.models.detectors.CenterNet` keep working).
+
+Optional, for the methods that change training: `dense_predictions(images)` (every
+candidate's box and class vector, with gradients: flip-consistency SSL), a `pseudo` flag in a
+target (Elezi's Eq. 8), `dropout_site` (MC dropout), per-image losses and `feature_levels`
+(learning loss); `supports_*` attributes say which a detector has.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +41,8 @@ from alb.config import build, check_requirement
 from alb.datasets.transforms import DETECTION_RECIPES, images_to, recipe_name
 from alb.datasets.detection import DetectionData, DetectionSplit, DetectionTorchSet, collate
 from alb.engine.difficulty import DifficultyTracker, box_difficulty, matched_difficulties
-from alb.engine.train import autocast, loss_ranking
+from alb.engine.runner import autocast
+from alb.engine.train import loss_ranking
 from alb.engine.train_det import fit_detector, labelled_share, ssl_method, training_length
 from alb.errors import UserError
 from alb.hooks import DifficultyHook, DropoutHook, LossPredictionHook, PseudoLabelHook
@@ -126,7 +154,7 @@ class DetectorAdapter:
         return {"probs_kind": self.model.probs_kind, "num_classes": self.data.num_classes, **self.hook_state}
 
     def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train",
-            checkpoint=None) -> None:
+            checkpoint=None, tracker=None):
         augment = self.cfg.get("augment", "hflip")
         ssl = bool(self.cfg.get("ssl"))
         # with SSL, pseudo-labelled images are drawn on the unlabelled side of each batch (the
@@ -144,32 +172,33 @@ class DetectorAdapter:
                                                pseudo=self.pseudo if pseudo_side == "unlabelled" else None,
                                                labelled=False)
         validate = (lambda: self.evaluate(self.data.val)["map"]) if self.data.val is not None else None
-        tracker, on_step = None, None
+        difficulties, on_step = None, None
         difficulty = isinstance(self.hook, DifficultyHook)
         during = difficulty and self.hook.mode != "post" and getattr(self.model, "supports_positives", False)
         if difficulty:
-            tracker = DifficultyTracker(self.data.num_classes, self.hook.momentum)
+            difficulties = DifficultyTracker(self.data.num_classes, self.hook.momentum)
         if during:
             def on_step():
                 if self.model.positives is not None:
                     classes, prob, iou = self.model.positives
-                    tracker.update(classes, box_difficulty(prob, iou, self.hook.xi))
+                    difficulties.update(classes, box_difficulty(prob, iou, self.hook.xi))
                     self.model.positives = None
 
             self.model.track_positives = True
         extra_loss = self._learning_loss() if self.loss_module is not None else None
-        extras = {name: obj for name, obj in (("loss_module", self.loss_module), ("difficulty", tracker)) if obj is not None}
+        extras = {name: obj for name, obj in (("loss_module", self.loss_module), ("difficulty", difficulties))
+                  if obj is not None}
         try:
             stats = fit_detector(self.model, train_set, self.cfg, self.device, seed, progress, self.num_workers,
                                  label, validate, on_step, unlabelled_set, extra_loss,
                                  list(self.loss_module.parameters()) if self.loss_module is not None else None,
-                                 checkpoint, extras)
+                                 checkpoint, extras, tracker)
         finally:
             self.model.track_positives = self.model.track_image_losses = False
-        if tracker is not None:
+        if difficulties is not None:
             if not during:
-                self._post_training_difficulty(tracker, train_set)
-            self.hook_state = {"class_difficulty": tracker.difficulty.copy(),
+                self._post_training_difficulty(difficulties, train_set)
+            self.hook_state = {"class_difficulty": difficulties.difficulty.copy(),
                                "class_frequency": self._class_frequency(train_set),
                                "difficulty_source": "training" if during else "post"}
         return stats
