@@ -66,6 +66,11 @@ def _user_errors(func):
             console.print(f"[red]config error:[/] {escape(message + hint)}")
         except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
             raise
+        except OSError as err:  # the file system said no (read-only, full, permissions, a file in the path)
+            if err.filename is None:
+                return _internal(err)
+            console.print(f"[red]error:[/] {escape(str(err.filename))}: {escape(err.strerror or type(err).__name__)}"
+                          " (check the folder's permissions and free space, or choose another results_dir=)")
         except Exception as err:  # noqa: BLE001 - a bug: one line and where its traceback is
             from alb.errors import nondeterministic_op
             op = nondeterministic_op(err)
@@ -74,14 +79,20 @@ def _user_errors(func):
                               "implementation on this device: run this model with deterministic=false (rows of one "
                               "seed then vary from run to run; alb report says so)")
                 raise typer.Exit(2) from None
-            if os.environ.get("ALB_TRACEBACK"):
-                raise
-            first = (str(err).splitlines() or [""])[0]
-            console.print(f"[red]internal error:[/] {escape(type(err).__name__)}: {escape(first)} (the full traceback "
-                          f"is in {_traceback_file(err)}; please report it)")
-            raise typer.Exit(1) from None
+            return _internal(err)
         raise typer.Exit(2)
     return wrapper
+
+
+def _internal(err: Exception):
+    """A bug in alb (or a library under it): one line naming it and the file that holds its
+    traceback, exit 1."""
+    if os.environ.get("ALB_TRACEBACK"):
+        raise err
+    first = (str(err).splitlines() or [""])[0]
+    console.print(f"[red]internal error:[/] {escape(type(err).__name__)}: {escape(first)} (the full traceback "
+                  f"is in {_traceback_file(err)}; please report it)")
+    raise typer.Exit(1) from None
 
 
 CFG_PARTS = ("job", "all")
@@ -175,6 +186,8 @@ def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = Fal
     if dry_run:
         _dry_run(planned)
         return
+    for job in planned:  # every job's config composes (a typo in a list is said) before any job runs
+        compose_config(job)
     console.print(f"sweep: {len(planned)} job(s)")
     if launcher or (jobs or 1) > 1:
         first = compose_config(planned[0])
@@ -230,7 +243,7 @@ def _dry_run(jobs: list[list[str]]) -> None:
     columns = ("job", "overrides", "seeds", "training images per seed", "training images", "inference images",
                "device-hours")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("job", "overrides") else "right")
+        table.add_column(column, justify="left" if column in ("job", "overrides") else "right", overflow="fold")
     for k, plan in enumerate(plans):
         hours = f"{plan.hours:,.2f}" if plan.hours is not None else "-"
         table.add_row(str(k + 1), " ".join(plan.overrides), str(plan.seeds), f"{plan.per_seed:,}", f"{plan.total:,}",
@@ -278,30 +291,42 @@ def calibrate(overrides: Overrides = None, seconds: Seconds = 60.0, config_dir: 
 
 @app.command()
 @_user_errors
-def report(directories: Annotated[list[Path], typer.Argument(help="results/<experiment> (several: also a pooled PPM)")],
+def report(directories: Annotated[list[Path], typer.Argument(help="results/<experiment>, or a results folder (each "
+                                                                  "experiment under it); several: also a pooled PPM")],
            ppm_mode: Annotated[str, typer.Option(help="paired-t (Ash et al.) or ji2023 (Ji et al.'s code)")] = "paired-t",
            alpha: Annotated[float, typer.Option(help="significance level of the paired t-test")] = 0.05,
-           out: Annotated[Optional[Path], typer.Option(help="where the pooled PPM of several experiments goes "
-                                                            "(default: <parent of the first>/pooled_report)")] = None,
+           out: Annotated[Optional[Path], typer.Option(help="one experiment: its report folder (default "
+                                                            "<experiment>/report); several: the pooled PPM's (default "
+                                                            "<parent of the first>/pooled_report)")] = None,
            levels: Annotated[str, typer.Option(help="fractions of the reference for savings.csv")] = "0.8,0.9,0.95",
            compare: Annotated[Optional[Path], typer.Option(help="a paper's preset folder (experiments/noris, or "
                                                                 "just noris): our numbers beside its reported.csv")] = None
            ) -> None:
     """Tables, pairwise penalty matrix, learning curves and labelling-cost savings; with several
-    experiments, each one's report and one PPM pooled over them (Ash et al.)."""
-    from alb.errors import UserError
-    from alb.reporting import write_pooled_report, write_report
+    experiments (named, or every one under a results folder), each one's report and one PPM
+    pooled over them (Ash et al.), e.g. `alb report results/quickstart` or `alb report results`."""
+    from alb.errors import UserError, check_choice
+    from alb.readers import experiments_with_results
+    from alb.reporting import PPM_MODES, write_pooled_report, write_report
+    check_choice("--ppm-mode", ppm_mode, PPM_MODES)
     try:
         fractions = tuple(float(v) for v in levels.split(","))
     except ValueError:
         raise UserError(f"--levels must be comma-separated fractions like 0.7,0.8,0.9, got {levels!r}") from None
     if not all(0 < f <= 1 for f in fractions):
         raise UserError(f"--levels must lie in (0, 1], got {levels!r}")
-    for directory in directories:
-        console.print(f"report: {write_report(directory, ppm_mode=ppm_mode, alpha=alpha, levels=fractions, compare=compare)}")
-    if len(directories) > 1:
-        pooled = write_pooled_report(directories, out or directories[0].parent / "pooled_report", ppm_mode, alpha)
-        console.print(f"pooled PPM: {pooled}")
+    experiments = [e for d in directories for e in experiments_with_results(d)]
+    if len(experiments) > len(directories):
+        console.print(f"{len(experiments)} experiments: {', '.join(str(e) for e in experiments)}")
+    one = len(experiments) == 1
+    for directory in experiments:
+        written = write_report(directory, ppm_mode=ppm_mode, alpha=alpha, levels=fractions, compare=compare,
+                               out=out if one else None)
+        console.print(f"report: {written}")
+    if not one:
+        pooled = write_pooled_report(experiments, out or experiments[0].parent / "pooled_report", ppm_mode, alpha)
+        console.print(f"pooled PPM: {pooled}" if pooled else
+                      "pooled PPM: not drawn (it needs 2 or more seeds of every strategy in an experiment)")
 
 
 @app.command()
@@ -315,7 +340,7 @@ def status(directory: Annotated[Path, typer.Argument(help="a results folder (res
     rows = results_status(directory)
     table = Table(title=f"{directory}: {len(rows)} seed folder(s)")
     for column in ("experiment", "strategy", "seed", "state", "cycles", "training", "last metric", "updated"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # at 80 columns a name wraps whole, never cut
     for r in rows:
         cycles = f"{r.cycles_done}/{r.cycles_total}" if r.cycles_total is not None else str(r.cycles_done)
         state = {"running": "[green]running[/]", "damaged": "[red]damaged[/]", "stopped": "[yellow]stopped[/]"}.get(
@@ -333,7 +358,7 @@ def list_options(group: Annotated[str, typer.Argument(help="dataset, model, stra
     from alb.config import group_options, option_description
     _use_config_dirs(config_dir)
     table = Table(title=group)
-    table.add_column("name")
+    table.add_column("name", overflow="fold", no_wrap=False)
     table.add_column("description")
     for name in group_options(group):
         table.add_row(name, escape(option_description(group, name)))  # descriptions may hold [...]

@@ -128,6 +128,7 @@ def compose_config(overrides: Sequence[str] = (), keep_hydra: bool = False) -> D
         cfg = _compose([*defaults, *overrides])
     except ConfigCompositionException as err:
         raise _nearest(err, overrides) from None
+    _check_appended(overrides, defaults)
     choices = {g: cfg.hydra.runtime.choices.get(g) for g in GROUPS}
     with open_dict(cfg):
         if not keep_hydra:
@@ -139,6 +140,33 @@ def compose_config(overrides: Sequence[str] = (), keep_hydra: bool = False) -> D
 
 
 STRING_KEYS = ("name", "results_dir")
+# `+key=value` adds a key that no yaml declares. Nodes built from a `_target_` (strategy, model,
+# dataset readers, trackers) check their keys against the class's signature; the plain nodes
+# (trainer, protocol, the top level) would silently ignore a misspelt one, so there `+` must
+# name an existing key, except these (Hydra's and the sweep launcher's own).
+APPEND_CHECKED = ("trainer", "protocol")
+APPEND_FREE = ("alb_job", "hydra")
+
+
+def _check_appended(overrides: list[str], defaults: tuple[str, ...]) -> None:
+    """A `+key=...` on trainer, protocol or the top level must name a key that exists: a typo
+    (`+trainer.epoch=1`, Hydra's advice for `trainer.epoch=1`) is refused with the nearest keys
+    instead of being added and ignored. `++key=...` adds it anyway."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    appended = [o.key_or_group for o in parsed if o.input_line.startswith("+") and not o.input_line.startswith("++")
+                and o.key_or_group.split("@")[0] not in GROUPS]
+    appended = [k for k in appended if (k.split(".")[0] in APPEND_CHECKED or "." not in k)
+                and k.split(".")[0] not in APPEND_FREE]
+    if not appended:
+        return
+    for key in appended:
+        rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
+        base = _compose([*defaults, *rest])
+        if OmegaConf.select(base, key, default=_MISSING) is _MISSING:
+            raise _nearest(ConfigCompositionException(f"Could not override '{key}'."), overrides)
+
+
+_MISSING = object()
 
 
 def _keep_strings(cfg: DictConfig, overrides: list[str]) -> None:

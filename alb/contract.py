@@ -86,8 +86,13 @@ def check_user_strategy(cfg, run) -> None:
     import os
     if str(cfg.strategy.get("_target_", "")).startswith("alb.") or os.environ.get("ALB_SKIP_CONTRACT"):
         return
+    import contextlib
+    import io
+    import warnings
     task = cfg.dataset.get("task", "classification")
-    check = check_strategy_node(cfg, task, run)
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():  # the user's run speaks, not this one
+        warnings.simplefilter("ignore")
+        check = check_strategy_node(cfg, task, run)
     if not check.ok:
         raise UserError(f"strategy {cfg.meta.strategy!r} breaks the strategy contract on the embedded {task} data "
                         f"(nothing was trained or written): {'; '.join(check.problems)}")

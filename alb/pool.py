@@ -18,8 +18,8 @@ def resolve_count(value: int | float, pool_size: int, what: str) -> int:
         if not 0.0 < value <= 1.0:
             raise UserError(f"{what}={value}: a fraction must be in (0, 1]; write an int for a count")
         return max(1, int(round(value * pool_size)))
-    if value < 0:
-        raise UserError(f"{what} must be >= 0, got {value}")
+    if value < 1:
+        raise UserError(f"{what} must be a count >= 1 or a fraction of the pool in (0, 1], got {value}")
     return int(value)
 
 
@@ -50,8 +50,6 @@ def budget_schedule(protocol: DictConfig, pool_size: int) -> Schedule:
         if not isinstance(cycles, int) or cycles < 0:
             raise UserError(f"protocol.cycles must be an int >= 0, got {cycles!r}")
         steps = (resolve_count(step, pool_size, "protocol.step"),) * cycles
-    if any(s == 0 for s in steps):
-        raise UserError("protocol.step must be > 0")
     return Schedule(initial, steps)
 
 

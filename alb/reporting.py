@@ -157,15 +157,21 @@ def pooled_penalty_matrix(matrices: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def write_pooled_report(directories: list[Path], out: Path, ppm_mode: str = "paired-t",
-                        alpha: float = 0.05) -> Path:
+                        alpha: float = 0.05) -> Path | None:
     """One PPM over several experiments (e.g. UWE Fig. 5c, "PPM over (a) and (b)"): each
-    experiment's headline metric, pooled with `pooled_penalty_matrix`."""
+    experiment's headline metric, pooled with `pooled_penalty_matrix`. Experiments with fewer
+    than 2 seeds of a strategy (no paired test) are left out and named; None when none is left."""
     matrices, lines = [], []
     for directory in directories:
         results = load_results(Path(directory))
         metric = results.metrics[0]
+        if results.frame.groupby("strategy").seed.nunique().min() < 2:
+            lines.append(f"- {directory}: left out (fewer than 2 seeds of a strategy: no paired test)")
+            continue
         matrices.append(penalty_matrix(ppm_scores(results, metric), ppm_mode, alpha))
         lines.append(f"- {directory}: {metric}, strategies {', '.join(sorted(results.frame.strategy.unique()))}")
+    if not matrices:
+        return None
     P = pooled_penalty_matrix(matrices)
     phis = phi(P)
     out = Path(out)
@@ -312,24 +318,31 @@ def _wide(summary: pd.DataFrame, metric: str, pm: str = " ± ") -> pd.DataFrame:
 
 
 def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.05,
-                 levels: tuple[float, ...] = SAVING_LEVELS, compare: Path | None = None) -> Path:
-    """Write `<directory>/report/`; with `compare` (a paper's preset folder), also our numbers
-    against the paper's (`alb.compare`)."""
+                 levels: tuple[float, ...] = SAVING_LEVELS, compare: Path | None = None, out: Path | None = None) -> Path:
+    """Write `<directory>/report/` (or `out`); with `compare` (a paper's preset folder), also our
+    numbers against the paper's (`alb.compare`). With one seed per strategy the tables that
+    need two (the PPM's paired tests, the standard deviations) say so instead of being drawn."""
     directory = Path(directory)
     results = load_results(directory)
-    out = directory / "report"
-    out.mkdir(exist_ok=True)
+    out = Path(out) if out is not None else directory / "report"
+    out.mkdir(parents=True, exist_ok=True)
     metric = results.metrics[0]
     summary = summarise(results)
     summary.to_csv(out / "summary.csv", index=False)
     wide = _wide(summary, metric)
-    P = penalty_matrix(ppm_scores(results, metric), ppm_mode, alpha)
-    phis = phi(P)
-    n_seeds = int(results.frame.groupby("strategy").seed.nunique().max())
-    ji_note = ji2023_note(n_seeds) if ppm_mode == "ji2023" else None
-    P.rename_axis("strategy").to_csv(out / "ppm.csv")
-    phis.rename_axis("strategy").rename("phi").to_csv(out / "phi.csv")
+    n_seeds = int(results.frame.groupby("strategy").seed.nunique().min())
+    paired = n_seeds >= 2  # a paired t-test (and a std) needs two seeds of every strategy
+    P = penalty_matrix(ppm_scores(results, metric), ppm_mode, alpha) if paired else None
+    phis = phi(P) if paired else None
+    ji_note = ji2023_note(n_seeds) if ppm_mode == "ji2023" and paired else None
+    for stale in ("ppm.csv", "phi.csv", "ppm.svg"):
+        (out / stale).unlink(missing_ok=True)  # a report rewritten with fewer seeds keeps no old matrix
+    if paired:
+        P.rename_axis("strategy").to_csv(out / "ppm.csv")
+        phis.rename_axis("strategy").rename("phi").to_csv(out / "phi.csv")
     aulc = area_under_curve(results, metric)
+    if not paired:
+        aulc = aulc.drop(columns="aulc_std")
     aulc.to_csv(out / "aulc.csv", index=False)
     boxes = (results.frame.groupby(["strategy", "cycle"]).n_boxes_labelled.mean()
              if "n_boxes_labelled" in results.frame and results.frame.n_boxes_labelled.notna().all() else None)
@@ -346,9 +359,14 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
     tex = _wide(summary, metric, pm=" $\\pm$ ")
     tex.columns = [str(c).replace("_", "\\_") for c in tex.columns]
     (out / "summary.tex").write_text(tex.to_latex(index=False, escape=False))
-    lines = [f"# {directory.name}: {metric} (mean ± std over seeds)", "", wide.to_markdown(index=False), "",
-             f"## Pairwise penalty matrix ({ppm_mode}; row beats column)", "", P.round(3).to_markdown(), "",
-             "Φ (column mean, lower is better): " + ", ".join(f"{k} {v:.3f}" for k, v in phis.sort_values().items()),
+    one_seed = (f"needs at least 2 seeds of every strategy (the paired t-test over seeds); this experiment has "
+                f"{n_seeds}: run again with seeds=2 or more (the seeds already done are kept)")
+    ppm_lines = ([P.round(3).to_markdown(), "",
+                  "Φ (column mean, lower is better): " + ", ".join(f"{k} {v:.3f}" for k, v in phis.sort_values().items())]
+                 if paired else [f"Not drawn: the PPM {one_seed}."])
+    lines = [f"# {directory.name}: {metric} (mean ± std over seeds)" if paired else
+             f"# {directory.name}: {metric} (one seed: no std)", "", wide.to_markdown(index=False), "",
+             f"## Pairwise penalty matrix ({ppm_mode}; row beats column)", "", *ppm_lines,
              *(["", f"**Warning:** {ji_note}."] if ji_note else []),
              "", "## Area under the learning curve", "", aulc.to_markdown(index=False, floatfmt=".4f"), "",
              "## Labels needed to reach x% of the reference", "", reference_line, "",
@@ -371,9 +389,10 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     plot_curves(summary, metric, out)
-    plot_ppm(P, phis, out)
+    if paired:
+        plot_ppm(P, phis, out)
     figures = [(f"{metric} against labelled images, mean ± std over seeds", out / "curves.svg"),
-               (f"pairwise penalty matrix ({ppm_mode}): row beats column", out / "ppm.svg"),
+               *([(f"pairwise penalty matrix ({ppm_mode}): row beats column", out / "ppm.svg")] if paired else []),
                *[(f"against the paper: {path.stem.removeprefix('compare_')}", path)
                  for path in (sorted(out.glob("compare_*.svg")) if compare is not None else [])]]
     write_html(out, f"{directory.name}: {metric}", text, figures)
@@ -383,4 +402,6 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
         warn_data(env_warning, directory)
     if ji_note:
         warn_data(ji_note, directory)
+    if not paired:
+        warn_data(f"no pairwise penalty matrix: it {one_seed}", directory)
     return out

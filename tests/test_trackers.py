@@ -61,3 +61,47 @@ def test_a_failing_tracker_warns_once_and_the_run_completes_with_the_same_rows(t
     columns = ["cycle", "n_labelled", "labelled_fraction", "accuracy"]
     pd.testing.assert_frame_equal(cycles[columns], reference[columns])
     assert (folder / "train_log.csv").read_text().startswith("tag,step,name,value")
+
+
+def test_a_tracker_of_your_own_is_a_logger_yaml_with_a_target(tmp_path, monkeypatch):
+    """docs/extending.md's "Your own tracker": a class and a yaml in a config folder; alb's
+    keys (every_n_steps, requires) stay alb's, the others are the class's arguments; a
+    missing package is named before anything is written."""
+    import json
+    import sys
+    from alb.config import add_user_config_dir
+    from alb.errors import UserError
+    (tmp_path / "my_trackers.py").write_text(
+        "import json\n"
+        "class JsonLines:\n"
+        "    def __init__(self, run, filename='live.jsonl'):\n"
+        "        self.handle = open(run.run_dir / filename, 'a')\n"
+        "        self.name = run.name\n"
+        "    def start(self, config, env):\n"
+        "        self.handle.write(json.dumps({'start': self.name}) + '\\n')\n"
+        "    def log_step(self, tag, step, values):\n"
+        "        self.handle.write(json.dumps({'tag': tag, 'step': step}) + '\\n')\n"
+        "    def log_cycle(self, cycle, row):\n"
+        "        self.handle.write(json.dumps({'cycle': cycle, 'n_labelled': int(row['n_labelled'])}) + '\\n')\n"
+        "    def close(self):\n"
+        "        self.handle.close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("ALB_CONFIG_PATH", "")
+    conf = tmp_path / "conf" / "logger"
+    conf.mkdir(parents=True)
+    (conf / "jsonl.yaml").write_text("jsonl:\n  _target_: my_trackers.JsonLines\n  every_n_steps: 1\n"
+                                     "  filename: mine.jsonl\n")
+    (conf / "needs.yaml").write_text("needs:\n  _target_: my_trackers.JsonLines\n  requires: no_such_pkg_alb\n"
+                                     "  install: pip install no-such-pkg\n")
+    add_user_config_dir(tmp_path / "conf")
+    base = [*TINY, f"results_dir={tmp_path / 'results'}", "strategy=random", "seeds=1"]
+    (folder,) = run_experiment(compose_config([*base, "name=own", "logger=jsonl"]))
+    lines = [json.loads(line) for line in (folder / "mine.jsonl").read_text().splitlines()]
+    cycles = pd.read_csv(folder / "cycles.csv")
+    assert lines[0] == {"start": "own/random/seed_0"}
+    assert [line["cycle"] for line in lines if "cycle" in line] == list(cycles.cycle)
+    assert any(line.get("tag") == "train/cycle_0" and line["step"] == 1 for line in lines)
+    with pytest.raises(UserError, match="no_such_pkg_alb.*pip install no-such-pkg"):
+        run_experiment(compose_config([*base, "name=needs", "logger=needs"]))
+    assert not (tmp_path / "results" / "needs").exists()
+    del sys.modules["my_trackers"]
