@@ -116,10 +116,14 @@ def prepare(cfg: DictConfig) -> Experiment:
         check_same_config(plan.run_dir.path / "config.yaml", plan.config, "run")
     data = build_dataset(cfg.dataset, cfg.progress)
     check_task(cfg, data.task, strategy)
-    schedule = pool_lib.budget_schedule(cfg.protocol, len(data.pool))
+    box_counts = data.pool.box_counts() if data.task == "detection" else None
+    schedule = pool_lib.budget_schedule(cfg.protocol, len(data.pool), box_counts)
     if cfg.protocol.get("initial_file"):  # the authors' own initial sets
         from alb.initial_sets import initial_sets
         sets = initial_sets(cfg.protocol.initial_file, seeds, list(data.pool.ids))
+        if schedule.unit == "boxes":
+            raise UserError("protocol.initial_file gives the initial images; with protocol.unit=boxes the initial "
+                            "set is counted in boxes: use one or the other")
         schedule = dataclasses.replace(schedule, initial=len(next(iter(sets.values()))), initial_sets=sets)
     pool_lib.initial_split_seed(cfg.protocol, 0)  # a bad protocol.initial_split stops here
     # the model supports what the trainer and the strategy's hook ask (SSL, pseudo-labels, ...)

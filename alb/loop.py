@@ -47,9 +47,13 @@ def run_experiment(cfg: DictConfig, wait: bool = False, contract: bool = True) -
     if main:
         record_config(exp.folder / "experiment.yaml", exp.shared, EXPERIMENT_WHAT)
     schedule = exp.schedule
-    console.print(f"[bold]{cfg.name}[/] / {exp.label}: {exp.data.name} pool {len(exp.data.pool)}, test "
-                  f"{len(exp.data.test)}, initial {schedule.initial}, steps {list(schedule.steps)}, seeds "
-                  f"{[p.seed for p in exp.seeds]}, device {exp.device}")
+    empty = getattr(exp.data, "extra", {}).get("empty_pool") or {}
+    empty_note = (f" ({empty['kept']} without boxes, kept; {empty['dropped']} dropped)"
+                  if empty.get("kept") or empty.get("dropped") else "")
+    console.print(f"[bold]{cfg.name}[/] / {exp.label}: {exp.data.name} pool {len(exp.data.pool)}{empty_note}, test "
+                  f"{len(exp.data.test)}, initial {schedule.initial}, steps {list(schedule.steps)}"
+                  f"{' ' + schedule.unit if schedule.unit != 'images' else ''}, seeds {[p.seed for p in exp.seeds]}, "
+                  f"device {exp.device}")
     folders = []
     with stop_signals(), make_progress(cfg.progress and main) as exp.progress:
         for plan in exp.seeds:
@@ -89,6 +93,8 @@ class SeedRun:
         self.main = distributed.is_main()
         self.pool_ids = np.asarray(self.data.pool.ids)
         self.row_of = {sid: i for i, sid in enumerate(self.pool_ids)}
+        # protocol.unit=boxes: the pool's boxes per image price every selection
+        self.box_counts = self.data.pool.box_counts() if exp.schedule.unit == "boxes" else None
 
     def on_main(self, step):
         """`step()` on rank 0 (None elsewhere)."""
@@ -130,7 +136,8 @@ class SeedRun:
                                                         self.n_done))
         if not self.selections:
             self.selections = [{"cycle": 0, "sample_id": sid}
-                               for sid in pool_lib.initial_ids(exp.schedule, cfg.protocol, self.seed, pool_ids)]
+                               for sid in pool_lib.initial_ids(exp.schedule, cfg.protocol, self.seed, pool_ids,
+                                                               self.box_counts)]
         self.labelled = np.asarray(sorted(self.row_of[s["sample_id"]] for s in self.selections))
         if self.n_done:
             console.print(f"  seed {self.seed}: resuming after cycle {self.n_done - 1} ({len(self.labelled)} labelled)")
@@ -173,22 +180,29 @@ class SeedRun:
         unlabelled = np.setdiff1d(np.arange(len(self.pool_ids)), self.labelled)
         if cycle >= self.total_cycles or not len(unlabelled):
             return np.empty(0, dtype=np.int64), 0.0, 0.0
-        budget = self.exp.schedule.steps[cycle]
-        if budget > len(unlabelled):
-            console.print(f"  seed {self.seed}: cycle {cycle} asks for {budget} images but {len(unlabelled)} "
+        schedule, counts = self.exp.schedule, self.box_counts
+        budget = (schedule.target(cycle) - int(counts[self.labelled].sum()) if counts is not None  # boxes still due
+                  else schedule.steps[cycle])
+        remaining = int(counts[unlabelled].sum()) if counts is not None else len(unlabelled)
+        if budget > remaining:
+            console.print(f"  seed {self.seed}: cycle {cycle} asks for {budget} {schedule.unit} but {remaining} "
                           "remain; labelling the rest of the pool and stopping there")
-            budget = len(unlabelled)
+            budget = len(unlabelled) if counts is None else remaining
         strategy, adapter, seed = self.strategy, self.adapter, self.seed
         t1 = time.perf_counter()
         records_u = Records(self.pool_ids[unlabelled], self._predict(unlabelled, strategy.fields), adapter.records_meta)
         records_l = Records(self.pool_ids[self.labelled], self._predict(self.labelled, strategy.labelled_fields)
                             if strategy.labelled_fields else {}, adapter.records_meta)
         t2 = time.perf_counter()
-        picks = self.shared(lambda: np.asarray(strategy.select(records_u, records_l, budget,
-                                                               pool_lib.selection_rng(seed, cycle))))
+        def select(n: int) -> np.ndarray:  # the strategy's n picks, checked against its contract
+            picks = np.asarray(strategy.select(records_u, records_l, n, pool_lib.selection_rng(seed, cycle)))
+            check_selection(picks, n, len(unlabelled), self.exp.label)
+            return picks
+
+        picks = self.shared(lambda: select(budget) if counts is None else
+                            pool_lib.pick_boxes(select, counts[unlabelled], budget))
         check_stop("selection")  # a signal during a selection without picks to stop between
         select_seconds = time.perf_counter() - t2
-        check_selection(picks, budget, len(unlabelled), self.exp.label)
         new_rows = unlabelled[picks]
         t3 = time.perf_counter()
         # None unless a hook asks; rank 0 labels, every rank trains on them

@@ -20,6 +20,7 @@ class Results:
     frame: pd.DataFrame  # one row per (strategy, seed, cycle)
     metrics: list[str]   # metric columns; the first is the headline metric
     missing: list[str]   # human-readable notes on missing seeds
+    x: str = "n_labelled"  # the budget's unit on the x-axis: n_labelled, or n_boxes_labelled (protocol.unit=boxes)
 
 
 def load_results(directory: Path) -> Results:
@@ -56,7 +57,13 @@ def load_results(directory: Path) -> Results:
         last = group.groupby("seed").cycle.max()
         if last.nunique() > 1:
             notes.append(f"{strategy}: seeds stop at different cycles { {int(k): int(v) for k, v in last.items()} }")
-    return Results(frame, metrics, notes)
+    units = {str((config.get("protocol") or {}).get("unit") or "images")
+             for config in label_configs(directory).values()}
+    if len(units) > 1:
+        raise UserError(f"{directory}: its strategies count the budget in different units ({', '.join(sorted(units))}); "
+                        "an experiment holds one protocol")
+    boxes = units == {"boxes"} and "n_boxes_labelled" in frame
+    return Results(frame, metrics, notes, "n_boxes_labelled" if boxes else "n_labelled")
 
 
 def load_environments(directory: Path) -> pd.DataFrame:

@@ -72,13 +72,17 @@ def _sweep_markdown(name: str, table: pd.DataFrame, metric: str) -> list[str]:
 
 
 def summarise(results: Results) -> pd.DataFrame:
-    """Mean and sample std (ddof=1) over seeds, per strategy, cycle and metric."""
-    long = results.frame.melt(id_vars=["strategy", "seed", "cycle", "n_labelled"], value_vars=results.metrics,
+    """Mean and sample std (ddof=1) over seeds, per strategy, cycle and metric, with the
+    labelled count (images; with a box budget, also the mean labelled boxes, the x-axis)."""
+    x = results.x
+    keys = ["n_labelled", *([x] if x != "n_labelled" else [])]
+    long = results.frame.melt(id_vars=["strategy", "seed", "cycle", *keys], value_vars=results.metrics,
                               var_name="metric")
     grouped = long.groupby(["strategy", "cycle", "metric"], sort=True)
-    table = grouped.agg(n_labelled=("n_labelled", "first"), mean=("value", "mean"), std=("value", "std"),
-                        n_seeds=("value", "count")).reset_index()
-    return table[["strategy", "cycle", "n_labelled", "metric", "mean", "std", "n_seeds"]]
+    # images: every seed labels the same count; boxes: the counts differ by the last image's overshoot
+    counts = {k: (k, "first" if x == "n_labelled" else "mean") for k in keys}
+    table = grouped.agg(**counts, mean=("value", "mean"), std=("value", "std"), n_seeds=("value", "count")).reset_index()
+    return table[["strategy", "cycle", *keys, "metric", "mean", "std", "n_seeds"]]
 
 
 def penalty_matrix(scores: dict[str, pd.DataFrame], mode: str = "paired-t", alpha: float = 0.05) -> pd.DataFrame:
@@ -256,9 +260,10 @@ def area_under_curve(results: Results, metric: str) -> pd.DataFrame:
     """Per seed, the trapezoid area under metric(labelled_fraction), normalised by the
     fraction range (a mean metric); then mean and std over seeds."""
     rows = []
+    axis = "labelled_fraction" if results.x == "n_labelled" else results.x  # the budget's unit
     for (strategy, seed), g in results.frame.groupby(["strategy", "seed"]):
-        g = g.sort_values("labelled_fraction")
-        x, y = g.labelled_fraction.to_numpy(float), g[metric].to_numpy(float)
+        g = g.sort_values(axis)
+        x, y = g[axis].to_numpy(float), g[metric].to_numpy(float)
         area = np.trapezoid(y, x) / (x[-1] - x[0]) if len(x) > 1 and x[-1] > x[0] else float(y[0])
         rows.append({"strategy": strategy, "seed": seed, "aulc": area})
     per_seed = pd.DataFrame(rows)
@@ -266,7 +271,7 @@ def area_under_curve(results: Results, metric: str) -> pd.DataFrame:
         columns={"mean": "aulc_mean", "std": "aulc_std", "count": "n_seeds"}).reset_index()
 
 
-def plot_curves(summary: pd.DataFrame, metric: str, out: Path) -> None:
+def plot_curves(summary: pd.DataFrame, metric: str, out: Path, x: str = "n_labelled") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -276,10 +281,10 @@ def plot_curves(summary: pd.DataFrame, metric: str, out: Path) -> None:
         g = g.sort_values("cycle")
         style = strategy_style(strategy, others)
         others += strategy not in ("random", "entropy")
-        x, m, s = g.n_labelled.to_numpy(float), g["mean"].to_numpy(float), g["std"].fillna(0).to_numpy(float)
-        (line,) = ax.plot(x, m, marker="o", markersize=3, label=strategy, **style)
-        ax.fill_between(x, m - s, m + s, alpha=0.15, color=line.get_color())
-    ax.set_xlabel("labelled images")
+        xs, m, s = g[x].to_numpy(float), g["mean"].to_numpy(float), g["std"].fillna(0).to_numpy(float)
+        (line,) = ax.plot(xs, m, marker="o", markersize=3, label=strategy, **style)
+        ax.fill_between(xs, m - s, m + s, alpha=0.15, color=line.get_color())
+    ax.set_xlabel("labelled images" if x == "n_labelled" else "labelled boxes (mean over seeds)")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -313,7 +318,11 @@ def plot_ppm(P: pd.DataFrame, phis: pd.Series, out: Path, name: str = "ppm.png")
 def _wide(summary: pd.DataFrame, metric: str, pm: str = " ± ") -> pd.DataFrame:
     t = summary[summary.metric == metric].copy()
     t["value"] = [f"{m:.4f}{pm}{s:.4f}" if not np.isnan(s) else f"{m:.4f}" for m, s in zip(t["mean"], t["std"])]
-    wide = t.pivot_table(index=["cycle", "n_labelled"], columns="strategy", values="value", aggfunc="first")
+    if "n_boxes_labelled" in t:  # a box budget: the cycle's target, not each strategy's mean count, keys the row
+        t = t.drop(columns=["n_labelled", "n_boxes_labelled"]).merge(
+            summary.groupby("cycle", as_index=False)[["n_labelled", "n_boxes_labelled"]].mean().round(1), on="cycle")
+    index = ["cycle", "n_labelled", *(["n_boxes_labelled"] if "n_boxes_labelled" in t else [])]
+    wide = t.pivot_table(index=index, columns="strategy", values="value", aggfunc="first")
     return wide.reset_index().rename_axis(columns=None)
 
 
@@ -388,7 +397,7 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
         lines += ["", *env_lines]
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
-    plot_curves(summary, metric, out)
+    plot_curves(summary, metric, out, results.x)
     if paired:
         plot_ppm(P, phis, out)
     figures = [(f"{metric} against labelled images, mean ± std over seeds", out / "curves.svg"),

@@ -126,6 +126,9 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+# keys added after results were first written: at their default they change nothing, so a run
+# recorded before they existed is the same configuration
+LATER_DEFAULTS = {"protocol.unit": "images", "dataset.empty_images": "keep"}
 # classes that moved: results recorded under the old path are the same configuration
 MOVED_TARGETS = {"alb.models.detectors.CenterNet": "alb.models.centernet.CenterNet",
                  "alb.models.detectors.TorchvisionDetector": "alb.models.torchvision_detectors.TorchvisionDetector"}
@@ -135,6 +138,11 @@ def identity(config: dict) -> dict:
     """The part of a resolved config (or of experiment.yaml) that decides results: without
     RUNTIME_KEYS and the data location keys LOCATION_KEYS, moved classes under their new path."""
     out = copy.deepcopy({k: v for k, v in config.items() if k not in RUNTIME_KEYS})
+    for dotted, default in LATER_DEFAULTS.items():  # a key added later, at its default: as if absent
+        group, leaf = dotted.split(".")
+        node = out.get(group)
+        if isinstance(node, dict) and node.get(leaf, default) == default:
+            node.pop(leaf, None)
     model = out.get("model")
     if isinstance(model, dict) and model.get("_target_") in MOVED_TARGETS:
         model["_target_"] = MOVED_TARGETS[model["_target_"]]

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from alb.config import build
 from alb.datasets.base import ClassificationData, Split, TorchSplit, prepare
 from alb.datasets.checks import check_classes, check_disjoint, check_images
-from alb.errors import UserError
+from alb.errors import UserError, check_choice
 
 __all__ = ["ClassificationData", "Split", "TorchSplit", "build_dataset", "prepare"]
 
@@ -21,8 +21,28 @@ def build_dataset(cfg: DictConfig, progress: bool = False):
     data = build(cfg.reader, where="dataset.reader")
     if data.task == "detection":
         check_detection_data(data, bool(cfg.get("allow_overlap", False)), progress)
+        apply_empty_policy(data, cfg.get("empty_images", "keep"))
     return prepare(data, val_size=cfg.get("val_size", 0), duplicates=cfg.get("duplicates", 1),
                    val_source=cfg.get("val_source", "pool"))
+
+
+EMPTY_POLICIES = ("keep", "drop")
+
+
+def apply_empty_policy(data, policy: str) -> None:
+    """`dataset.empty_images`: pool images without any box stay (`keep`, as the papers' pools:
+    labelling one costs an image and no box) or leave the pool (`drop`, MMDetection's
+    `filter_empty_gt`). The test split is never filtered (its empty images count against false
+    positives). `data.extra["empty_pool"]` records how many stay and how many were dropped."""
+    check_choice("dataset.empty_images", policy, EMPTY_POLICIES)
+    empty = data.pool.box_counts() == 0
+    dropped = 0
+    if policy == "drop" and empty.any():
+        dropped = int(empty.sum())
+        data.pool = data.pool.subset(np.flatnonzero(~empty))
+        if not len(data.pool):
+            raise UserError(f"dataset.empty_images=drop leaves no image in the pool of {data.name}: none has a box")
+    data.extra["empty_pool"] = {"policy": policy, "kept": int(empty.sum()) - dropped, "dropped": dropped}
 
 
 def check_detection_data(data, allow_overlap: bool, progress: bool = False) -> None:
@@ -37,7 +57,7 @@ def check_detection_data(data, allow_overlap: bool, progress: bool = False) -> N
                                     strict=not data.extra.get("classes_from_file", False)),
               lambda: check_disjoint(data.pool.image_paths, data.test.image_paths, data.pool.ids, allow_overlap),
               lambda: check_images([*data.pool.image_paths, *data.test.image_paths], f"{data.name} images", progress)]
-    findings = []
+    findings = list(data.extra.get("findings", ()))  # what the reader found in the annotation files
     for check in checks:
         try:
             check()
@@ -46,5 +66,10 @@ def check_detection_data(data, allow_overlap: bool, progress: bool = False) -> N
     if len(findings) == 1:
         raise UserError(findings[0])
     if findings:
+        shown = findings[:SHOWN_FINDINGS]
+        more = f" | ... and {len(findings) - len(shown)} more" if len(findings) > len(shown) else ""
         raise UserError(f"the data has {len(findings)} problems: " + " | ".join(
-            f"({k}) {finding}" for k, finding in enumerate(findings, start=1)))
+            f"({k}) {finding}" for k, finding in enumerate(shown, start=1)) + more)
+
+
+SHOWN_FINDINGS = 20  # a data error names this many problems, then counts the rest

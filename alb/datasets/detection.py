@@ -51,6 +51,16 @@ class DetectionSplit:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def box_counts(self) -> np.ndarray:
+        """(N,) the annotated boxes of every image (difficult and crowd ones included: an
+        annotator draws them too): the cost of labelling it, in boxes."""
+        return np.asarray([len(a["boxes"]) for a in self.annotations], np.int64)
+
+    def subset(self, rows) -> "DetectionSplit":
+        """The images `rows`, in that order."""
+        return DetectionSplit([self.image_paths[r] for r in rows], [self.annotations[r] for r in rows],
+                              [self.ids[r] for r in rows], self.cache)
+
     def image(self, i: int) -> torch.Tensor:
         """Image i as uint8 (3, H, W)."""
         if i in self._images:

@@ -73,7 +73,6 @@ def detector_kwargs(model_cfg: DictConfig) -> dict:
 class DetectorAdapter:
     task = "detection"
     metric = "map"
-    cost_columns = ["n_boxes_labelled"]
 
     def __init__(self, model_cfg: DictConfig, trainer_cfg: DictConfig, data: DetectionData, device: torch.device,
                  hook=None, num_workers: int = 0):
@@ -85,6 +84,7 @@ class DetectorAdapter:
         self.dropout = None
         self.loss_module: LossPredictionModule | None = None
         self.metric_names = data.metric_names()
+        self._box_counts = data.pool.box_counts()  # (N,) boxes per pool image: the labelling cost
         self.hook_state: dict[str, np.ndarray] = {}  # what the hook produced in the last fit
         self.pseudo: dict[str, np.ndarray] | None = None  # pseudo-labels for the next fit
 
@@ -134,10 +134,20 @@ class DetectorAdapter:
                             if isinstance(self.hook, LossPredictionHook) else None)
         self.hook_state = {}
 
+    @property
+    def cost_columns(self) -> list[str]:
+        """The cost columns of cycles.csv: the boxes labelled, and where the pool holds images
+        without boxes (`dataset.empty_images=keep`) how many of those were labelled."""
+        return ["n_boxes_labelled", *(["n_empty_labelled"] if (self._box_counts == 0).any() else [])]
+
     def labelling_cost(self, rows: np.ndarray) -> dict[str, int]:
         """What labelling `rows` costs beyond the image count: the annotated boxes (difficult
         and crowd ones included: an annotator draws them too)."""
-        return {"n_boxes_labelled": int(sum(len(self.data.pool.annotations[int(r)]["boxes"]) for r in rows))}
+        counts = self._box_counts[np.asarray(rows, np.int64)]
+        cost = {"n_boxes_labelled": int(counts.sum())}
+        if "n_empty_labelled" in self.cost_columns:
+            cost["n_empty_labelled"] = int((counts == 0).sum())
+        return cost
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "hook_state": dict(self.hook_state),

@@ -1,0 +1,188 @@
+"""Issue 27: your own detection data (COCO json, YOLO), the empty-image policy and budgets
+counted in boxes, on files the tests write and hand-built pools."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from alb.config import compose_config
+from alb.datasets import build_dataset
+from alb.errors import UserError
+from alb.pool import boxes_prefix, budget_schedule, initial_rows, pick_boxes
+
+
+def _image(path: Path, size=(64, 48), colour=(120, 30, 200)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def coco_files(root: Path, n: int = 12, bad: bool = False) -> tuple[Path, Path]:
+    """A COCO instances file over `n` 64x48 images: image k has k % 3 boxes of category 3 or
+    7 (so every third image has none); `bad` adds a box outside its image, an unknown
+    category, an annotation of a missing image and a crowd box."""
+    images, annotations = [], []
+    for k in range(n):
+        _image(root / "img" / f"im{k:02d}.png")
+        images.append({"id": 100 + k, "file_name": f"im{k:02d}.png", "width": 64, "height": 48})
+        for j in range(k % 3):
+            annotations.append({"id": len(annotations) + 1, "image_id": 100 + k, "category_id": 3 if j == 0 else 7,
+                                "bbox": [4 + 10 * j, 5, 12, 10], "iscrowd": 0})
+    if bad:
+        annotations += [{"id": 900, "image_id": 101, "category_id": 3, "bbox": [60, 5, 20, 10]},
+                        {"id": 901, "image_id": 101, "category_id": 5, "bbox": [1, 1, 5, 5]},
+                        {"id": 902, "image_id": 999, "category_id": 3, "bbox": [1, 1, 5, 5]}]
+    annotations.append({"id": 950, "image_id": 102, "category_id": 7, "bbox": [30, 20, 20, 20], "iscrowd": 1})
+    path = root / "train.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 7, "name": "truck"}, {"id": 3, "name": "car"}]}))
+    return path, root / "img"
+
+
+def dataset_cfg(name: str, root: Path, **settings) -> OmegaConf:
+    cfg = compose_config([f"dataset={name}", f"dataset.root={root}", *[f"dataset.{k}={v}" for k, v in settings.items()]])
+    return cfg.dataset
+
+
+def coco_cfg(root: Path, **settings):
+    return dataset_cfg("coco_json", root, **{"reader.train": "train.json", "reader.images": "img",
+                                             "reader.test_fraction": 0.25, **settings})
+
+
+def test_coco_json_keeps_empty_images_numbers_categories_by_id_and_honours_crowd(tmp_path):
+    coco_files(tmp_path)
+    data = build_dataset(coco_cfg(tmp_path))
+    assert data.class_names == ["car", "truck"]  # sorted by category id: 3 -> 0, 7 -> 1
+    assert len(data.pool) + len(data.test) == 12 and len(data.test) == 3
+    by_id = dict(zip(data.pool.ids + data.test.ids, data.pool.annotations + data.test.annotations))
+    assert len(by_id["train/100"]["boxes"]) == 0  # kept, without boxes
+    two = by_id["train/102"]
+    assert list(two["labels"]) == [0, 1, 1] and list(two["crowd"]) == [False, False, True]
+    assert np.allclose(two["boxes"][0], [4, 5, 16, 15])  # xywh -> xyxy
+    again = build_dataset(coco_cfg(tmp_path))
+    assert again.test.ids == data.test.ids  # the held-out fraction is seeded
+
+
+def test_coco_json_names_every_problem_at_once_with_the_file(tmp_path):
+    train, images = coco_files(tmp_path, bad=True)
+    (images / "im05.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(UserError) as caught:
+        build_dataset(coco_cfg(tmp_path))
+    message = str(caught.value)
+    assert "problems" in message and str(train) in message
+    assert "annotation id 900 has bbox [60, 5, 20, 10] outside its image 101 (64x48)" in message
+    assert "annotation id 901 has category_id 5" in message
+    assert "annotation id 902 refers to image 999" in message
+    assert "im05.png" in message  # the image check's finding, in the same error
+
+
+def yolo_files(root: Path, bad: bool = False) -> Path:
+    """data.yaml with train (6 images) and val (2); image k of train has k % 3 boxes; `bad`
+    adds a class beyond names, a box outside the image, a malformed line and an orphan label."""
+    for split, n in (("train", 6), ("val", 2)):
+        for k in range(n):
+            _image(root / "images" / split / f"{split}{k}.jpg", size=(100, 50))
+            lines = [f"{j % 2} 0.{2 + j} 0.5 0.2 0.4" for j in range(k % 3)]
+            if lines or k == 1:  # image 0 has no label file, image 3 an empty one
+                (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+                (root / "labels" / split / f"{split}{k}.txt").write_text("\n".join(lines) + "\n")
+    if bad:
+        (root / "labels" / "train" / "train2.txt").write_text("0 0.5 0.5 0.2 0.2\n5 0.5 0.5 0.2 0.2\n"
+                                                               "1 0.95 0.5 0.2 0.2\n1 0.5 oops\n")
+        (root / "labels" / "train" / "ghost.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    path = root / "data.yaml"
+    path.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: cat\n  1: dog\n")
+    return path
+
+
+def test_yolo_reads_normalised_labels_as_pixel_boxes_and_images_without_labels_as_empty(tmp_path):
+    yolo_files(tmp_path)
+    data = build_dataset(dataset_cfg("yolo", tmp_path))
+    assert data.class_names == ["cat", "dog"] and len(data.pool) == 6 and len(data.test) == 2
+    by_id = dict(zip(data.pool.ids, data.pool.annotations))
+    assert len(by_id["train/images/train/train0"]["boxes"]) == 0  # no label file
+    assert len(by_id["train/images/train/train3"]["boxes"]) == 0  # an empty label file
+    two = by_id["train/images/train/train2"]
+    assert list(two["labels"]) == [0, 1]
+    assert np.allclose(two["boxes"][0], [10, 15, 30, 35])  # cx .2 cy .5 w .2 h .4 of 100x50
+
+
+def test_yolo_names_every_problem_with_file_and_line(tmp_path):
+    yolo_files(tmp_path, bad=True)
+    with pytest.raises(UserError) as caught:
+        build_dataset(dataset_cfg("yolo", tmp_path))
+    message = str(caught.value)
+    label = tmp_path / "labels" / "train" / "train2.txt"
+    assert f"{label}, line 2: class 5 is not an id of names (0..1)" in message
+    assert f"{label}, line 3: box" in message and "outside the image" in message
+    assert f"{label}, line 4: expected `class cx cy w h`" in message
+    assert "ghost.txt: a label file without its image" in message
+
+
+def test_the_empty_image_policy_keeps_or_drops_and_is_counted(tmp_path):
+    coco_files(tmp_path)
+    keep = build_dataset(coco_cfg(tmp_path))
+    drop = build_dataset(coco_cfg(tmp_path, empty_images="drop"))
+    empty = int((keep.pool.box_counts() == 0).sum())
+    assert empty > 0 and keep.extra["empty_pool"] == {"policy": "keep", "kept": empty, "dropped": 0}
+    assert len(drop.pool) == len(keep.pool) - empty and (drop.pool.box_counts() > 0).all()
+    assert drop.extra["empty_pool"] == {"policy": "drop", "kept": 0, "dropped": empty}
+    assert drop.test.ids == keep.test.ids  # the test split is never filtered
+    with pytest.raises(UserError, match="dataset.empty_images must be one of keep, drop"):
+        build_dataset(coco_cfg(tmp_path, empty_images="skip"))
+
+
+def test_box_budgets_on_a_hand_built_pool():
+    counts = np.array([3, 0, 5, 2, 1, 4])  # 15 boxes
+    assert boxes_prefix(counts, 8) == 3  # 3 + 0 + 5 reaches 8 exactly
+    assert boxes_prefix(counts, 9) == 4  # the 4th image overshoots to 10
+    assert boxes_prefix(counts, 16) is None
+    protocol = OmegaConf.create({"initial": 6, "step": 4, "cycles": 2, "unit": "boxes"})
+    schedule = budget_schedule(protocol, len(counts), counts)
+    assert (schedule.initial, schedule.steps, schedule.target(0), schedule.target(1)) == (6, (4, 4), 10, 14)
+    rows = initial_rows(len(counts), 6, seed=0, box_counts=counts)
+    order = np.random.default_rng([0, 0]).permutation(len(counts))
+    k = boxes_prefix(counts[order], 6)
+    assert set(rows) == set(order[:k]) and counts[rows].sum() >= 6 > counts[order[:k - 1]].sum()
+    asked = []
+
+    def select(n):  # the strategy's order: rows 5, 4, 3, ...
+        asked.append(n)
+        return np.arange(len(counts))[::-1][:n]
+
+    picks = pick_boxes(select, counts, 6)
+    assert list(picks) == [5, 4, 3] and counts[picks].sum() == 7  # 4 + 1 + 2: the last overshoots by 1
+    assert list(pick_boxes(lambda n: np.arange(n), counts, 0)) == [0]  # at least one image
+    assert list(pick_boxes(lambda n: np.arange(n), counts, 100)) == list(range(6))  # the pool runs out
+    assert asked[0] < len(counts) or len(asked) == 1
+    with pytest.raises(UserError, match="protocol.initial=20 gives 20 boxes; the pool has 15"):
+        budget_schedule(OmegaConf.create({"initial": 20, "step": 1, "cycles": 1, "unit": "boxes"}), 6, counts)
+    with pytest.raises(UserError, match="needs a detection dataset"):
+        budget_schedule(protocol, 6, None)
+
+
+def test_a_box_budget_run_labels_to_each_cycle_target_and_reports_boxes(tmp_path):
+    from alb.loop import run_experiment
+    from alb.reporting import write_report
+    overrides = ["dataset=shapes", "model=centernet_tiny", "trainer=det_quick", "dataset.reader.n_pool=60",
+                 "dataset.reader.n_test=10", "dataset.reader.image_size=64", "model.image_size=64",
+                 "trainer.epochs=1", "trainer.min_steps=0", "protocol.unit=boxes", "protocol.initial=40",
+                 "protocol.step=30", "protocol.cycles=2", "progress=false", "seeds=[0,1]", "strategy=random",
+                 f"results_dir={tmp_path}", "name=boxes"]
+    (first, second) = run_experiment(compose_config(overrides))
+    for folder in (first, second):
+        cycles = pd.read_csv(folder / "cycles.csv")
+        boxes = list(cycles.n_boxes_labelled)
+        targets = [40, 70, 100]
+        assert all(b >= t for b, t in zip(boxes, targets))
+        selections = pd.read_csv(folder / "selections.csv")
+        assert not selections.sample_id.duplicated().any()
+    out = write_report(tmp_path / "boxes")
+    summary = (out / "summary.md").read_text()
+    assert "n_boxes_labelled" in summary
