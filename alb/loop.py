@@ -235,7 +235,8 @@ class SeedRun:
             self.run_dir.commit_cycle(row, self.columns, self.selections, new_selections)
             checkpoint.discard()  # the cycle's row is committed: its training is never redone
             self.tracker.log_cycle(cycle, row)
-            console.print(f"  seed {self.seed} cycle {cycle}: {row['n_labelled']} labelled, "
+            boxes = f" ({row['n_boxes_labelled']} boxes)" if self.box_counts is not None else ""
+            console.print(f"  seed {self.seed} cycle {cycle}: {row['n_labelled']} labelled{boxes}, "
                           f"{adapter.metric} {metrics[adapter.metric]:.4f}")
 
         self.on_main(write)

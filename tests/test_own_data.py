@@ -186,3 +186,42 @@ def test_a_box_budget_run_labels_to_each_cycle_target_and_reports_boxes(tmp_path
     out = write_report(tmp_path / "boxes")
     summary = (out / "summary.md").read_text()
     assert "n_boxes_labelled" in summary
+
+
+FROZEN = ["model=frozen_resnet50", "model.backbone=resnet18", "model.imagenet_weights=ResNet18_Weights.IMAGENET1K_V1",
+          "model.image_size=32", "trainer=linear_probe", "trainer.epochs=3", "trainer.batch_size=32",
+          "protocol.initial=30", "protocol.step=20", "protocol.cycles=2", "progress=false", "seeds=1"]
+
+
+def test_a_frozen_backbone_extracts_once_and_every_strategy_reuses_the_cache(tmp_path, imagenet_home, monkeypatch):
+    """Issue 27.4: the features are extracted once (the cache keyed by the weights' sha256, the
+    dataset, the split and the transform), reused by other strategies, and a new entry is made
+    when the transform changes; the head trains on them and the rows are repeatable."""
+    from alb.loop import run_experiment
+    from alb.models import frozen
+    monkeypatch.setenv("TORCH_HOME", str(imagenet_home))
+    monkeypatch.setenv("ALB_CACHE_DIR", str(tmp_path / "cache"))
+    extracted = []
+    real = frozen._extract
+
+    def counting(net, transform, split, device, batch_size):
+        extracted.append(len(split))
+        return real(net, transform, split, device, batch_size)
+
+    monkeypatch.setattr(frozen, "_extract", counting)
+    base = [*FROZEN, f"results_dir={tmp_path / 'results'}", "name=frozen"]
+    (first,) = run_experiment(compose_config([*base, "strategy=entropy"]))
+    assert sorted(extracted) == [540, 1257]  # pool and test of digits, once
+    entries = sorted((tmp_path / "cache" / "embeddings").glob("*.npy"))
+    assert len(entries) == 2
+    key = json.loads(entries[0].with_suffix(".json").read_text())
+    assert key["backbone"] == "resnet18" and len(key["sha256"]) == 64 and key["split"] in ("pool", "test")
+    (second,) = run_experiment(compose_config([*base, "strategy=coreset"]))
+    assert sorted(extracted) == [540, 1257]  # the second strategy: the cache alone
+    cycles = pd.read_csv(first / "cycles.csv")
+    assert list(cycles.n_labelled) == [30, 50, 70] and cycles.accuracy.between(0, 1).all()
+    (again,) = run_experiment(compose_config([*base, "strategy=entropy", "name=frozen_again"]))
+    pd.testing.assert_frame_equal(pd.read_csv(again / "cycles.csv")[["n_labelled", "accuracy"]],
+                                  cycles[["n_labelled", "accuracy"]])
+    run_experiment(compose_config([*base, "strategy=random", "model.image_size=40", "name=frozen_40"]))
+    assert len(extracted) == 4 and len(list((tmp_path / "cache" / "embeddings").glob("*.npy"))) == 4

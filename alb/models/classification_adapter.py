@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from hydra.utils import get_class
+
 from alb import machine
 from alb.config import build
 from alb.datasets import ClassificationData, TorchSplit
@@ -36,13 +38,20 @@ class ClassifierAdapter:
         self.hook, self.num_workers = hook, num_workers
         self.model: Classifier | None = None
         self.loss_module: LossPredictionModule | None = None
-        self.augment = classification_recipe(trainer_cfg.get("augment"), data.pool.images[0].shape[-1])
+        # a frozen backbone (alb.models.frozen): the head trains on cached features, not augmented
+        self.frozen = bool(getattr(get_class(str(model_cfg._target_)), "frozen_features", False))
+        self.augment = (None if self.frozen else
+                        classification_recipe(trainer_cfg.get("augment"), data.pool.images[0].shape[-1]))
         # a pretrained network expects the statistics it was trained with
-        pretrained = not is_random(model_cfg.get("pretrained")) and data.channels == 3
+        pretrained = not is_random(model_cfg.get("pretrained")) and data.channels == 3 and not self.frozen
         self.normalisation = (IMAGENET_MEAN, IMAGENET_STD) if pretrained else None
 
     def reset(self, seed: int) -> None:
-        """A fresh, randomly initialised model (and loss module), seeded."""
+        """A fresh, randomly initialised model (and loss module), seeded; with a frozen backbone
+        the data's images become their cached features first (once per adapter)."""
+        if self.frozen and "frozen_features" not in self.data.extra:
+            from alb.models.frozen import feature_data
+            self.data = feature_data(self.model_cfg, self.data, self.device)
         torch.manual_seed(seed)
         self.model = build(self.model_cfg, num_classes=self.data.num_classes,
                            in_channels=self.data.channels).to(self.device)
