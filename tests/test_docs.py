@@ -58,6 +58,9 @@ def docs_conf(tmp_path_factory):
     python_block = re.search(r"`my_conf/my_strategies.py`:\n\n```python\n(.*?)```", text, re.S).group(1)
     (folder / "strategy" / "mine.yaml").write_text(yaml_block)
     (folder / "my_strategies.py").write_text(python_block)
+    tracker = re.search(r"```yaml\n# my_conf/logger/jsonl.yaml\n(.*?)```", text, re.S).group(1)  # "Your own tracker"
+    (folder / "logger").mkdir()
+    (folder / "logger" / "jsonl.yaml").write_text(tracker)
     return folder
 
 

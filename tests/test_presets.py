@@ -35,7 +35,7 @@ EXPECTED_JOBS = {
     "reality_check/caltech101": 6, "reality_check/caltech256": 6, "reality_check/cifar10": 6,
     "reality_check/cifar100": 6, "reality_check/cifar10_budget2000": 1, "reality_check/cifar10_budget500": 1,
     "reality_check/cifar10_diversity": 3, "reality_check/cifar10_finetune": 1, "reality_check/cifar10_x2": 3,
-    "reality_check/cifar10_x5": 3, "reality_check/voc": 6, "reality_check/voc_ssl": 3,
+    "reality_check/cifar10_x5": 3, "reality_check/cifar10_frozen": 6, "reality_check/voc": 6, "reality_check/voc_ssl": 3,
     "reality_check/digits": 3, "reality_check/digits_budget20": 1, "reality_check/digits_budget80": 1,
     "reality_check/digits_finetune": 1, "reality_check/digits_x2": 3, "reality_check/digits_x5": 3,
     "uwe/cifar10": 9, "uwe/cifar100": 9, "uwe/voc_faster_rcnn": 8, "uwe/voc_retinanet": 7,
@@ -234,6 +234,9 @@ def test_compare_on_a_hand_made_results_folder(tmp_path):
 def expected_recipe(preset: str) -> dict | None:
     """What the paper's code trains with, for the detection presets; None for classification."""
     paper, name = preset.split("/")
+    if name.endswith("_frozen"):  # the reality check's protocol on a frozen ImageNet ResNet-50, cached features
+        return {"backbone": "resnet50", "augment": "none", "imagenet_weights": "ResNet50_Weights.IMAGENET1K_V2",
+                "head": "linear"}
     if paper in ("elezi",) or (paper == "reality_check" and name.startswith("voc")):
         # every VGG layer pretrained (fc6 / fc7 reduced); VOC: AL-SSL's default boxes, COCO: torchvision's (COCO's)
         boxes = None if name.startswith("coco") else [0.1, 0.2, 0.37, 0.54, 0.71, 0.88, 1.05]

@@ -46,8 +46,8 @@ def imagenet_models() -> list[str]:
     names = []
     for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
         node = yaml.safe_load(path.read_text())
-        if node.get("defaults"):
-            continue
+        if node.get("defaults") or str(node.get("_target_", "")).endswith("FrozenHead"):
+            continue  # a frozen backbone loads its file at extraction (tests/test_own_data.py)
         if node.get("imagenet_weights") and not node.get("requires"):
             names.append(path.stem)
     return names + ["resnet18_imagenet"]  # the ImageNet-stem ResNet-18 (its parent has a CIFAR stem)
