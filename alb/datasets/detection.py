@@ -56,11 +56,6 @@ class DetectionSplit:
         annotator draws them too): the cost of labelling it, in boxes."""
         return np.asarray([len(a["boxes"]) for a in self.annotations], np.int64)
 
-    def subset(self, rows) -> "DetectionSplit":
-        """The images `rows`, in that order."""
-        return DetectionSplit([self.image_paths[r] for r in rows], [self.annotations[r] for r in rows],
-                              [self.ids[r] for r in rows], self.cache)
-
     def image(self, i: int) -> torch.Tensor:
         """Image i as uint8 (3, H, W)."""
         if i in self._images:
@@ -77,6 +72,7 @@ class DetectionSplit:
         return image
 
     def subset(self, rows: np.ndarray, ids: list[str] | None = None) -> "DetectionSplit":
+        """The images `rows`, in that order (with other `ids` when given)."""
         rows = np.asarray(rows, dtype=np.int64)
         split = DetectionSplit([self.image_paths[r] for r in rows], [self.annotations[r] for r in rows],
                                ids if ids is not None else [self.ids[r] for r in rows], self.cache)

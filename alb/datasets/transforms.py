@@ -43,6 +43,14 @@ EIGEN_VECTORS = ((-0.58752847, -0.69563484, 0.41340352),
                  (-0.56089297, 0.71832671, 0.41158938))
 
 
+DETECTION_DEFAULT = "hflip"  # a detection trainer without `augment`: horizontal flips (every paper's minimum)
+
+
+def detection_augment(trainer_cfg) -> str:
+    """The detection recipe a trainer config names (`trainer.augment`, default `hflip`), checked."""
+    return recipe_name(trainer_cfg.get("augment", DETECTION_DEFAULT), DETECTION_RECIPES)
+
+
 def recipe_name(augment, recipes: tuple[str, ...]) -> str:
     """`trainer.augment` checked against the task's recipes."""
     if augment is None:

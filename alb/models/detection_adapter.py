@@ -38,7 +38,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from alb import machine
 from alb.config import build, check_requirement
-from alb.datasets.transforms import DETECTION_RECIPES, images_to, recipe_name
+from alb.datasets.transforms import detection_augment, images_to
 from alb.datasets.detection import DetectionData, DetectionSplit, DetectionTorchSet, collate
 from alb.engine.difficulty import DifficultyTracker, box_difficulty, matched_difficulties
 from alb.engine.runner import autocast
@@ -105,7 +105,7 @@ class DetectorAdapter:
                          "training; mode=post or auto computes them after training)",
                          "RetinaNet, FCOS, Faster R-CNN, CenterNet")
         training_length(self.cfg, 1)  # a bad trainer.iterations stops here
-        recipe_name(self.cfg.get("augment", "hflip"), DETECTION_RECIPES)  # and a bad trainer.augment
+        detection_augment(self.cfg)  # and a bad trainer.augment
         if ssl_method(self.cfg):
             self._refuse(model, "supports_consistency", f"trainer.ssl={self.cfg.ssl}", "CenterNet, RetinaNet, SSD")
             labelled_share(self.cfg)
@@ -165,7 +165,7 @@ class DetectorAdapter:
 
     def fit(self, labelled_rows: np.ndarray, seed: int, progress: Progress | None = None, label: str = "train",
             checkpoint=None, tracker=None):
-        augment = self.cfg.get("augment", "hflip")
+        augment = detection_augment(self.cfg)
         ssl = bool(self.cfg.get("ssl"))
         # with SSL, pseudo-labelled images are drawn on the unlabelled side of each batch (the
         # authors' balanced sampler); without, they join the labelled images
@@ -182,18 +182,20 @@ class DetectorAdapter:
                                                pseudo=self.pseudo if pseudo_side == "unlabelled" else None,
                                                labelled=False)
         validate = (lambda: self.evaluate(self.data.val)["map"]) if self.data.val is not None else None
-        difficulties, on_step = None, None
+        difficulties = None
         difficulty = isinstance(self.hook, DifficultyHook)
         during = difficulty and self.hook.mode != "post" and getattr(self.model, "supports_positives", False)
         if difficulty:
             difficulties = DifficultyTracker(self.data.num_classes, self.hook.momentum)
-        if during:
-            def on_step():
-                if self.model.positives is not None:
-                    classes, prob, iou = self.model.positives
-                    difficulties.update(classes, box_difficulty(prob, iou, self.hook.xi))
-                    self.model.positives = None
 
+        def read_positives() -> None:  # after each step: the step's positives update the class difficulties
+            if self.model.positives is not None:
+                classes, prob, iou = self.model.positives
+                difficulties.update(classes, box_difficulty(prob, iou, self.hook.xi))
+                self.model.positives = None
+
+        on_step = read_positives if during else None
+        if during:
             self.model.track_positives = True
         extra_loss = self._learning_loss() if self.loss_module is not None else None
         extras = {name: obj for name, obj in (("loss_module", self.loss_module), ("difficulty", difficulties))
