@@ -239,16 +239,24 @@ def _dry_run(jobs: list[list[str]]) -> None:
     process, and device-hours where `alb calibrate` has measured this machine's device."""
     from alb.sweep import plan_jobs
     plans = plan_jobs(jobs)
+    # what every job shares is said once; the table shows what differs (readable at 80 columns)
+    common = [o for o in plans[0].overrides if all(o in p.overrides for p in plans)] if len(plans) > 1 else []
     table = Table(title=f"sweep: {len(jobs)} job(s), nothing run")
-    columns = ("job", "overrides", "seeds", "training images per seed", "training images", "inference images",
-               "device-hours")
+    columns = ("job", "overrides", "seeds", "train/seed", "train", "infer", "dev-h")  # short: fits 80 columns
+    shown = [" ".join(o for o in plan.overrides if o not in common) for plan in plans]
+    longest = max((len(word) for line in shown for word in line.split()), default=8)
     for column in columns:
-        table.add_column(column, justify="left" if column in ("job", "overrides") else "right", overflow="fold")
+        table.add_column(column, justify="left" if column in ("job", "overrides") else "right", overflow="fold",
+                         min_width=min(longest, 32) if column == "overrides" else None)
     for k, plan in enumerate(plans):
         hours = f"{plan.hours:,.2f}" if plan.hours is not None else "-"
-        table.add_row(str(k + 1), " ".join(plan.overrides), str(plan.seeds), f"{plan.per_seed:,}", f"{plan.total:,}",
-                      f"{plan.infer_total:,}", hours)
+        table.add_row(str(k + 1), shown[k], str(plan.seeds),
+                      f"{plan.per_seed:,}", f"{plan.total:,}", f"{plan.infer_total:,}", hours)
+    if common:
+        Console().print(f"every job: {' '.join(common)}")
     Console().print(table)
+    Console().print("train/seed: training images per seed; train: training images of the job; infer: inference "
+                    "images; dev-h: device-hours")
     Console().print(f"total training images: {sum(p.total for p in plans):,}; inference images (pool passes before "
                     f"each selection; test-set evaluation on top): {sum(p.infer_total for p in plans):,}")
     calibrated = [p for p in plans if p.hours is not None]
@@ -339,13 +347,17 @@ def status(directory: Annotated[Path, typer.Argument(help="a results folder (res
     from alb.status import age, results_status
     rows = results_status(directory)
     table = Table(title=f"{directory}: {len(rows)} seed folder(s)")
-    for column in ("experiment", "strategy", "seed", "state", "cycles", "training", "last metric", "updated"):
-        table.add_column(column, overflow="fold")  # at 80 columns a name wraps whole, never cut
+    training = any(r.training or r.detail for r in rows)  # the column only when a row has something to say
+    for column in ("experiment", "strategy", "seed", "state", "cycles", *(["training"] if training else []),
+                   "last metric", "updated"):
+        # at 80 columns a name wraps whole (folded), never cut; the short fields stay on one line
+        table.add_column(column, overflow="fold", no_wrap=column in ("seed", "state", "cycles"))
     for r in rows:
         cycles = f"{r.cycles_done}/{r.cycles_total}" if r.cycles_total is not None else str(r.cycles_done)
         state = {"running": "[green]running[/]", "damaged": "[red]damaged[/]", "stopped": "[yellow]stopped[/]"}.get(
             r.state, r.state)
-        table.add_row(r.experiment, r.strategy, r.seed, state, cycles, r.training or r.detail, r.metric, age(r.updated))
+        table.add_row(r.experiment, r.strategy, r.seed, state, cycles, *([r.training or r.detail] if training else []),
+                      r.metric, age(r.updated))
     Console().print(table)
 
 
