@@ -225,3 +225,26 @@ def test_a_frozen_backbone_extracts_once_and_every_strategy_reuses_the_cache(tmp
                                   cycles[["n_labelled", "accuracy"]])
     run_experiment(compose_config([*base, "strategy=random", "model.image_size=40", "name=frozen_40"]))
     assert len(extracted) == 4 and len(list((tmp_path / "cache" / "embeddings").glob("*.npy"))) == 4
+
+
+def test_a_frozen_backbone_from_a_local_file_and_without_weights(tmp_path, monkeypatch):
+    """`model.pretrained=<path>`: the backbone's state dict from a file (its sha256 in the
+    cache key); random features are refused in one line."""
+    import torchvision
+    from alb.models.frozen import cached_features
+    monkeypatch.setenv("ALB_CACHE_DIR", str(tmp_path / "cache"))
+    torch_file = tmp_path / "backbone.pth"
+    import torch
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), torch_file)
+    cfg = compose_config([*FROZEN, f"model.pretrained={torch_file}"])
+    data = build_dataset(cfg.dataset)
+    small = data.test.subset(np.arange(8))
+    features, hit = cached_features(cfg.model, small, "test", data.name, torch.device("cpu"))
+    assert features.shape == (8, 512) and not hit
+    assert cached_features(cfg.model, small, "test", data.name, torch.device("cpu"))[1]
+    key = json.loads(next((tmp_path / "cache" / "embeddings").glob("*.json")).read_text())
+    assert key["source"] == "file" and key["file"] == "backbone.pth"
+    with pytest.raises(UserError, match="a frozen backbone needs pretrained weights"):
+        cached_features(compose_config([*FROZEN, "model.pretrained=null"]).model, small, "test", data.name,
+                        torch.device("cpu"))

@@ -53,8 +53,8 @@ def import_ultralytics() -> ModuleType:
             import ultralytics as module
             import ultralytics.utils.patches  # noqa: F401  (its patches run at import: keep them inside)
     except ImportError as err:
-        raise UserError("YOLO models need the optional extra: pip install -e '.[yolo]' "
-                        "(Ultralytics, AGPL-3.0)") from err
+        raise UserError("YOLO models need the optional extra: pip install 'alb[yolo]' (in a checkout: "
+                        "pip install -e '.[yolo]'; Ultralytics, AGPL-3.0)") from err
     return module
 
 
