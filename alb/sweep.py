@@ -5,10 +5,12 @@ submitit local or Slurm) when asked to."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
@@ -41,41 +43,56 @@ def expand_sweep(overrides: Sequence[str], preset=None, jobs=None) -> list[list[
     return [[*row, *combo] for row in rows for combo in itertools.product(*axes)]
 
 
-def planned_training_images(cfg: DictConfig, pool_size: int, members: int = 1) -> list[int]:
+def image_schedule(cfg: DictConfig, pool_size: int, boxes_per_image: float | None = None) -> tuple[int, list[int]]:
+    """The initial images and the images added per cycle that `protocol` plans; a box budget
+    (`protocol.unit=boxes`) in images at the pool's mean `boxes_per_image` (a plan: the run
+    takes images until each cycle's box target)."""
+    from alb import pool as pool_lib
+    if cfg.protocol.get("unit", "images") != "boxes":
+        schedule = pool_lib.budget_schedule(cfg.protocol, pool_size)
+        return schedule.initial, list(schedule.steps)
+    if not boxes_per_image:
+        raise UserError("protocol.unit=boxes: planning counts the pool's boxes, so the data must be on this machine")
+    total = int(round(boxes_per_image * pool_size))
+    schedule = pool_lib.budget_schedule(cfg.protocol, pool_size, np.array([total]))  # counts of the pool's boxes
+    return (min(pool_size, math.ceil(schedule.initial / boxes_per_image)),
+            [math.ceil(step / boxes_per_image) for step in schedule.steps])
+
+
+def planned_training_images(cfg: DictConfig, pool_size: int, members: int = 1,
+                            boxes_per_image: float | None = None) -> list[int]:
     """Images the training of one seed processes in each cycle (optimiser steps x images per
     step, with the trainers' step counts; with `trainer.iterations`: iterations x batch), for
     `alb sweep --dry-run`. `members`: models trained per cycle (an ensemble's K). SSL
     batches include unlabelled images. Cycle 0 is counted although the experiments of one
     dataset, model and trainer share it through the cycle-0 cache."""
-    from alb import pool as pool_lib
     from alb.engine.train_det import steps_per_epoch, training_length
 
-    schedule = pool_lib.budget_schedule(cfg.protocol, pool_size)
+    n, steps_added = image_schedule(cfg, pool_size, boxes_per_image)
     trainer, batch = cfg.trainer, int(cfg.trainer.batch_size)
-    sizes, n = [], schedule.initial
-    for cycle in range(schedule.cycles + 1):
+    sizes = []
+    for cycle in range(len(steps_added) + 1):
         n = min(n, pool_size)
         ssl = bool(trainer.get("ssl")) and pool_size > n
         _, steps = training_length(trainer, steps_per_epoch(trainer, n, pool_size - n))
         sizes.append(members * steps * (batch if ssl else min(n, batch)))
-        if cycle < schedule.cycles:
-            n += schedule.steps[cycle]
+        if cycle < len(steps_added):
+            n += steps_added[cycle]
     return sizes
 
 
-def planned_inference_images(cfg: DictConfig, pool_size: int, views: int = 1, members: int = 1) -> list[int]:
+def planned_inference_images(cfg: DictConfig, pool_size: int, views: int = 1, members: int = 1,
+                             boxes_per_image: float | None = None) -> list[int]:
     """Pool images one seed runs inference on in each cycle (the unlabelled pool before each
     selection, `views` passes each: 2 with the flipped view, more with MC dropout; `members`
     models), for `alb sweep --dry-run`. Evaluation on the test split comes on top."""
-    from alb import pool as pool_lib
-
-    schedule = pool_lib.budget_schedule(cfg.protocol, pool_size)
-    sizes, n = [], schedule.initial
-    for cycle in range(schedule.cycles + 1):
+    n, steps_added = image_schedule(cfg, pool_size, boxes_per_image)
+    sizes = []
+    for cycle in range(len(steps_added) + 1):
         n = min(n, pool_size)
-        sizes.append(members * views * (pool_size - n) if cycle < schedule.cycles else 0)
-        if cycle < schedule.cycles:
-            n += schedule.steps[cycle]
+        sizes.append(members * views * (pool_size - n) if cycle < len(steps_added) else 0)
+        if cycle < len(steps_added):
+            n += steps_added[cycle]
     return sizes
 
 
@@ -167,12 +184,13 @@ def plan_jobs(jobs: list[list[str]]) -> list[JobPlan]:
     from alb.hooks import EnsembleHook
     from alb.config import seed_list
     from alb.strategies import build_strategy
-    pool_sizes, plans = {}, []
+    pool_sizes, boxes, plans = {}, {}, []
     for job in jobs:
         cfg = compose_config(job)
         key = OmegaConf.to_yaml(cfg.dataset)  # not resolved: dataset.root may be unset (???)
         if key not in pool_sizes:
             pool_sizes[key] = pool_size(cfg.dataset)
+            boxes[key] = boxes_per_image(cfg.dataset) if cfg.protocol.get("unit", "images") == "boxes" else None
         strategy = build_strategy(cfg)
         hook = strategy.training_hook()
         members = hook.members if isinstance(hook, EnsembleHook) else 1
@@ -181,7 +199,10 @@ def plan_jobs(jobs: list[list[str]]) -> list[JobPlan]:
         # one pass, a second for the flipped view, and the MC-dropout passes
         views = 1 + any(f.startswith("flip_") for f in fields) + (
             int(getattr(hook, "passes", 0)) if "mc_box_probs" in fields else 0)
-        train, infer = planned_training_images(cfg, size, members), planned_inference_images(cfg, size, views, members)
+        if cfg.protocol.get("unit", "images") == "boxes" and boxes.get(key) is None:
+            boxes[key] = boxes_per_image(cfg.dataset)
+        train = planned_training_images(cfg, size, members, boxes[key])
+        infer = planned_inference_images(cfg, size, views, members, boxes[key])
         hours, source = None, None
         entry = _calibration(cfg)
         if entry is not None:
@@ -203,6 +224,20 @@ def _calibration(cfg: DictConfig) -> dict | None:
     if device.type == "cuda" and not torch.cuda.is_available():
         return None
     return load(cfg, device)
+
+
+def boxes_per_image(dataset) -> float:
+    """The mean annotated boxes per pool image (a box budget's plan reads the data)."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    from alb.datasets import build_dataset
+    try:
+        data = build_dataset(dataset, False)
+    except MissingMandatoryValue:
+        raise UserError("protocol.unit=boxes: planning counts the pool's boxes; set dataset.root") from None
+    if data.task != "detection":
+        raise UserError("protocol.unit=boxes counts annotated boxes: it needs a detection dataset")
+    return float(max(data.pool.box_counts().mean(), 1e-9))
 
 
 def pool_size(dataset) -> tuple[int, bool]:

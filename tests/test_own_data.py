@@ -248,3 +248,12 @@ def test_a_frozen_backbone_from_a_local_file_and_without_weights(tmp_path, monke
     with pytest.raises(UserError, match="a frozen backbone needs pretrained weights"):
         cached_features(compose_config([*FROZEN, "model.pretrained=null"]).model, small, "test", data.name,
                         torch.device("cpu"))
+
+
+def test_a_box_budget_is_planned_in_images_at_the_pools_mean_boxes():
+    from alb.sweep import image_schedule
+    cfg = OmegaConf.create({"protocol": {"initial": 5, "step": 5, "cycles": 2, "unit": "boxes"}})
+    assert image_schedule(cfg, 6, boxes_per_image=2.5) == (2, [2, 2])
+    assert image_schedule(OmegaConf.create({"protocol": {"initial": 5, "step": 5, "cycles": 2}}), 60) == (5, [5, 5])
+    with pytest.raises(UserError, match="the data must be on this machine"):
+        image_schedule(cfg, 6, None)
