@@ -12,7 +12,8 @@ import yaml
 
 from alb.environment import COMPARED
 from alb.errors import UserError
-from alb.results import COST_COLUMNS, CYCLE_COLUMNS, TIMING_COLUMNS, experiment_folders, seed_folders
+from alb.results import (COST_COLUMNS, COUNT_COLUMNS, CYCLE_COLUMNS, TIMING_COLUMNS, experiment_folders,
+                         seed_folders)
 
 
 @dataclass
@@ -46,7 +47,8 @@ def load_results(directory: Path) -> Results:
     if not frames:
         raise UserError(f"no results under {directory}; expected {directory}/<strategy>/seed_<k>/cycles.csv")
     frame = pd.concat(frames, ignore_index=True)
-    metrics = [c for c in frame.columns if c not in {"strategy", "seed", *CYCLE_COLUMNS, *TIMING_COLUMNS, *COST_COLUMNS}
+    not_metrics = {"strategy", "seed", *CYCLE_COLUMNS, *TIMING_COLUMNS, *COST_COLUMNS, *COUNT_COLUMNS}
+    metrics = [c for c in frame.columns if c not in not_metrics
                and pd.api.types.is_numeric_dtype(frame[c])]
     all_seeds = sorted(frame.seed.unique())
     notes = []

@@ -37,7 +37,9 @@ from alb.errors import UserError
 
 CYCLE_COLUMNS = ["cycle", "n_labelled", "labelled_fraction"]
 TIMING_COLUMNS = ["train_seconds", "eval_seconds", "infer_seconds", "select_seconds"]
-COST_COLUMNS = ["n_boxes_labelled"]  # detection: annotated boxes in the labelled set (box-level budgets)
+# detection: annotated boxes in the labelled set (box-level budgets), and the labelled images without boxes
+COST_COLUMNS = ["n_boxes_labelled", "n_empty_labelled"]
+COUNT_COLUMNS = ["skipped_steps", "restarts"]  # trainer.nonfinite=skip | restart: what the training left out or redid
 SELECTION_COLUMNS = ["cycle", "sample_id"]
 PSEUDO_LABEL_COLUMNS = ["sample_id", "x1", "y1", "x2", "y2", "label", "class_name", "score"]
 # Keys of the resolved config that do not change results: a resumed run may differ in them.

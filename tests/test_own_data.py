@@ -257,3 +257,12 @@ def test_a_box_budget_is_planned_in_images_at_the_pools_mean_boxes():
     assert image_schedule(OmegaConf.create({"protocol": {"initial": 5, "step": 5, "cycles": 2}}), 60) == (5, [5, 5])
     with pytest.raises(UserError, match="the data must be on this machine"):
         image_schedule(cfg, 6, None)
+
+
+def test_cost_and_count_columns_are_never_taken_for_the_headline_metric(tmp_path):
+    from alb.readers import load_results
+    folder = tmp_path / "exp" / "random" / "seed_0"
+    folder.mkdir(parents=True)
+    (folder / "cycles.csv").write_text("cycle,n_labelled,labelled_fraction,n_boxes_labelled,n_empty_labelled,map,"
+                                       "skipped_steps,train_seconds\n0,10,0.1,25,3,0.2,0,1.0\n1,20,0.2,51,5,0.3,1,1.0\n")
+    assert load_results(tmp_path / "exp").metrics == ["map"]

@@ -29,6 +29,7 @@ from alb.engine.batches import draws_of
 from alb.engine.checkpoint import Resumable, TrainingCheckpoint, finished_stats, resume_point
 from alb.errors import Diverged, NonFiniteLoss, TrainingStopped, UserError, check_choice
 from alb.progress import Progress
+from alb.results import COUNT_COLUMNS
 from alb.stop import STOP
 
 
@@ -246,7 +247,7 @@ class Runner:
 
 
 RESTART_SEED = 1_000_003  # a restart's training seed: the training's plus this per restart
-COUNTED = ("skipped_steps", "restarts")  # what a training reports for cycles.csv (trainer.nonfinite)
+COUNTED = tuple(COUNT_COLUMNS)  # what a training reports for cycles.csv (trainer.nonfinite)
 
 
 def train_adapter(adapter, trainer_cfg: DictConfig, seed: int, rows, label: str, *, finetune: bool = False,
