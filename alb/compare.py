@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from alb.errors import UserError
+from alb.errors import UserError, check_choice
 
 REPORTED_COLUMNS = ("paper", "table", "preset", "dataset", "model", "strategy", "x", "x_unit", "metric", "mean", "std",
                     "spread", "note")
@@ -51,8 +51,7 @@ def read_reported(path: Path) -> pd.DataFrame:
         rows = []
         for line, row in enumerate(reader, start=2):
             where = f"{path}, line {line}"
-            if row["x_unit"] not in X_UNITS:
-                raise UserError(f"{where}: x_unit must be one of {', '.join(X_UNITS)}, got {row['x_unit']!r}")
+            check_choice(f"{where}: x_unit", row["x_unit"], X_UNITS)
             try:
                 mean = float(row["mean"])
                 std = float(row["std"]) if row["std"].strip() else np.nan

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from alb.errors import UserError, warn_data
+from alb.errors import UserError, check_choice, warn_data
 from alb.html import write_html
 from alb.readers import (Results, environment_notes, load_environments, load_results, strategy_parameters,
                          strategy_style)
@@ -94,8 +94,7 @@ def penalty_matrix(scores: dict[str, pd.DataFrame], mode: str = "paired-t", alph
     paired-t: two-sided paired t-test (scipy, ddof=1), p < alpha.
     ji2023: t = mean(d) / (std(d, ddof=0) / sqrt(n)) against the fixed 2.920, as Ji et al.'s code.
     """
-    if mode not in PPM_MODES:
-        raise UserError(f"unknown PPM mode {mode!r}; expected one of {PPM_MODES}")
+    check_choice("PPM mode", mode, PPM_MODES)
     names = sorted(scores)
     sizes = sorted(set().union(*(set(s.columns) for s in scores.values()))) if scores else []
     L = len(sizes)

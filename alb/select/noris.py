@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from alb.errors import check_choice
 from alb.select._backend import as_tensor, check_budget, max_pairwise_distance, sq_dists_to_row, sq_norms
 from alb.stop import check
 
@@ -30,12 +31,11 @@ class AllScoresNonPositive(UserWarning):
 def check_noris_params(variant: str, similarity: str | None = None, alpha: float | None = None,
                        update: str | None = None) -> None:
     """Fail before any work (d_max is O(N^2 D)) on a bad variant, similarity, alpha or update."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown NORIS variant {variant!r}; expected one of {VARIANTS}")
-    if update is not None and update not in UPDATES:
-        raise ValueError(f"unknown NORIS update {update!r}; expected one of {UPDATES}")
-    if similarity is not None and similarity not in SIMILARITIES:
-        raise ValueError(f"unknown NORIS similarity {similarity!r}; expected one of {SIMILARITIES}")
+    check_choice("NORIS variant", variant, VARIANTS)
+    if update is not None:
+        check_choice("NORIS update", update, UPDATES)
+    if similarity is not None:
+        check_choice("NORIS similarity", similarity, SIMILARITIES)
     if alpha is not None and not alpha > 0:
         raise ValueError(f"NORIS alpha must be > 0, got {alpha}")
 
