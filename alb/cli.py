@@ -381,6 +381,9 @@ def main() -> None:
     """The `alb` command. Whatever ends it, it ends now: the loader workers, threads and
     trackers a failed run leaves behind do not keep the process alive (a diverging run used to
     hang after its message)."""
+    import warnings
+    from alb.errors import one_line_warning
+    warnings.formatwarning = one_line_warning
     try:
         app(prog_name="alb")
         code = 0

@@ -33,6 +33,19 @@ def warn_data(message: str, path: str | Path, line: int = 0) -> None:
     warnings.warn_explicit(message, UserWarning, filename=str(path), lineno=line)
 
 
+_python_format = warnings.formatwarning
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """How the `alb` command prints a warning: one about the user's data or results (from
+    `warn_data`: its file is not Python source) as `warning: FILE[:LINE]: message`, without
+    Python's `:0: UserWarning:` and source line; any other as Python prints it."""
+    if issubclass(category, UserWarning) and not str(filename).endswith(".py"):
+        where = f"{filename}:{lineno}" if lineno else str(filename)
+        return f"warning: {where}: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
 class TrainingStopped(Exception):
     """The run stopped on a signal: in training after writing a checkpoint (`path`, at
     `step` of `total`), or in another `phase` (pool inference, evaluation, selection), whose

@@ -118,3 +118,11 @@ def test_report_of_a_results_root_reports_each_experiment_and_one_seed_says_what
     elsewhere = tmp_path / "elsewhere"
     code, output = invoke(["report", str(results / "one"), "--out", str(elsewhere)])
     assert code == 0 and (elsewhere / "summary.md").is_file() and (elsewhere / "report.html").is_file()
+
+
+def test_a_warning_about_the_users_files_prints_as_one_line_without_python_s_dressing():
+    from alb.errors import one_line_warning
+    assert one_line_warning("one seed", UserWarning, "/r/exp", 0) == "warning: /r/exp: one seed\n"
+    assert one_line_warning("bad row", UserWarning, "/r/reported.csv", 3) == "warning: /r/reported.csv:3: bad row\n"
+    python = one_line_warning("old API", DeprecationWarning, "/site/x.py", 7)
+    assert "DeprecationWarning" in python and python.startswith("/site/x.py:7")
