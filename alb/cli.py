@@ -345,7 +345,8 @@ def status(directory: Annotated[Path, typer.Argument(help="a results folder (res
     complete, damaged), cycles done, training progress inside the cycle, last metric, e.g.
     `alb status results`."""
     from alb.status import age, results_status
-    rows = results_status(directory)
+    found = results_status(directory)
+    rows = [r for r in found if not r.untrained]  # a folder no run trained in is not a run to report
     table = Table(title=f"{directory}: {len(rows)} seed folder(s)")
     training = any(r.training or r.detail for r in rows)  # the column only when a row has something to say
     for column in ("experiment", "strategy", "seed", "state", "cycles", *(["training"] if training else []),
@@ -359,6 +360,9 @@ def status(directory: Annotated[Path, typer.Argument(help="a results folder (res
         table.add_row(r.experiment, r.strategy, r.seed, state, cycles, *([r.training or r.detail] if training else []),
                       r.metric, age(r.updated))
     Console().print(table)
+    if len(found) > len(rows):
+        console.print(f"not listed: {len(found) - len(rows)} seed folder(s) that hold a config but no trained cycle "
+                      "(a run stopped before training; the next run uses them)")
 
 
 @app.command("list")

@@ -30,6 +30,12 @@ class SeedStatus:
     updated: float             # seconds since the folder's newest file changed
     detail: str = ""
 
+    @property
+    def untrained(self) -> bool:
+        """A folder that holds only a run's config: claimed, then stopped before anything
+        trained in it (a tracker that could not connect, a crash while loading)."""
+        return self.state == "stopped" and self.cycles_done == 0 and not self.training
+
 
 def _planned_cycles(run_dir: RunDir) -> int | None:
     try:

@@ -236,6 +236,8 @@ def test_status_tells_running_stopped_complete_and_damaged_seeds_apart(tmp_path)
     (exp / "seed_1" / "cycles.csv").write_text("".join(cycles[:3]))
     TrainingCheckpoint(exp / "seed_1" / "training.ckpt", "k").save({"step": 4, "total_steps": 10, "finished": False})
     (exp / "seed_2" / "cycles.csv").write_text("cycle,n_labelled\n0,30\n1,x\n")  # damaged
+    (exp / "seed_9").mkdir()  # claimed by a run that stopped before it trained anything
+    (exp / "seed_9" / "config.yaml").write_text((exp / "seed_0" / "config.yaml").read_text())
     with file_lock(exp / "seed_3" / ".lock", wait=False) as held:  # another process works in seed 3
         assert held
         status = {s.seed: s for s in results_status(tmp_path)}
@@ -244,8 +246,10 @@ def test_status_tells_running_stopped_complete_and_damaged_seeds_apart(tmp_path)
     assert status["seed_1"].state == "stopped" and status["seed_1"].training == "step 4 of 10"
     assert status["seed_2"].state == "damaged" and "cycles.csv" in status["seed_2"].detail
     assert status["seed_3"].state == "running"
+    assert status["seed_9"].untrained and not any(status[k].untrained for k in ("seed_0", "seed_1", "seed_2"))
     shown = alb_cli("status", str(tmp_path), cwd=tmp_path)
     assert shown.returncode == 0 and "step 4 of 10" in shown.stdout and "damaged" in shown.stdout
+    assert "seed_9" not in shown.stdout and "not listed: 1 seed folder(s)" in shown.stderr
 
 
 # submitit: the launcher's pre-emption signal requeues the job, which resumes ---------------------
