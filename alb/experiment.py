@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from alb import distributed
 from alb import pool as pool_lib
 from alb.config import check_requirement, seed_list, shared_config, strategy_label, to_container
-from alb.datasets import build_dataset
+from alb.datasets import build_dataset, check_data_root
 from alb.errors import UserError
 from alb.machine import configure
 from alb.models import make_adapter
@@ -98,6 +98,7 @@ def prepare(cfg: DictConfig) -> Experiment:
     distributed.setup(cfg.trainer.get("devices", 1), str(cfg.device))  # trainer.devices > 1: torchrun
     machine = configure(cfg)  # device, workers, threads, cuDNN, determinism
     check_requirement(cfg.model)
+    check_data_root(cfg.dataset)  # before the weights: a missing data folder is said first
     # the pretrained file is fetched (or refused, naming it) before anything is written; its
     # name and sha256 join the identity, so runs from other weights never mix in one experiment
     weights = weights_identity(cfg.model)

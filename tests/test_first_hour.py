@@ -126,3 +126,14 @@ def test_a_warning_about_the_users_files_prints_as_one_line_without_python_s_dre
     assert one_line_warning("bad row", UserWarning, "/r/reported.csv", 3) == "warning: /r/reported.csv:3: bad row\n"
     python = one_line_warning("old API", DeprecationWarning, "/site/x.py", 7)
     assert "DeprecationWarning" in python and python.startswith("/site/x.py:7")
+
+
+def test_a_missing_data_folder_is_said_before_any_pretrained_file_is_fetched(tmp_path, monkeypatch):
+    """The yolo preset's default model wants ImageNet weights that are not on this machine:
+    the unset or missing data folder is still what the user hears first."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights there
+    for args, expected in ((["dataset=yolo"], "dataset.root"),
+                           (["dataset=voc", f"dataset.root={tmp_path / 'nowhere'}"], "no such folder")):
+        code, output = invoke(["run", *args, f"results_dir={tmp_path / 'results'}"])
+        assert code == 2 and expected in output and "pretrained" not in output and "Downloading" not in output, output
+    assert not (tmp_path / "results").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
@@ -12,7 +13,7 @@ from alb.datasets.base import ClassificationData, Split, TorchSplit, prepare
 from alb.datasets.checks import check_classes, check_disjoint, check_images
 from alb.errors import UserError, check_choice
 
-__all__ = ["ClassificationData", "Split", "TorchSplit", "build_dataset", "prepare"]
+__all__ = ["ClassificationData", "Split", "TorchSplit", "build_dataset", "check_data_root", "prepare"]
 
 
 def build_dataset(cfg: DictConfig, progress: bool = False):
@@ -24,6 +25,19 @@ def build_dataset(cfg: DictConfig, progress: bool = False):
         apply_empty_policy(data, cfg.get("empty_images", "keep"))
     return prepare(data, val_size=cfg.get("val_size", 0), duplicates=cfg.get("duplicates", 1),
                    val_source=cfg.get("val_source", "pool"))
+
+
+def check_data_root(cfg: DictConfig) -> None:
+    """`dataset.root` is set and exists: checked in a moment, before a pretrained file is
+    fetched or hashed, so a new user's first mistake (no data there) is the first thing said.
+    A dataset that downloads itself (`dataset.download=true`) may start without its folder."""
+    if "root" not in cfg.keys() or cfg.get("download"):  # `in` is False for a `???` value
+        return
+    root = cfg.root  # `root: ???` left unset raises here, naming dataset.root
+    if root is not None and not Path(str(root)).expanduser().exists():
+        where = "" if Path(str(root)).is_absolute() else f" (relative to {Path.cwd()})"
+        raise UserError(f"dataset.root={root}: no such folder{where}; point dataset.root= (or ALB_DATA_DIR) at "
+                        "the folder that holds the data (docs: Datasets)")
 
 
 EMPTY_POLICIES = ("keep", "drop")
