@@ -90,7 +90,25 @@ def test_an_absent_imagenet_file_is_one_line_naming_file_folder_and_url_and_noth
     folder = torch_home / "hub" / "checkpoints"
     assert "resnet18-f37072fd.pth" in message[0] and str(folder) in message[0]
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message[0]
+    assert "Downloading" not in outcome.output  # torch's line before a failed download is not said
     assert not results.exists()
+
+
+def test_torch_s_download_line_is_said_after_a_download_that_worked(torch_home, monkeypatch, capsys):
+    from alb.models import weights as weights_lib
+    saved = make_weights_file("ResNet18_Weights.IMAGENET1K_V1")  # the file the server would send
+    sent = weights_lib.hub_file(weights_lib.torchvision_weights("ResNet18_Weights.IMAGENET1K_V1"))
+    served = sent.read_bytes()
+    sent.unlink()
+
+    def download(url, dst, *args, **kwargs):  # torch.hub's download, without a network
+        Path(dst).write_bytes(served)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    found = weights_lib.resolve("imagenet", "ResNet18_Weights.IMAGENET1K_V1")
+    assert found.path == sent and sent.is_file() and saved
+    said = capsys.readouterr()
+    assert 'Downloading: "https://download.pytorch.org/models/resnet18-f37072fd.pth"' in said.out + said.err
 
 
 def test_imagenet_on_a_model_without_imagenet_weights_is_refused_and_null_is_random(torch_home):

@@ -18,8 +18,11 @@ only the top `model.trainable_layers` stages trainable (`freeze_resnet`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import sys
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +88,14 @@ def resolve(pretrained, imagenet_weights: str | None, model_name: str = "this mo
         weights = torchvision_weights(str(imagenet_weights))
         path = hub_file(weights)
         if not path.is_file():
+            # torch's "Downloading: ..." line (stdout or stderr, by version) is said after a
+            # download, and not at all before a failure, whose one line names the URL
+            said, warned = io.StringIO(), io.StringIO()
             try:  # torchvision's own loader: downloads into the hub cache and checks the hash
-                weights.get_state_dict(progress=False, check_hash=True)
+                with contextlib.redirect_stdout(said), contextlib.redirect_stderr(warned):
+                    weights.get_state_dict(progress=False, check_hash=True)
+                sys.stdout.write(said.getvalue())
+                sys.stderr.write(warned.getvalue())
             except (urllib.error.URLError, OSError, RuntimeError) as err:
                 reason = str(getattr(err, "reason", err)).splitlines()[0]
                 raise UserError(f"model.pretrained=imagenet needs {path.name} in {path.parent} (absent, and the "
