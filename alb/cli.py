@@ -15,13 +15,13 @@ from rich.table import Table
 
 from alb.errors import check_choice
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, rich_markup_mode="markdown", no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark deep active learning: run, sweep, report, status, check, list.")
 console = Console(stderr=True, soft_wrap=True)  # an error stays one line, also when stderr is not a TTY
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Hydra overrides, e.g. strategy=noris seeds=3")]
 ConfigDir = Annotated[Optional[list[Path]], typer.Option(
     "--config-dir", help="a folder of your own configs (strategy/mine.yaml, ...) searched after alb's; its Python "
-                         "files are importable (_target_: mine.Mine); repeat for several")]
+                         "files are importable (`_target_: mine.Mine`); repeat for several")]
 Wait = Annotated[bool, typer.Option("--wait", help="wait for a seed that another alb process is running "
                                                    "instead of skipping it")]
 
@@ -299,13 +299,13 @@ def calibrate(overrides: Overrides = None, seconds: Seconds = 60.0, config_dir: 
 
 @app.command()
 @_user_errors
-def report(directories: Annotated[list[Path], typer.Argument(help="results/<experiment>, or a results folder (each "
+def report(directories: Annotated[list[Path], typer.Argument(help="`results/<experiment>`, or a results folder (each "
                                                                   "experiment under it); several: also a pooled PPM")],
            ppm_mode: Annotated[str, typer.Option(help="paired-t (Ash et al.) or ji2023 (Ji et al.'s code)")] = "paired-t",
            alpha: Annotated[float, typer.Option(help="significance level of the paired t-test")] = 0.05,
            out: Annotated[Optional[Path], typer.Option(help="one experiment: its report folder (default "
-                                                            "<experiment>/report); several: the pooled PPM's (default "
-                                                            "<parent of the first>/pooled_report)")] = None,
+                                                            "`<experiment>/report`); several: the pooled PPM's (default "
+                                                            "`<parent of the first>/pooled_report`)")] = None,
            levels: Annotated[str, typer.Option(help="fractions of the reference for savings.csv")] = "0.8,0.9,0.95",
            compare: Annotated[Optional[Path], typer.Option(help="a paper's preset folder (experiments/noris, or "
                                                                 "just noris): our numbers beside its reported.csv")] = None
