@@ -37,10 +37,19 @@ def load(results_dir: str | Path):
     return tidy_results(Path(results_dir))
 
 
-def report(directory: str | Path, ppm_mode: str = "paired-t", alpha: float = 0.05,
-           levels: Sequence[float] = (0.80, 0.90, 0.95), compare: str | Path | None = None) -> Path:
-    """Write `<directory>/report/` as `alb report` does (report.md, report.html, the tables
-    and figures); its path."""
-    from alb.reporting import write_report
-    return write_report(Path(directory), ppm_mode=ppm_mode, alpha=alpha, levels=tuple(levels),
-                        compare=Path(compare) if compare is not None else None)
+def report(directory: str | Path | Sequence[str | Path], ppm_mode: str = "paired-t", alpha: float = 0.05,
+           levels: Sequence[float] = (0.80, 0.90, 0.95), compare: str | Path | None = None,
+           out: str | Path | None = None) -> Path | list[Path]:
+    """Report as `alb report` does. One experiment's folder: writes `<directory>/report/`
+    (or `out`: report.md, report.html, the tables and figures) and returns it. A results root
+    or several folders: each experiment's report plus one PPM pooled over them
+    (`<parent of the first>/pooled_report`, or `out`); returns the report folders, the pooled
+    one last when it could be drawn (it needs 2 or more seeds of every strategy)."""
+    from alb.reporting import write_reports
+    written, pooled = write_reports(directory if isinstance(directory, (str, Path)) else list(directory),
+                                    ppm_mode=ppm_mode, alpha=alpha, levels=tuple(levels),
+                                    compare=Path(compare) if compare is not None else None,
+                                    out=Path(out) if out is not None else None)
+    if isinstance(directory, (str, Path)) and len(written) == 1:
+        return written[0]
+    return [*written, *([pooled] if pooled else [])]

@@ -313,28 +313,13 @@ def report(directories: Annotated[list[Path], typer.Argument(help="`results/<exp
     """Tables, pairwise penalty matrix, learning curves and labelling-cost savings; with several
     experiments (named, or every one under a results folder), each one's report and one PPM
     pooled over them (Ash et al.), e.g. `alb report results/quickstart` or `alb report results`."""
-    from alb.errors import UserError, check_choice
-    from alb.readers import experiments_with_results
-    from alb.reporting import PPM_MODES, write_pooled_report, write_report
-    check_choice("--ppm-mode", ppm_mode, PPM_MODES)
+    from alb.errors import UserError
+    from alb.reporting import write_reports
     try:
         fractions = tuple(float(v) for v in levels.split(","))
     except ValueError:
         raise UserError(f"--levels must be comma-separated fractions like 0.7,0.8,0.9, got {levels!r}") from None
-    if not all(0 < f <= 1 for f in fractions):
-        raise UserError(f"--levels must lie in (0, 1], got {levels!r}")
-    experiments = [e for d in directories for e in experiments_with_results(d)]
-    if len(experiments) > len(directories):
-        console.print(f"{len(experiments)} experiments: {', '.join(str(e) for e in experiments)}")
-    one = len(experiments) == 1
-    for directory in experiments:
-        written = write_report(directory, ppm_mode=ppm_mode, alpha=alpha, levels=fractions, compare=compare,
-                               out=out if one else None)
-        console.print(f"report: {written}")
-    if not one:
-        pooled = write_pooled_report(experiments, out or experiments[0].parent / "pooled_report", ppm_mode, alpha)
-        console.print(f"pooled PPM: {pooled}" if pooled else
-                      "pooled PPM: not drawn (it needs 2 or more seeds of every strategy in an experiment)")
+    write_reports(directories, ppm_mode, alpha, fractions, compare, out, say=console.print)
 
 
 @app.command()

@@ -12,8 +12,8 @@ from scipy import stats
 
 from alb.errors import UserError, check_choice, warn_data
 from alb.html import write_html
-from alb.readers import (Results, environment_notes, load_environments, load_results, strategy_parameters,
-                         strategy_style)
+from alb.readers import (Results, environment_notes, experiments_with_results, load_environments, load_results,
+                         strategy_parameters, strategy_style)
 from alb.results import seed_folders
 
 PPM_MODES = ("paired-t", "ji2023")
@@ -413,3 +413,33 @@ def write_report(directory: Path, ppm_mode: str = "paired-t", alpha: float = 0.0
     if not paired:
         warn_data(f"no pairwise penalty matrix: it {one_seed}", directory)
     return out
+
+
+def write_reports(directories, ppm_mode: str = "paired-t", alpha: float = 0.05,
+                  levels: tuple[float, ...] = SAVING_LEVELS, compare: Path | None = None, out: Path | None = None,
+                  say=lambda message: None) -> tuple[list[Path], Path | None]:
+    """`alb report`: every experiment at or under `directories` (experiment folders or results
+    roots) gets its report; with several, also one PPM pooled over them (`write_pooled_report`).
+    `out`: the report folder of a single experiment, else the pooled report's (default
+    `<parent of the first>/pooled_report`). Returns the report folders and the pooled folder
+    (None with one experiment, or when no experiment has 2 seeds of every strategy); `say`
+    hears what is being done."""
+    check_choice("--ppm-mode", ppm_mode, PPM_MODES)
+    if not all(0 < f <= 1 for f in levels):
+        raise UserError(f"--levels must lie in (0, 1], got {','.join(str(f) for f in levels)}")
+    listed = [Path(directories)] if isinstance(directories, (str, Path)) else [Path(d) for d in directories]
+    experiments = [e for d in listed for e in experiments_with_results(d)]
+    if len(experiments) > len(listed):
+        say(f"{len(experiments)} experiments: {', '.join(str(e) for e in experiments)}")
+    one = len(experiments) == 1
+    written = []
+    for directory in experiments:
+        written.append(write_report(directory, ppm_mode=ppm_mode, alpha=alpha, levels=levels, compare=compare,
+                                    out=out if one else None))
+        say(f"report: {written[-1]}")
+    if one:
+        return written, None
+    pooled = write_pooled_report(experiments, out or experiments[0].parent / "pooled_report", ppm_mode, alpha)
+    say(f"pooled PPM: {pooled}" if pooled else
+        "pooled PPM: not drawn (it needs 2 or more seeds of every strategy in an experiment)")
+    return written, pooled

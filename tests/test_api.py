@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -34,3 +35,8 @@ def test_run_load_report_round_trip(tmp_path):
     assert list(mine.accuracy) == list(cycles.accuracy) and list(mine.n_labelled) == list(cycles.n_labelled)
     out = alb.report(tmp_path / "api")
     assert (out / "summary.md").is_file() and (out / "report.html").is_file()
+    assert alb.report(tmp_path) == out  # a results root holding one experiment: its report
+    shutil.copytree(tmp_path / "api", tmp_path / "copy", ignore=shutil.ignore_patterns("report"))
+    every = alb.report(tmp_path)  # a root, as `alb report results`: each experiment, then the pooled PPM
+    assert every == [tmp_path / "api" / "report", tmp_path / "copy" / "report", tmp_path / "pooled_report"]
+    assert (tmp_path / "pooled_report" / "pooled.md").is_file()
