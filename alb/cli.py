@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -234,6 +235,14 @@ def check(overrides: Overrides = None, config_dir: ConfigDir = None,
         raise typer.Exit(1)
 
 
+def _count(n: int) -> str:
+    """A count in at most 5 characters: 9,999, 376k, 1.13M, 2.64G."""
+    for limit, unit in ((1e9, "G"), (1e6, "M")):
+        if n >= limit:
+            return f"{n / limit:.3g}{unit}"
+    return f"{n / 1e3:.0f}k" if n >= 10_000 else f"{n:,}"
+
+
 def _dry_run(jobs: list[list[str]]) -> None:
     """One row per job: its overrides, seeds, the training and inference images it would
     process, and device-hours where `alb calibrate` has measured this machine's device."""
@@ -241,8 +250,10 @@ def _dry_run(jobs: list[list[str]]) -> None:
     plans = plan_jobs(jobs)
     # what every job shares is said once; the table shows what differs (readable at 80 columns)
     common = [o for o in plans[0].overrides if all(o in p.overrides for p in plans)] if len(plans) > 1 else []
-    table = Table(title=f"sweep: {len(jobs)} job(s), nothing run")
-    columns = ("job", "overrides", "seeds", "train/seed", "train", "infer", "dev-h")  # short: fits 80 columns
+    # no vertical rules and counts in k / M (the exact totals follow the table): fits 80 columns
+    table = Table(title=f"sweep: {len(jobs)} job(s), nothing run", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
+    columns = ("job", "overrides", "seeds", "train/seed", "train", "infer", "dev-h")
     shown = [" ".join(o for o in plan.overrides if o not in common) for plan in plans]
     longest = max((len(word) for line in shown for word in line.split()), default=8)
     for column in columns:
@@ -251,7 +262,7 @@ def _dry_run(jobs: list[list[str]]) -> None:
     for k, plan in enumerate(plans):
         hours = f"{plan.hours:,.2f}" if plan.hours is not None else "-"
         table.add_row(str(k + 1), shown[k], str(plan.seeds),
-                      f"{plan.per_seed:,}", f"{plan.total:,}", f"{plan.infer_total:,}", hours)
+                      _count(plan.per_seed), _count(plan.total), _count(plan.infer_total), hours)
     if common:
         Console().print(f"every job: {' '.join(common)}")
     Console().print(table)
@@ -332,7 +343,8 @@ def status(directory: Annotated[Path, typer.Argument(help="a results folder (res
     from alb.status import age, results_status
     found = results_status(directory)
     rows = [r for r in found if not r.untrained]  # a folder no run trained in is not a run to report
-    table = Table(title=f"{directory}: {len(rows)} seed folder(s)")
+    table = Table(title=f"{directory}: {len(rows)} seed folder(s)", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)  # no vertical rules: names keep the room at 80 columns
     training = any(r.training or r.detail for r in rows)  # the column only when a row has something to say
     for column in ("experiment", "strategy", "seed", "state", "cycles", *(["training"] if training else []),
                    "last metric", "updated"):

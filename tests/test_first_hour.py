@@ -5,6 +5,7 @@ what a one-seed run cannot show, and `alb report` takes a results root."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -137,3 +138,15 @@ def test_a_missing_data_folder_is_said_before_any_pretrained_file_is_fetched(tmp
         code, output = invoke(["run", *args, f"results_dir={tmp_path / 'results'}"])
         assert code == 2 and expected in output and "pretrained" not in output and "Downloading" not in output, output
     assert not (tmp_path / "results").exists()
+
+
+def test_the_dry_run_fits_80_columns_with_every_column_and_whole_override_names():
+    outcome = CliRunner().invoke(app, ["sweep", "experiment=ppal/voc", "--dry-run"], env={"COLUMNS": "80"})
+    assert outcome.exit_code == 0, outcome.output
+    lines = outcome.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    header = next(line for line in lines if "overrides" in line)
+    assert header.split() == ["job", "overrides", "seeds", "train/seed", "train", "infer", "dev-h"]
+    words = outcome.output.split()
+    assert "strategy.uncertainty=dcus_freq" in words  # a name is never cut
+    assert any(re.fullmatch(r"\d+(\.\d+)?[kMG]", w) for w in words)  # counts in k / M (the exact totals below)
