@@ -55,6 +55,19 @@ def test_object_distances_equal_a_naive_double_loop(aggregate, metric, image_ter
     np.testing.assert_allclose(every[:, cols], got, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("aggregate", ["max", "mean"])
+def test_the_upper_triangle_gives_the_exact_largest_distance_and_its_columns_match_whole_rows(aggregate):
+    from alb.select import ObjectDistances
+    det = random_detections(np.random.default_rng(5))  # image 0 has no detection: the image term alone
+    distances = ObjectDistances(det["box_features"], det["offsets"], det["image_features"], aggregate)
+    full = distances(np.arange(distances.n)).numpy()
+    np.testing.assert_allclose(full, full.T, rtol=1e-5, atol=1e-4)  # symmetric: the triangle suffices
+    for block in (1, 3, distances.n):
+        assert distances.max_distance(block) == pytest.approx(float(full.max()), rel=1e-6)
+    rows = np.array([4, 5, 6])
+    np.testing.assert_allclose(distances(rows, first_col=4).numpy(), full[rows][:, 4:], rtol=1e-5, atol=1e-5)
+
+
 def test_object_distances_accept_torch_tensors():
     det = random_detections(np.random.default_rng(0))
     as_torch = {k: torch.as_tensor(v) for k, v in det.items()}

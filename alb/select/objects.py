@@ -88,10 +88,11 @@ class ObjectDistances:
         device = self.o.device
         return torch.as_tensor(rows, device=device), torch.as_tensor(position, device=device)
 
-    def __call__(self, rows, cols=None) -> torch.Tensor:
+    def __call__(self, rows, cols=None, first_col: int = 0) -> torch.Tensor:
+        """(len(rows), n_cols) distances to images `cols`, or (None) to images first_col..n-1."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         every_col = cols is None
-        cols = np.arange(self.n) if every_col else np.asarray(cols, dtype=np.int64).reshape(-1)
+        n_cols = self.n - first_col if every_col else len(np.asarray(cols).reshape(-1))
         device = self.f.device
         if len(rows) == 1:  # the greedy's one row per pick: slices, no index copied to the device
             i = int(rows[0])
@@ -106,9 +107,13 @@ class ObjectDistances:
             r_obj, r_pos = self._objects_of(rows)
             r_o, r_o_norm = self.o[r_obj], self.o_norm[r_obj]
             r_count = self.counts[r_index]
-        if every_col:  # every image: the stored matrices themselves, not a gathered copy of them
-            c_f, c_f_norm, c_o, c_o_norm, c_pos, c_count = self.f, self.f_norm, self.o, self.o_norm, self.owner, self.counts
+        if every_col:  # images first_col..n-1: slices of the stored matrices, not a gathered copy of them
+            o0 = int(self.offsets[first_col])
+            c_f, c_f_norm, c_o, c_o_norm = self.f[first_col:], self.f_norm[first_col:], self.o[o0:], self.o_norm[o0:]
+            c_pos = self.owner[o0:] - first_col if first_col else self.owner
+            c_count = self.counts[first_col:]
         else:
+            cols = np.asarray(cols, dtype=np.int64).reshape(-1)
             c_index = torch.as_tensor(cols, device=device)
             c_obj, c_pos = self._objects_of(cols)
             c_f, c_f_norm, c_o, c_o_norm = self.f[c_index], self.f_norm[c_index], self.o[c_obj], self.o_norm[c_obj]
@@ -124,7 +129,7 @@ class ObjectDistances:
             per_row = pair.amax(dim=0, keepdim=True) if how == "amax" else pair.sum(dim=0, keepdim=True)
         else:  # an image without objects: d_o is unused (the image term alone)
             per_row = pair.new_zeros((1, pair.shape[1]))
-        d_o = segment_reduce(per_row, c_pos, len(cols), dim=1, how=how)  # (n_rows, n_cols)
+        d_o = segment_reduce(per_row, c_pos, n_cols, dim=1, how=how)  # (n_rows, n_cols)
         r_count, c_count = r_count.to(d_o.dtype), c_count.to(d_o.dtype)
         if self.aggregate == "mean":
             d_o = d_o / (r_count[:, None] * c_count[None, :]).clamp_(min=1.0)
@@ -133,14 +138,14 @@ class ObjectDistances:
         return torch.where(both, combined, image_d)
 
     def max_distance(self, block: int = 512) -> float:
-        """The exact largest d(u, v) over all pairs, over blocks of rows against every image
-        (memory O(block * M), never n x n). Whole rows, not the upper triangle: gathering the
-        triangle's objects cost more than the pairs it saves (NORIS-det 827 images: 2.5 s
-        against 0.65 s for the full matrix, benchmarks/bench_select_det.py)."""
+        """The exact largest d(u, v) over all pairs (memory O(block * M), never n x n). d is
+        symmetric, so each block of rows i.. is measured against images i..n-1 only: the upper
+        triangle, whose columns' objects are one slice of the stored matrix (no gathered copy),
+        half the object pairs of whole rows."""
         best = 0.0
         for i in range(0, self.n, block):
             rows = np.arange(i, min(i + block, self.n))
-            best = max(best, float(self(rows).max()))
+            best = max(best, float(self(rows, first_col=i).max()))
         return best
 
 
