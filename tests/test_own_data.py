@@ -113,6 +113,50 @@ def test_yolo_reads_normalised_labels_as_pixel_boxes_and_images_without_labels_a
     assert np.allclose(two["boxes"][0], [10, 15, 30, 35])  # cx .2 cy .5 w .2 h .4 of 100x50
 
 
+def _phone_photo(path: Path) -> None:
+    """A photo as a phone stores it: shown (50 wide, 100 high) its top-left quarter is red;
+    stored turned a quarter counter-clockwise (100 x 50) with EXIF orientation 6, which turns
+    it back when shown (PIL's exif_transpose agrees: checked)."""
+    from PIL import ImageOps
+    shown = np.zeros((100, 50, 3), np.uint8)
+    shown[:50, :25] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(shown).transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
+    with Image.open(path) as saved:
+        assert saved.size == (100, 50) and np.abs(np.asarray(ImageOps.exif_transpose(saved), int) - shown).mean() < 5
+
+
+@pytest.mark.parametrize("reader", ["yolo", "coco_json"])
+def test_a_phone_photo_is_read_turned_by_its_exif_tag_and_its_boxes_land_on_what_was_drawn(tmp_path, reader):
+    """The annotator saw the turned photo (50 wide, 100 high) and boxed its red quarter,
+    (0, 0, 25, 50) in pixels; `exif_orientation=false` reads the stored pixels instead."""
+    if reader == "yolo":
+        _phone_photo(tmp_path / "images" / "train" / "photo.jpg")
+        _phone_photo(tmp_path / "images" / "val" / "other.jpg")
+        for split, stem in (("train", "photo"), ("val", "other")):
+            (tmp_path / "labels" / split).mkdir(parents=True)
+            (tmp_path / "labels" / split / f"{stem}.txt").write_text("0 0.25 0.25 0.5 0.5\n")
+        (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\ntrain: images/train\nval: images/val\nnames: [red]\n")
+        cfg = lambda **kw: dataset_cfg("yolo", tmp_path, **kw)  # noqa: E731
+    else:
+        for k in range(2):
+            _phone_photo(tmp_path / "img" / f"p{k}.jpg")
+        (tmp_path / "train.json").write_text(json.dumps({
+            "images": [{"id": k, "file_name": f"p{k}.jpg", "width": 50, "height": 100} for k in range(2)],
+            "annotations": [{"id": k + 1, "image_id": k, "category_id": 1, "bbox": [0, 0, 25, 50]} for k in range(2)],
+            "categories": [{"id": 1, "name": "red"}]}))
+        cfg = lambda **kw: coco_cfg(tmp_path, **{"reader.test_fraction": 0.5, **kw})  # noqa: E731
+    data = build_dataset(cfg())
+    image, box = data.pool.image(0), data.pool.annotations[0]["boxes"][0]
+    assert tuple(image.shape) == (3, 100, 50) and np.allclose(box, [0, 0, 25, 50])
+    x1, y1, x2, y2 = (int(v) for v in box)
+    assert image[0, y1:y2, x1:x2].float().mean() > 200 and image[0, 60:, :].float().mean() < 30  # red inside only
+    stored = build_dataset(cfg(**{"reader.exif_orientation": "false"})).pool.image(0)
+    assert tuple(stored.shape) == (3, 50, 100)
+
+
 def test_yolo_names_every_problem_with_file_and_line(tmp_path):
     yolo_files(tmp_path, bad=True)
     with pytest.raises(UserError) as caught:

@@ -120,12 +120,14 @@ def held_out(split: DetectionSplit, fraction: float, seed: int, what: str) -> tu
 
 def read_coco_json(root: str, train: str, images: str, test: str | None = None, test_images: str | None = None,
                    test_fraction: float | None = None, split_seed: int = 0, evaluation: str = "coco",
-                   name: str = "coco_json") -> DetectionData:
+                   name: str = "coco_json", exif_orientation: bool = True) -> DetectionData:
     """`train`: the pool's instances file, its images under `images`; `test` (its images under
     `test_images`, default `images`) or `test_fraction` of the pool file held out with
     `split_seed`; relative paths are under `root` (the data's location, `dataset.root`: moving
     the data does not change the run's identity). `evaluation`: the headline metric (coco:
-    AP@[.5:.95]; voc07 / area: AP50)."""
+    AP@[.5:.95]; voc07 / area: AP50). `exif_orientation`: images turned by their EXIF tag, as
+    the annotation tools (CVAT, Label Studio, Roboflow's auto-orient) showed them when the
+    boxes were drawn (False: the stored pixels)."""
     if (test is None) == (test_fraction is None):
         raise UserError("dataset.reader: give either test=<instances json> or test_fraction=<0..1> (not both)")
     base = Path(root).expanduser()
@@ -141,6 +143,7 @@ def read_coco_json(root: str, train: str, images: str, test: str | None = None, 
         test_split, _ = parse_instances(test_path, under_root(test_images or images), "test", cats, findings)
     else:
         pool, test_split = held_out(pool, test_fraction, split_seed, "dataset.reader.test_fraction")
+    pool.exif_orientation = test_split.exif_orientation = exif_orientation
     if not cats:
         findings.append(f"{train_path}: 'categories' is empty")
     return DetectionData(pool, test_split, [str(c.get("name", c["id"])) for c in cats], evaluation, name=name,

@@ -38,14 +38,19 @@ def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
 
 class DetectionSplit:
     """`image_paths[i]` is annotated by `annotations[i]` and has the stable id `ids[i]`.
-    `cache=True` keeps decoded images in memory (small generated datasets)."""
+    `cache=True` keeps decoded images in memory (small generated datasets).
+    `exif_orientation=True` decodes each image turned as its EXIF orientation tag says (as
+    a browser, cv2 and Ultralytics show a phone photo, and as annotation tools draw boxes on
+    it); False: the stored pixels as they are (the papers' datasets)."""
 
-    def __init__(self, image_paths: list[Path], annotations: list[dict], ids: list[str], cache: bool = False):
+    def __init__(self, image_paths: list[Path], annotations: list[dict], ids: list[str], cache: bool = False,
+                 exif_orientation: bool = False):
         if not (len(image_paths) == len(annotations) == len(ids)):
             raise ValueError("image_paths, annotations and ids differ in length")
         if len(set(ids)) != len(ids):
             raise ValueError("sample ids must be unique within a split")
         self.image_paths, self.annotations, self.ids, self.cache = list(image_paths), annotations, list(ids), cache
+        self.exif_orientation = exif_orientation
         self._images: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
@@ -64,7 +69,8 @@ class DetectionSplit:
         try:  # torchvision's decoders (libjpeg-turbo, libpng): no PIL round trip
             # decoded as an (H, W, 3) buffer seen as (3, H, W): made contiguous once here, which
             # also makes the float conversion after it 3x faster than on the strided view
-            image = decode_image(str(path), mode=ImageReadMode.RGB).contiguous()
+            image = decode_image(str(path), mode=ImageReadMode.RGB,
+                                 apply_exif_orientation=self.exif_orientation).contiguous()
         except (RuntimeError, OSError, ValueError) as err:
             raise UserError(f"cannot read image {path}: {str(err).splitlines()[0]}") from err
         if self.cache:
@@ -75,7 +81,8 @@ class DetectionSplit:
         """The images `rows`, in that order (with other `ids` when given)."""
         rows = np.asarray(rows, dtype=np.int64)
         split = DetectionSplit([self.image_paths[r] for r in rows], [self.annotations[r] for r in rows],
-                               ids if ids is not None else [self.ids[r] for r in rows], self.cache)
+                               ids if ids is not None else [self.ids[r] for r in rows], self.cache,
+                               self.exif_orientation)
         split._images = self._images if np.array_equal(rows, np.arange(len(self))) else {}
         return split
 

@@ -70,10 +70,18 @@ def _images(entry, root: Path, path: Path, key: str) -> list[Path]:
     return found
 
 
-def _size(image: Path) -> tuple[int, int] | None:
+EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the image a quarter (width and height swap)
+
+
+def _size(image: Path, exif_orientation: bool = True) -> tuple[int, int] | None:
+    """(width, height) from the header; with `exif_orientation`, of the image as its EXIF tag
+    turns it (Ultralytics' `exif_size`: labels are normalised to the turned image)."""
     try:
         with Image.open(image) as opened:
-            return opened.size
+            width, height = opened.size
+            if exif_orientation and opened.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            return width, height
     except (OSError, UnidentifiedImageError, ValueError):
         return None  # named by the image check (datasets/checks.py) with the others
 
@@ -117,9 +125,10 @@ def _labels(image: Path, size: tuple[int, int] | None, n_classes: int, findings:
             "difficult": np.zeros(len(labels), bool)}
 
 
-def _split(images: list[Path], prefix: str, root: Path, n_classes: int, findings: list[str]) -> DetectionSplit:
+def _split(images: list[Path], prefix: str, root: Path, n_classes: int, findings: list[str],
+           exif_orientation: bool = True) -> DetectionSplit:
     with ThreadPoolExecutor(THREADS) as pool:
-        sizes = list(pool.map(_size, images))
+        sizes = list(pool.map(lambda image: _size(image, exif_orientation), images))
     annotations = [_labels(image, size, n_classes, findings) for image, size in zip(images, sizes)]
     ids = []
     for image in images:
@@ -127,7 +136,7 @@ def _split(images: list[Path], prefix: str, root: Path, n_classes: int, findings
             ids.append(f"{prefix}/{image.relative_to(root).with_suffix('').as_posix()}")
         except ValueError:
             ids.append(f"{prefix}/{image.with_suffix('').as_posix()}")
-    return DetectionSplit(images, annotations, ids)
+    return DetectionSplit(images, annotations, ids, exif_orientation=exif_orientation)
 
 
 def _orphan_labels(images: list[Path], findings: list[str]) -> None:
@@ -141,11 +150,13 @@ def _orphan_labels(images: list[Path], findings: list[str]) -> None:
 
 
 def read_yolo(root: str, data_yaml: str = "data.yaml", test_fraction: float | None = None, split_seed: int = 0,
-              evaluation: str = "coco", name: str = "yolo") -> DetectionData:
+              evaluation: str = "coco", name: str = "yolo", exif_orientation: bool = True) -> DetectionData:
     """`data_yaml`: an Ultralytics data.yaml (relative to `root`, the data's location,
     `dataset.root`). The pool is its `train` images; the test split its `test` images, else its
     `val` images, else `test_fraction` of `train` held out with `split_seed`. `evaluation`: the
-    headline metric (coco: AP@[.5:.95], as Ultralytics' mAP50-95; voc07 / area: AP50)."""
+    headline metric (coco: AP@[.5:.95], as Ultralytics' mAP50-95; voc07 / area: AP50).
+    `exif_orientation`: images turned by their EXIF tag and labels normalised to the turned
+    image, as Ultralytics reads them (False: the stored pixels)."""
     path = Path(root).expanduser() / Path(data_yaml).expanduser()
     if not path.is_file():
         raise UserError(f"{path}: no such file (expected an Ultralytics data.yaml with path, train, val, names)")
@@ -165,11 +176,11 @@ def read_yolo(root: str, data_yaml: str = "data.yaml", test_fraction: float | No
     if not train:
         raise UserError(f"{path}: train lists no images under {root} (suffixes {', '.join(IMAGE_SUFFIXES)})")
     test_key = "test" if data.get("test") else "val" if data.get("val") else None
-    pool = _split(train, "train", root, len(names), findings)
+    pool = _split(train, "train", root, len(names), findings, exif_orientation)
     _orphan_labels(train, findings)
     if test_key is not None and test_fraction is None:
         test_images = _images(data[test_key], root, path, test_key)
-        test = _split(test_images, test_key, root, len(names), findings)
+        test = _split(test_images, test_key, root, len(names), findings, exif_orientation)
         _orphan_labels(test_images, findings)
     elif test_fraction is not None:
         pool, test = held_out(pool, test_fraction, split_seed, "dataset.reader.test_fraction")
