@@ -32,6 +32,23 @@ CACHE_VERSION = 1
 THREADS = 8  # the check is mostly waiting on the file system (network mounts on clusters)
 
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the image a quarter (width and height swap)
+
+
+def image_size(path: Path, exif_orientation: bool = True) -> tuple[int, int] | None:
+    """(width, height) from the header, None when unreadable (the image check names it);
+    with `exif_orientation`, of the image as its EXIF tag turns it when shown (Ultralytics'
+    `exif_size`)."""
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+            if exif_orientation and opened.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            return width, height
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return None
+
+
 def image_problem(path: Path) -> str | None:
     """Why `path` cannot be used as an image, or None when it can."""
     try:

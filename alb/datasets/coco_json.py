@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from alb.datasets.checks import image_size
 from alb.datasets.detection import DetectionData, DetectionSplit
 from alb.errors import UserError
 
@@ -100,11 +102,35 @@ def parse_instances(path: Path, image_dir: Path, prefix: str, categories: list[d
         annotations.append({"boxes": np.asarray([o[0] for o in objects], np.float32).reshape(-1, 4),
                             "labels": np.asarray([o[1] for o in objects], np.int64),
                             "difficult": np.zeros(len(objects), bool),
-                            "crowd": np.asarray([o[2] for o in objects], bool)})
+                            "crowd": np.asarray([o[2] for o in objects], bool),
+                            "size": ((int(img["width"]), int(img["height"]))
+                                     if _number(img.get("width")) and _number(img.get("height")) else None)})
         ids.append(f"{prefix}/{image_id}")
     if own and findings:
         raise UserError(findings[0] if len(findings) == 1 else f"{len(findings)} problems: " + " | ".join(findings[:20]))
     return DetectionSplit(paths, annotations, ids), cats
+
+
+SIZE_THREADS = 8  # image headers: mostly waiting on the file system
+
+
+def _size_mismatches(split: DetectionSplit, json_path: Path, exif_orientation: bool) -> list[str]:
+    """Images whose size (as shown, when `exif_orientation`) is not the json's width x height:
+    the boxes were drawn on another frame than the one training would see. A swapped pair
+    names the setting that fixes it."""
+    declared = [a.get("size") for a in split.annotations]
+    with ThreadPoolExecutor(SIZE_THREADS) as pool:
+        found = list(pool.map(lambda path: image_size(path, exif_orientation), split.image_paths))
+    problems = []
+    for path, want, got in zip(split.image_paths, declared, found):
+        if want is None or got is None or tuple(want) == got:
+            continue
+        hint = (f"; set dataset.reader.exif_orientation={str(not exif_orientation).lower()} if the boxes were drawn "
+                f"on the {'stored pixels' if exif_orientation else 'photo as shown'}") if tuple(want) == got[::-1] else ""
+        shown = " as its EXIF tag shows it" if exif_orientation else ""
+        problems.append(f"{json_path}: {path} is {got[0]}x{got[1]}{shown}, but its width x height there is "
+                        f"{want[0]}x{want[1]}{hint}")
+    return problems
 
 
 def held_out(split: DetectionSplit, fraction: float, seed: int, what: str) -> tuple[DetectionSplit, DetectionSplit]:
@@ -144,6 +170,8 @@ def read_coco_json(root: str, train: str, images: str, test: str | None = None, 
     else:
         pool, test_split = held_out(pool, test_fraction, split_seed, "dataset.reader.test_fraction")
     pool.exif_orientation = test_split.exif_orientation = exif_orientation
+    for split, json_path in ((pool, train_path), (test_split, under_root(test) if test is not None else train_path)):
+        findings += _size_mismatches(split, json_path, exif_orientation)
     if not cats:
         findings.append(f"{train_path}: 'categories' is empty")
     return DetectionData(pool, test_split, [str(c.get("name", c["id"])) for c in cats], evaluation, name=name,

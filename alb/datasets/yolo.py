@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image, UnidentifiedImageError
 
+from alb.datasets.checks import image_size
 from alb.datasets.coco_json import held_out
 from alb.datasets.detection import DetectionData, DetectionSplit
 from alb.errors import UserError
@@ -70,22 +70,6 @@ def _images(entry, root: Path, path: Path, key: str) -> list[Path]:
     return found
 
 
-EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the image a quarter (width and height swap)
-
-
-def _size(image: Path, exif_orientation: bool = True) -> tuple[int, int] | None:
-    """(width, height) from the header; with `exif_orientation`, of the image as its EXIF tag
-    turns it (Ultralytics' `exif_size`: labels are normalised to the turned image)."""
-    try:
-        with Image.open(image) as opened:
-            width, height = opened.size
-            if exif_orientation and opened.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-                width, height = height, width
-            return width, height
-    except (OSError, UnidentifiedImageError, ValueError):
-        return None  # named by the image check (datasets/checks.py) with the others
-
-
 def _labels(image: Path, size: tuple[int, int] | None, n_classes: int, findings: list[str]) -> dict:
     boxes, labels = [], []
     label_file = label_path(image)
@@ -128,7 +112,7 @@ def _labels(image: Path, size: tuple[int, int] | None, n_classes: int, findings:
 def _split(images: list[Path], prefix: str, root: Path, n_classes: int, findings: list[str],
            exif_orientation: bool = True) -> DetectionSplit:
     with ThreadPoolExecutor(THREADS) as pool:
-        sizes = list(pool.map(lambda image: _size(image, exif_orientation), images))
+        sizes = list(pool.map(lambda image: image_size(image, exif_orientation), images))
     annotations = [_labels(image, size, n_classes, findings) for image, size in zip(images, sizes)]
     ids = []
     for image in images:
