@@ -102,6 +102,7 @@ alb.run(["experiment=quickstart", "strategy=entropy", "seeds=2"])
 frame = alb.load("results/quickstart")   # experiment, strategy, seed, cycle, n_labelled, metrics, timings
 frame.groupby(["strategy", "n_labelled"]).accuracy.mean().unstack(0)
 alb.report("results/quickstart")          # results/quickstart/report/, report.html included
+alb.report("results")                     # every experiment under results/, then the pooled PPM: a list of folders
 ```
 
 ::: alb.run

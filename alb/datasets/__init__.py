@@ -30,9 +30,12 @@ def build_dataset(cfg: DictConfig, progress: bool = False):
 def check_data_root(cfg: DictConfig) -> None:
     """`dataset.root` is set and exists: checked in a moment, before a pretrained file is
     fetched or hashed, so a new user's first mistake (no data there) is the first thing said.
-    A dataset that downloads itself (`dataset.download=true`) may start without its folder."""
-    if "root" not in cfg.keys() or cfg.get("download"):  # `in` is False for a `???` value
-        return
+    A dataset that downloads itself (`dataset.download=true`) may start without its folder;
+    one whose reader takes no `root` (generated data: `cache_dir`) or that is `embedded` has
+    none to check."""
+    reader = cfg.get("reader") or {}
+    if "root" not in cfg.keys() or "root" not in reader or cfg.get("download") or cfg.get("embedded"):
+        return  # (`in` on cfg.keys(): a `???` root is a key that `in cfg` denies)
     root = cfg.root  # `root: ???` left unset raises here, naming dataset.root
     if root is not None and not Path(str(root)).expanduser().exists():
         where = "" if Path(str(root)).is_absolute() else f" (relative to {Path.cwd()})"
