@@ -162,6 +162,24 @@ def test_a_phone_photo_is_read_turned_by_its_exif_tag_and_its_boxes_land_on_what
             build_dataset(cfg(**{"reader.exif_orientation": "false"}))
 
 
+def test_yolo_image_lists_follow_ultralytics_paths_and_nc_must_agree_with_names(tmp_path):
+    """A `./` line of a .txt list is beside the list (coco.yaml's train2017.txt), another line
+    under the root; `nc` that disagrees with `names` is refused."""
+    yolo_files(tmp_path)
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "images").symlink_to(tmp_path / "images")  # ./images/... beside the list
+    (lists / "train.txt").write_text("./images/train/train1.jpg\nimages/train/train2.jpg\n")
+    (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\ntrain: lists/train.txt\nval: images/val\nnames: [cat, dog]\n")
+    data = build_dataset(dataset_cfg("yolo", tmp_path))
+    assert sorted(p.name for p in data.pool.image_paths) == ["train1.jpg", "train2.jpg"]
+    assert [len(a["boxes"]) for a in data.pool.annotations] == [1, 2]
+    (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\ntrain: images/train\nval: images/val\nnc: 3\n"
+                                        "names: [cat, dog]\n")
+    with pytest.raises(UserError, match="nc is 3 but names lists 2 classes"):
+        build_dataset(dataset_cfg("yolo", tmp_path))
+
+
 def test_yolo_names_every_problem_with_file_and_line(tmp_path):
     yolo_files(tmp_path, bad=True)
     with pytest.raises(UserError) as caught:

@@ -45,10 +45,14 @@ def _names(data: dict, path: Path) -> list[str]:
     if isinstance(names, dict):
         if sorted(names) != list(range(len(names))):
             raise UserError(f"{path}: names must map the ids 0..{len(names) - 1} to names, got ids {sorted(names)}")
-        return [str(names[k]) for k in range(len(names))]
-    if isinstance(names, list) and names:
-        return [str(n) for n in names]
-    raise UserError(f"{path}: expected `names:` as a list of class names or a mapping id -> name")
+        listed = [str(names[k]) for k in range(len(names))]
+    elif isinstance(names, list) and names:
+        listed = [str(n) for n in names]
+    else:
+        raise UserError(f"{path}: expected `names:` as a list of class names or a mapping id -> name")
+    if "nc" in data and data["nc"] != len(listed):
+        raise UserError(f"{path}: nc is {data['nc']} but names lists {len(listed)} classes; make them agree")
+    return listed
 
 
 def _images(entry, root: Path, path: Path, key: str) -> list[Path]:
@@ -62,9 +66,10 @@ def _images(entry, root: Path, path: Path, key: str) -> list[Path]:
             found += sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         elif source.is_file() and source.suffix == ".txt":
             for line in source.read_text().splitlines():
-                if line.strip():
+                if line.strip():  # `./x` is beside the list (Ultralytics' rule, coco.yaml's lists); `x` under the root
                     image = Path(line.strip())
-                    found.append(image if image.is_absolute() else (root / image).resolve())
+                    base = source.parent if line.strip().startswith("./") else root
+                    found.append(image if image.is_absolute() else (base / image).resolve())
         else:
             raise UserError(f"{path}: {key}: {source} is neither a folder of images nor a .txt list of images")
     return found
@@ -124,13 +129,17 @@ def _split(images: list[Path], prefix: str, root: Path, n_classes: int, findings
 
 
 def _orphan_labels(images: list[Path], findings: list[str]) -> None:
-    """Label files in the label folders of `images` that no image of the split has."""
-    expected = {label_path(image) for image in images}
-    for folder in sorted({label.parent for label in expected}):
-        for label in sorted(folder.glob("*.txt")):
-            if label not in expected and label.name != "classes.txt":
-                findings.append(f"{label}: a label file without its image ({label.stem}.* is not among the split's "
-                                "images)")
+    """Label files, in the label folders of `images`, with no image of their name in the
+    matching image folder. An image list that names some of a folder's images (train.txt and
+    val.txt over one folder) leaves the other images' labels alone."""
+    folders: dict[Path, Path] = {}
+    for image in images:
+        folders.setdefault(label_path(image).parent, image.parent)
+    for label_folder, image_folder in sorted(folders.items()):
+        stems = {p.stem for p in image_folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        for label in sorted(label_folder.glob("*.txt")):
+            if label.stem not in stems and label.name != "classes.txt":
+                findings.append(f"{label}: a label file without its image (no {label.stem}.* in {image_folder})")
 
 
 def read_yolo(root: str, data_yaml: str = "data.yaml", test_fraction: float | None = None, split_seed: int = 0,
