@@ -21,12 +21,21 @@ __all__ = ["run", "load", "report", "__version__"]
 
 def run(overrides: Sequence[str] = (), wait: bool = False, config_dir: str | Path | None = None) -> list[Path]:
     """Run one strategy over its seeds, as `alb run OVERRIDES` does; the seed folders
-    completed. `config_dir`: a folder of your own configs (as `--config-dir`)."""
-    from alb.config import add_user_config_dir, compose_config
+    completed. `config_dir`: a folder of your own configs (as `--config-dir`), searched for
+    this call only (a notebook's next call does not see it unless given again)."""
+    import os
+    from alb.config import USER_DIRS_ENV, add_user_config_dir, compose_config
     from alb.loop import run_experiment
-    if config_dir is not None:
-        add_user_config_dir(config_dir)
-    return run_experiment(compose_config(list(overrides)), wait=wait)
+    before = os.environ.get(USER_DIRS_ENV)
+    try:
+        if config_dir is not None:
+            add_user_config_dir(config_dir)
+        return run_experiment(compose_config(list(overrides)), wait=wait)
+    finally:
+        if before is None:
+            os.environ.pop(USER_DIRS_ENV, None)
+        else:
+            os.environ[USER_DIRS_ENV] = before
 
 
 def load(results_dir: str | Path):

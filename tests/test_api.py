@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 import alb
+from alb.config import USER_DIRS_ENV
+from alb.errors import UserError
 
 from conftest import TINY
 
@@ -40,3 +44,19 @@ def test_run_load_report_round_trip(tmp_path):
     every = alb.report(tmp_path)  # a root, as `alb report results`: each experiment, then the pooled PPM
     assert every == [tmp_path / "api" / "report", tmp_path / "copy" / "report", tmp_path / "pooled_report"]
     assert (tmp_path / "pooled_report" / "pooled.md").is_file()
+
+
+def test_a_config_dir_given_to_alb_run_holds_for_that_call_only(tmp_path, monkeypatch):
+    monkeypatch.delenv(USER_DIRS_ENV, raising=False)
+    conf = tmp_path / "my_conf"
+    (conf / "strategy").mkdir(parents=True)
+    (conf / "first_rows.py").write_text(
+        "import numpy as np\nfrom alb.strategies.base import Strategy\n\n\n"
+        "class FirstRows(Strategy):\n    fields = ()\n    tasks = ('classification',)\n\n"
+        "    def select(self, unlabelled, labelled, budget, rng):\n        return np.arange(budget)\n")
+    (conf / "strategy" / "first_rows.yaml").write_text("# the first unlabelled rows\n_target_: first_rows.FirstRows\n")
+    base = [*TINY, "protocol.cycles=1", f"results_dir={tmp_path / 'results'}", "seeds=1", "strategy=first_rows"]
+    assert len(alb.run(base, config_dir=conf)) == 1
+    assert USER_DIRS_ENV not in os.environ
+    with pytest.raises(UserError, match="no such strategy"):
+        alb.run([*base, "name=again"])
