@@ -25,7 +25,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from alb.errors import UserError
 
@@ -136,7 +136,63 @@ def compose_config(overrides: Sequence[str] = (), keep_hydra: bool = False) -> D
         cfg.meta = choices  # which option of each group was chosen (strategy labels, checks)
     _apply_strategy_defaults(cfg, overrides)
     _keep_strings(cfg, overrides)
+    check_trainer_values(cfg.get("trainer"))
     return cfg
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int_from(low: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _number_over(low: float, inclusive: bool = False):
+    return lambda v: _is_number(v) and (v >= low if inclusive else v > low)
+
+
+# trainer.KEY: (what it must be, the test, null allowed). Checked when the config is composed,
+# so that `alb run trainer.lr=abc` is one line before anything is written, not a TypeError
+# from the optimiser after the seed folder was claimed (and `alb sweep` checks every job).
+TRAINER_VALUES = {
+    "lr": ("a number > 0", _number_over(0), False),
+    "batch_size": ("an int >= 1", _int_from(1), False),
+    "eval_batch_size": ("an int >= 1", _int_from(1), False),
+    "epochs": ("an int >= 1", _int_from(1), False),
+    "iterations": ("an int >= 1 or null", _int_from(1), True),
+    "momentum": ("a number >= 0", _number_over(0, inclusive=True), False),
+    "weight_decay": ("a number >= 0", _number_over(0, inclusive=True), False),
+    "gamma": ("a number > 0", _number_over(0), False),
+    "milestones": ("a list of ints >= 0", lambda v: isinstance(v, (list, ListConfig)) and all(map(_int_from(0), v)),
+                   True),
+    "patience": ("an int >= 1 or null", _int_from(1), True),
+    "min_steps": ("an int >= 0", _int_from(0), False),
+    "warmup_steps": ("an int >= 0", _int_from(0), False),
+    "grad_clip": ("a number > 0 or null", _number_over(0), True),
+    "restart_above": ("a number > 0", _number_over(0), False),
+    "max_restarts": ("an int >= 0", _int_from(0), False),
+    "devices": ("an int >= 1", _int_from(1), False),
+    "checkpoint_minutes": ("a number > 0 or null", _number_over(0), True),
+    "checkpoint_every": ("auto, an int >= 1 or null", lambda v: v == "auto" or _int_from(1)(v), True),
+}
+
+
+def check_trainer_values(trainer) -> None:
+    """Every problem with the trainer's numbers, in one line naming each key, what it must be
+    and what it got."""
+    if not isinstance(trainer, DictConfig):
+        return
+    problems = []
+    for key, (must, test, nullable) in TRAINER_VALUES.items():
+        if key not in trainer:
+            continue
+        value = trainer[key]
+        if (value is None and nullable) or (value is not None and test(value)):
+            continue
+        problems.append(f"trainer.{key} must be {must}, got {value!r}")
+    if problems:
+        raise UserError("; ".join(problems))
 
 
 STRING_KEYS = ("name", "results_dir")
@@ -322,9 +378,14 @@ def seed_list(seeds) -> list[int]:
             raise UserError(f"seeds must be >= 1 (or a list of seeds), got {seeds}")
         return list(range(seeds))
     try:
-        return [int(s) for s in seeds]
+        listed = [int(s) for s in seeds]
     except (TypeError, ValueError) as err:
         raise UserError(f"seeds must be a count or a list of ints, got {seeds!r}") from err
+    twice = sorted({s for s in listed if listed.count(s) > 1})
+    if twice or any(s < 0 for s in listed) or not listed:
+        problem = f"{', '.join(map(str, twice))} twice" if twice else "no seed" if not listed else "a negative seed"
+        raise UserError(f"seeds must list distinct ints >= 0, got {list(seeds)} ({problem}): each seed is one folder")
+    return listed
 
 
 def _format_value(value) -> str:
