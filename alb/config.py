@@ -24,6 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, InstantiationException
+import hydra.utils
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
@@ -338,6 +339,61 @@ def missing_requirement(node: DictConfig) -> str | None:
     return node.get("install") or f"pip install {package}"
 
 
+SIMPLE_TYPES = {int: "an int", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+
+
+def _simple_types(hint) -> tuple | None:
+    """The plain types an annotation allows (`float`, `int | None`, `Optional[str]`), or None
+    when it is anything else (lists, dicts, tensors: not checked here)."""
+    import types
+    import typing
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return args if args and all(a in SIMPLE_TYPES for a in args) else None
+
+
+def _matches(value, allowed: tuple) -> bool:
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int):
+        return int in allowed or float in allowed
+    return type(value) in allowed
+
+
+def check_node(node, where: str, skip: Sequence[str] = ()) -> None:
+    """A `_target_` node's keys against its target's signature, before anything is built: a
+    key the target does not take, or a value that is not of its annotated plain type
+    (`alpha: float` given `abc`), is one UserError naming `where.key` for each. Keys in `skip`
+    describe the node rather than build it."""
+    import typing
+    try:
+        container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+        target = hydra.utils.get_object(str(container.get("_target_")))
+        signature = inspect.signature(target)
+    except Exception:  # an unresolved value or an unimportable target is named where it is used or built
+        return
+    try:
+        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    except Exception:  # an annotation that does not resolve here: the types are not checked
+        hints = {}
+    loose = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    problems = []
+    for key, value in container.items():
+        if key.startswith("_") or key in skip:
+            continue
+        if key not in signature.parameters:
+            if not loose:
+                choices = [k for k in signature.parameters if k not in ("self", "num_classes", "in_channels")]
+                problems.append(f"{where}.{key}: {container['_target_']} takes no such setting (it takes "
+                                f"{', '.join(choices)})")
+            continue
+        allowed = _simple_types(hints.get(key))
+        if allowed is not None and not _matches(value, allowed):
+            must = " or ".join(SIMPLE_TYPES[a] for a in allowed)
+            problems.append(f"{where}.{key} must be {must}, got {value!r}")
+    if problems:
+        raise UserError("; ".join(problems))
+
+
 def build(node: DictConfig | dict, where: str = "", **kwargs: Any) -> Any:
     """Instantiate a `_target_` node (the only call site of hydra's instantiate).
 
@@ -348,6 +404,7 @@ def build(node: DictConfig | dict, where: str = "", **kwargs: Any) -> Any:
     and keeps its own traceback instead of becoming a "config error"."""
     target = (node.get("_target_") if hasattr(node, "get") else None) or "?"
     label = f"{where} ({target})" if where else target
+    check_node(node, where or str(target))
     try:
         factory = instantiate(node, _partial_=True)
     except InstantiationException as err:

@@ -20,7 +20,7 @@ from alb.config import check_requirement, seed_list, shared_config, strategy_lab
 from alb.datasets import build_dataset, check_data_root
 from alb.errors import UserError
 from alb.machine import configure
-from alb.models import make_adapter
+from alb.models import check_model_config, make_adapter
 from alb.models.weights import weights_identity
 from alb.results import Cycle0Cache, RunDir, check_same_config, identity, seed_folder
 from alb.strategies import build_strategy
@@ -98,6 +98,7 @@ def prepare(cfg: DictConfig) -> Experiment:
     distributed.setup(cfg.trainer.get("devices", 1), str(cfg.device))  # trainer.devices > 1: torchrun
     machine = configure(cfg)  # device, workers, threads, cuDNN, determinism
     check_requirement(cfg.model)
+    check_model_config(cfg.dataset.get("task", "classification"), cfg.model)
     check_data_root(cfg.dataset)  # before the weights: a missing data folder is said first
     # the pretrained file is fetched (or refused, naming it) before anything is written; its
     # name and sha256 join the identity, so runs from other weights never mix in one experiment

@@ -83,3 +83,17 @@ def test_a_typo_is_answered_with_the_nearest_names_in_one_line(override, said, t
     [line] = result.output.strip().splitlines()
     assert said in line and "+trainer" not in line and "provider=" not in line
     assert not any(tmp_path.iterdir())
+
+
+def test_a_node_s_settings_are_checked_against_its_target_s_plain_annotations():
+    from alb.config import check_node
+    from alb.errors import UserError
+    check_node({"_target_": "alb.strategies.noris.NORIS", "alpha": 1, "variant": "sum"}, "strategy")  # an int is a number
+    with pytest.raises(UserError, match=r"strategy.alpha must be a number, got 'abc'"):
+        check_node({"_target_": "alb.strategies.noris.NORIS", "alpha": "abc"}, "strategy")
+    with pytest.raises(UserError, match=r"model.batch_norm must be true or false, got 1"):
+        check_node({"_target_": "alb.models.classifiers.SmallCNN", "batch_norm": 1}, "model")
+    check_node({"_target_": "alb.models.classifiers.SmallCNN", "pretrained": None}, "model")  # str | None takes null
+    check_node({"_target_": "alb.models.centernet.CenterNet", "image_size": [1280, 384]}, "model")  # not a plain type
+    with pytest.raises(UserError, match=r"model.nope: alb.models.classifiers.SmallCNN takes no such setting"):
+        check_node({"_target_": "alb.models.classifiers.SmallCNN", "nope": 1}, "model")

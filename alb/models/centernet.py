@@ -165,7 +165,7 @@ class CenterNet(nn.Module):
     track_image_losses = False
     image_losses = level_maps = None
 
-    def __init__(self, num_classes: int, backbone: str = "resnet18", image_size: int = 512,
+    def __init__(self, num_classes: int, backbone: str = "resnet18", image_size: int | list[int] = 512,
                  neck_channels: tuple[int, int, int] = (256, 128, 64), head_channels: int = 64,
                  feature_level: str = "f4", score_threshold: float = 0.05, max_detections: int = 100,
                  tiny_width: int = 16, size_weight: float = 0.1, skip_connections: bool = False,

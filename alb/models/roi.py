@@ -10,6 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
+from alb.errors import UserError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -45,7 +47,7 @@ def input_hw(image_size) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in image_size)
     except (TypeError, ValueError):
-        raise ValueError(f"image_size must be an int or [width, height], got {image_size!r}") from None
+        raise UserError(f"model.image_size must be an int or [width, height], got {image_size!r}") from None
     return height, width
 
 

@@ -12,7 +12,9 @@ __all__ = ["DifficultyHook", "LossPredictionHook", "Strategy", "build_strategy"]
 def build_strategy(cfg) -> Strategy:
     """The strategy of a composed config; a bad parameter is a UserError naming the strategy."""
     try:
-        return build(cfg.strategy)
+        return build(cfg.strategy, "strategy")
+    except UserError:  # a setting's name or type, said by `build`
+        raise
     except Exception as err:  # hydra wraps the constructor's ValueError
         cause = err.__cause__ or err
         raise UserError(f"strategy {cfg.meta.strategy!r}: {cause}") from err
