@@ -138,7 +138,13 @@ def compose_config(overrides: Sequence[str] = (), keep_hydra: bool = False) -> D
     _apply_strategy_defaults(cfg, overrides)
     _keep_strings(cfg, overrides)
     check_trainer_values(cfg.get("trainer"))
+    for key in TOP_LEVEL_FLAGS:  # `progress=2`, `reuse_cycle0=maybe` would read as true
+        if key in cfg and not isinstance(cfg[key], bool):
+            raise UserError(f"{key} must be true or false, got {cfg[key]!r}")
     return cfg
+
+
+TOP_LEVEL_FLAGS = ("progress", "deterministic", "reuse_cycle0")
 
 
 def _is_number(value) -> bool:

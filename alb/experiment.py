@@ -109,7 +109,10 @@ def prepare(cfg: DictConfig) -> Experiment:
              for seed in seeds]
     task = cfg.dataset.get("task", "classification")
     check_task(cfg, task, strategy)
-    if cfg.dataset.get("val_size", 0) and not cfg.trainer.get("patience"):
+    val_size = cfg.dataset.get("val_size", 0)
+    if not (isinstance(val_size, (int, float)) and not isinstance(val_size, bool) and val_size >= 0):
+        raise UserError(f"dataset.val_size must be a count >= 0 or a fraction of the pool in (0, 1), got {val_size!r}")
+    if val_size and not cfg.trainer.get("patience"):
         raise UserError(f"dataset.val_size={cfg.dataset.val_size} holds images out of the pool for early stopping and "
                         "model selection, but trainer.patience is null, so they would go unused: set "
                         "trainer.patience=<epochs> (or dataset.val_size=0)")

@@ -67,6 +67,8 @@ def _bad_inputs(tmp_path: Path, user_conf: Path) -> list[tuple[str, list[str], s
         ("a strategy setting of the wrong type", [*run, "strategy=noris", "strategy.alpha=abc"],
          "strategy.alpha must be a number, got 'abc'"),
         ("a model setting of the wrong type", [*run, "model.width=abc"], "model.width must be an int, got 'abc'"),
+        ("a flag that is not true or false", [*run, "reuse_cycle0=maybe"], "reuse_cycle0 must be true or false"),
+        ("a negative validation split", [*run, "dataset.val_size=-1"], "dataset.val_size must be a count >= 0"),
         ("a negative step", [*run, "protocol.step=-10"], "protocol.step must be a count >= 1"),
         ("a zero step", [*run, "protocol.step=0"], "protocol.step must be a count >= 1"),
         ("a misspelled strategy in a sweep", ["sweep", *TINY, f"results_dir={results}", "strategy=random,entropi"],
@@ -92,7 +94,7 @@ def test_every_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, user_co
         assert len(lines) == 1 or case == "a misspelled strategy in a sweep", (case, output)
         assert "Traceback" not in output, (case, output)
         assert not (tmp_path / "results").exists(), (case, sorted((tmp_path / "results").rglob("*")))
-    assert len(said) >= 18
+    assert len(said) >= 20
 
 
 def test_a_results_folder_the_file_system_refuses_is_one_line(tmp_path, monkeypatch):
