@@ -35,9 +35,12 @@ def paper_folder(path: Path) -> Path:
     for candidate in (path, EXPERIMENTS_DIR / "experiment" / path.name):
         if (candidate / "reported.csv").is_file():
             return candidate
+    import difflib
     papers = sorted(p.parent.name for p in (EXPERIMENTS_DIR / "experiment").glob("*/reported.csv"))
+    near = difflib.get_close_matches(path.name, papers, n=1, cutoff=0.6)
+    hint = f"did you mean --compare {near[0]}? " if near else ""
     raise UserError(f"no reported.csv in {path} or in {EXPERIMENTS_DIR / 'experiment' / path.name}; "
-                    f"papers with one: {', '.join(papers)}")
+                    f"{hint}papers with one: {', '.join(papers)}")
 
 
 def read_reported(path: Path) -> pd.DataFrame:

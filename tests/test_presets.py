@@ -170,6 +170,8 @@ def test_paper_folder_accepts_the_paper_name_or_experiments_path(tmp_path):
     assert paper_folder(Path("experiments/ppal")) == EXPERIMENTS_DIR / "experiment" / "ppal"
     with pytest.raises(UserError, match="papers with one: elezi, noris"):
         paper_folder(tmp_path)
+    with pytest.raises(UserError, match="did you mean --compare noris"):
+        paper_folder(Path("norris"))
 
 
 def _experiment_yaml(preset: str) -> dict:
