@@ -224,7 +224,7 @@ def check(overrides: Overrides = None, config_dir: ConfigDir = None,
     if task is not None:
         check_choice("--task", task, TASK_RUNS)
     from alb.loop import run_experiment
-    results = check_strategy(overrides or [], run_experiment, [task] if task else None)
+    results = check_strategy(overrides or [], run_experiment, [task] if task else None, say=console.print)
     for result in results:
         if result.ok:
             console.print(f"[green]ok[/] {result.task}: {result.cycles} cycles, budgets kept, no image twice, "

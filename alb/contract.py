@@ -7,7 +7,10 @@ twice, none that was already labelled, and the same picks again for the same see
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -64,9 +67,10 @@ def check_selections(selections: pd.DataFrame, cycles: pd.DataFrame, initial: in
 
 
 def check_strategy(overrides: Sequence[str], run, tasks: Sequence[str] | None = None,
-                   workdir: Path | None = None) -> list[TaskCheck]:
+                   workdir: Path | None = None, say=lambda message: None) -> list[TaskCheck]:
     """Run the contract for the strategy that `overrides` choose (e.g. ["strategy=mine"]);
-    `run`: `alb.loop.run_experiment` (passed in: the loop calls this module)."""
+    `run`: `alb.loop.run_experiment` (passed in: the loop calls this module); `say` hears
+    what is about to run once the strategy has been built."""
     from alb.config import compose_config
     from alb.strategies import build_strategy
     strategy = build_strategy(compose_config(list(overrides)))
@@ -74,9 +78,20 @@ def check_strategy(overrides: Sequence[str], run, tasks: Sequence[str] | None = 
     unknown = [t for t in declared if t not in TASK_RUNS]
     if not declared or unknown:
         raise UserError(f"{type(strategy).__name__}.tasks must name classification and/or detection, got {declared!r}")
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+    say(f"the strategy contract for {', '.join(tasks or declared)}: a few cycles on the embedded data, twice "
+        "with the same seed ...")
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp, _quietly():
         return [_run_contract(task, run, lambda name, task=task: compose_config(
             [*TASK_RUNS[task], *overrides, *_contract_settings(tmp, f"{task}_{name}")])) for task in tasks or declared]
+
+
+@contextlib.contextmanager
+def _quietly():
+    """The contract's short runs print nothing (their tiny models' scores would read as the
+    strategy's): only the verdict is said."""
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def check_user_strategy(cfg, run) -> None:
@@ -86,12 +101,8 @@ def check_user_strategy(cfg, run) -> None:
     import os
     if str(cfg.strategy.get("_target_", "")).startswith("alb.") or os.environ.get("ALB_SKIP_CONTRACT"):
         return
-    import contextlib
-    import io
-    import warnings
     task = cfg.dataset.get("task", "classification")
-    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():  # the user's run speaks, not this one
-        warnings.simplefilter("ignore")
+    with _quietly():  # the user's run speaks, not this one
         check = check_strategy_node(cfg, task, run)
     if not check.ok:
         raise UserError(f"strategy {cfg.meta.strategy!r} breaks the strategy contract on the embedded {task} data "
