@@ -187,8 +187,9 @@ def sweep(overrides: Overrides = None, wait: Wait = False, dry_run: DryRun = Fal
     if dry_run:
         _dry_run(planned)
         return
-    for job in planned:  # every job's config composes (a typo in a list is said) before any job runs
-        compose_config(job)
+    from alb.experiment import check_job
+    for job in planned:  # every job composes and passes the quick checks (a typo, a missing folder) before any runs
+        check_job(compose_config(job), data=not launcher)
     console.print(f"sweep: {len(planned)} job(s)")
     if launcher or (jobs or 1) > 1:
         first = compose_config(planned[0])

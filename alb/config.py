@@ -268,8 +268,10 @@ def _nearest(err: Exception, overrides: list[str]) -> Exception:
             keys = []
         close = difflib.get_close_matches(leaf, keys, n=3, cutoff=0.5)
         where = f"{parent}." if parent else ""
+        settings = sorted(k for k in keys if k != "_target_")
         hint = (f"did you mean {' or '.join(where + c for c in close)}?" if close else
-                f"{parent or 'the config'} has: {', '.join(sorted(k for k in keys if k != '_target_'))}")
+                f"{parent or 'the config'} has: {', '.join(settings)}" if settings else
+                f"{parent or 'the config'} takes no settings here")
         return UserError(f"{path}: no such key; {hint} (`alb run ... --cfg job` prints every key)")
     return err
 

@@ -87,19 +87,30 @@ def check_writable(folder: Path) -> None:
                         "or folder?); choose another results_dir=")
 
 
-def prepare(cfg: DictConfig) -> Experiment:
-    """Every check of a run, in the order of their cost; nothing is written."""
-    seeds = seed_list(cfg.seeds)
+def check_job(cfg: DictConfig, data: bool = True) -> Strategy:
+    """The checks of a run that take a moment and need neither the data's contents nor the
+    device; its strategy. `alb sweep` runs them on every job before the first starts, so the
+    last job's missing data folder is said now, not hours later (`data=False` under a cluster
+    launcher: the data may be mounted on the compute nodes alone)."""
+    seed_list(cfg.seeds)
     strategy = build_strategy(cfg)
-    label = strategy_label(cfg)
-    folder = Path(cfg.results_dir) / cfg.name
-    check_writable(folder)
+    check_writable(Path(cfg.results_dir) / cfg.name)
     check_trackers(cfg.get("logger"))
-    distributed.setup(cfg.trainer.get("devices", 1), str(cfg.device))  # trainer.devices > 1: torchrun
-    machine = configure(cfg)  # device, workers, threads, cuDNN, determinism
     check_requirement(cfg.model)
     check_model_config(cfg.dataset.get("task", "classification"), cfg.model)
-    check_data_root(cfg.dataset)  # before the weights: a missing data folder is said first
+    if data:
+        check_data_root(cfg.dataset)  # before the weights: a missing data folder is said first
+    return strategy
+
+
+def prepare(cfg: DictConfig) -> Experiment:
+    """Every check of a run, in the order of their cost; nothing is written."""
+    strategy = check_job(cfg)
+    seeds = seed_list(cfg.seeds)
+    label = strategy_label(cfg)
+    folder = Path(cfg.results_dir) / cfg.name
+    distributed.setup(cfg.trainer.get("devices", 1), str(cfg.device))  # trainer.devices > 1: torchrun
+    machine = configure(cfg)  # device, workers, threads, cuDNN, determinism
     # the pretrained file is fetched (or refused, naming it) before anything is written; its
     # name and sha256 join the identity, so runs from other weights never mix in one experiment
     weights = weights_identity(cfg.model)

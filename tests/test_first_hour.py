@@ -80,6 +80,9 @@ def _bad_inputs(tmp_path: Path, user_conf: Path) -> list[tuple[str, list[str], s
     ]
     if importlib.util.find_spec("wandb") is None:
         cases.append(("a tracker whose package is missing", [*run, "logger=wandb"], "pip install 'alb[wandb]'"))
+        cases.append(("a sweep whose second job cannot start (checked before the first runs)",
+                      ["sweep", *TINY, f"results_dir={results}", "seeds=1", "logger=csv,wandb"],
+                      "pip install 'alb[wandb]'"))
     return cases
 
 
