@@ -133,6 +133,32 @@ def _print_config(overrides: list[str], part: str) -> None:
     sys.stdout.write(OmegaConf.to_yaml(OmegaConf.create(resolved(cfg))))
 
 
+def _print_version(value: bool) -> None:
+    """`alb --version`: alb's, torch's and torchvision's versions (read from the installed
+    packages' metadata: torch is not imported) and Python's."""
+    if not value:
+        return
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from alb._version import __version__
+    parts = []
+    for package in ("torch", "torchvision"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package} not installed")
+    typer.echo(f"alb {__version__} ({', '.join(parts)}, python {platform.python_version()})")
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="print alb's version (and torch's) and exit")] = False
+             ) -> None:
+    """Benchmark deep active learning: run, sweep, report, status, check, list."""
+
+
 @app.command()
 @_user_errors
 def run(overrides: Overrides = None, wait: Wait = False, cfg: Cfg = None, config_dir: ConfigDir = None) -> None:

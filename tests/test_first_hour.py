@@ -162,3 +162,9 @@ def test_the_dry_run_fits_80_columns_with_every_column_and_whole_override_names(
     words = outcome.output.split()
     assert "strategy.uncertainty=dcus_freq" in words  # a name is never cut
     assert any(re.fullmatch(r"\d+(\.\d+)?[kMG]", w) for w in words)  # counts in k / M (the exact totals below)
+
+
+def test_alb_version_names_alb_torch_and_python():
+    from alb import __version__
+    code, output = invoke(["--version"])
+    assert code == 0 and output.startswith(f"alb {__version__} (torch ") and "python " in output
