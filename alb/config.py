@@ -28,7 +28,7 @@ import hydra.utils
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from alb.errors import UserError
+from alb.errors import UserError, is_number
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = Path(os.environ.get("ALB_CONFIG_DIR", PACKAGE_DIR / "conf")).resolve()
@@ -147,16 +147,12 @@ def compose_config(overrides: Sequence[str] = (), keep_hydra: bool = False) -> D
 TOP_LEVEL_FLAGS = ("progress", "deterministic", "reuse_cycle0")
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _int_from(low: int):
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
 def _number_over(low: float, inclusive: bool = False):
-    return lambda v: _is_number(v) and (v >= low if inclusive else v > low)
+    return lambda v: is_number(v) and (v >= low if inclusive else v > low)
 
 
 # trainer.KEY: (what it must be, the test, null allowed). Checked when the config is composed,

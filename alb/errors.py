@@ -16,6 +16,13 @@ class ChoiceError(UserError, ValueError):
     """A setting outside its allowed values (a `UserError`: one line in the CLI)."""
 
 
+def is_number(value) -> bool:
+    """A finite int or float, not a bool (YAML's `true` is an int to Python): the one test
+    of "a number" for config values and annotation files."""
+    import math
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_choice(name: str, value, choices) -> object:
     """`value` when it is one of `choices`, else one line naming the setting, the choices and
     the nearest one: the single wording of every "must be one of" check."""

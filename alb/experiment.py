@@ -18,7 +18,7 @@ from alb import distributed
 from alb import pool as pool_lib
 from alb.config import check_requirement, seed_list, shared_config, strategy_label, to_container
 from alb.datasets import build_dataset, check_data_root
-from alb.errors import UserError
+from alb.errors import UserError, is_number
 from alb.machine import configure
 from alb.models import check_model_config, make_adapter
 from alb.models.weights import weights_identity
@@ -121,7 +121,7 @@ def prepare(cfg: DictConfig) -> Experiment:
     task = cfg.dataset.get("task", "classification")
     check_task(cfg, task, strategy)
     val_size = cfg.dataset.get("val_size", 0)
-    if not (isinstance(val_size, (int, float)) and not isinstance(val_size, bool) and val_size >= 0):
+    if not (is_number(val_size) and val_size >= 0):
         raise UserError(f"dataset.val_size must be a count >= 0 or a fraction of the pool in (0, 1), got {val_size!r}")
     if val_size and not cfg.trainer.get("patience"):
         raise UserError(f"dataset.val_size={cfg.dataset.val_size} holds images out of the pool for early stopping and "

@@ -5,17 +5,12 @@ left out of training and matched as ignore regions by the metric. Ids: `<split>/
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 from alb.datasets.detection import DetectionData, DetectionSplit
-from alb.errors import UserError
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+from alb.errors import UserError, is_number
 
 
 def read_instances(root: Path, split: str, pool_categories: tuple[Path, list[dict]] | None = None
@@ -42,7 +37,7 @@ def read_instances(root: Path, split: str, pool_categories: tuple[Path, list[dic
         if not isinstance(ann, dict) or not all(key in ann for key in ("image_id", "category_id", "bbox")):
             raise UserError(f"{path}: {name} needs image_id, category_id and bbox [x, y, w, h]")
         image_id, category, bbox = ann["image_id"], ann["category_id"], ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
             raise UserError(f"{path}: {name} has bbox {bbox!r}; expected four numbers [x, y, width, height]")
         if image_id not in per_image:
             raise UserError(f"{path}: {name} refers to image {image_id}, which is not in 'images'")

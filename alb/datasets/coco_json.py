@@ -13,7 +13,6 @@ lacks, two images with one file name, a malformed bbox."""
 from __future__ import annotations
 
 import json
-import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,14 +20,10 @@ import numpy as np
 
 from alb.datasets.checks import image_size
 from alb.datasets.detection import DetectionData, DetectionSplit
-from alb.errors import UserError
+from alb.errors import UserError, is_number
 
 # a box may cross its image's border by this many pixels (rounding in annotation tools)
 BORDER_TOLERANCE = 1.0
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_json(path: Path) -> dict:
@@ -75,7 +70,7 @@ def parse_instances(path: Path, image_dir: Path, prefix: str, categories: list[d
             findings.append(f"{path}: {name} needs image_id, category_id and bbox [x, y, w, h]")
             continue
         image_id, category, bbox = ann["image_id"], ann["category_id"], ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
             findings.append(f"{path}: {name} has bbox {bbox!r}; expected four numbers [x, y, width, height]")
             continue
         if image_id not in images:
@@ -88,7 +83,7 @@ def parse_instances(path: Path, image_dir: Path, prefix: str, categories: list[d
             continue
         x, y, w, h = bbox
         width, height = images[image_id].get("width"), images[image_id].get("height")
-        if _number(width) and _number(height) and (x < -BORDER_TOLERANCE or y < -BORDER_TOLERANCE
+        if is_number(width) and is_number(height) and (x < -BORDER_TOLERANCE or y < -BORDER_TOLERANCE
                                                    or x + w > width + BORDER_TOLERANCE
                                                    or y + h > height + BORDER_TOLERANCE):
             findings.append(f"{path}: {name} has bbox {bbox} outside its image {image_id} ({width}x{height})")
@@ -104,7 +99,7 @@ def parse_instances(path: Path, image_dir: Path, prefix: str, categories: list[d
                             "difficult": np.zeros(len(objects), bool),
                             "crowd": np.asarray([o[2] for o in objects], bool),
                             "size": ((int(img["width"]), int(img["height"]))
-                                     if _number(img.get("width")) and _number(img.get("height")) else None)})
+                                     if is_number(img.get("width")) and is_number(img.get("height")) else None)})
         ids.append(f"{prefix}/{image_id}")
     if own and findings:
         raise UserError(findings[0] if len(findings) == 1 else f"{len(findings)} problems: " + " | ".join(findings[:20]))
