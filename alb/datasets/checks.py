@@ -49,6 +49,13 @@ def image_size(path: Path, exif_orientation: bool = True) -> tuple[int, int] | N
         return None
 
 
+def image_sizes(paths: Sequence[Path], exif_orientation: bool = True) -> list[tuple[int, int] | None]:
+    """`image_size` of every path, read on THREADS threads (the headers: mostly waiting on the
+    file system)."""
+    with ThreadPoolExecutor(THREADS) as pool:
+        return list(pool.map(lambda path: image_size(path, exif_orientation), paths))
+
+
 def image_problem(path: Path) -> str | None:
     """Why `path` cannot be used as an image, or None when it can."""
     try:

@@ -13,12 +13,11 @@ lacks, two images with one file name, a malformed bbox."""
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from alb.datasets.checks import image_size
+from alb.datasets.checks import image_sizes
 from alb.datasets.detection import DetectionData, DetectionSplit
 from alb.errors import UserError, is_number
 
@@ -106,16 +105,12 @@ def parse_instances(path: Path, image_dir: Path, prefix: str, categories: list[d
     return DetectionSplit(paths, annotations, ids), cats
 
 
-SIZE_THREADS = 8  # image headers: mostly waiting on the file system
-
-
 def _size_mismatches(split: DetectionSplit, json_path: Path, exif_orientation: bool) -> list[str]:
     """Images whose size (as shown, when `exif_orientation`) is not the json's width x height:
     the boxes were drawn on another frame than the one training would see. A swapped pair
     names the setting that fixes it."""
     declared = [a.get("size") for a in split.annotations]
-    with ThreadPoolExecutor(SIZE_THREADS) as pool:
-        found = list(pool.map(lambda path: image_size(path, exif_orientation), split.image_paths))
+    found = image_sizes(split.image_paths, exif_orientation)
     problems = []
     for path, want, got in zip(split.image_paths, declared, found):
         if want is None or got is None or tuple(want) == got:

@@ -14,20 +14,18 @@ label file without its image."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from alb.datasets.checks import image_size
+from alb.datasets.checks import image_sizes
 from alb.datasets.coco_json import held_out
 from alb.datasets.detection import DetectionData, DetectionSplit
 from alb.errors import UserError
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 TOLERANCE = 1e-3  # normalised coordinates may exceed [0, 1] by this much (rounding in the tools)
-THREADS = 8  # image headers are read for their size: mostly waiting on the file system
 
 
 def label_path(image: Path) -> Path:
@@ -116,8 +114,7 @@ def _labels(image: Path, size: tuple[int, int] | None, n_classes: int, findings:
 
 def _split(images: list[Path], prefix: str, root: Path, n_classes: int, findings: list[str],
            exif_orientation: bool = True) -> DetectionSplit:
-    with ThreadPoolExecutor(THREADS) as pool:
-        sizes = list(pool.map(lambda image: image_size(image, exif_orientation), images))
+    sizes = image_sizes(images, exif_orientation)
     annotations = [_labels(image, size, n_classes, findings) for image, size in zip(images, sizes)]
     ids = []
     for image in images:
